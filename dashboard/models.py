@@ -1,0 +1,49 @@
+"""The public JSON API's shapes: the contract residents' apps and open-data users rely on."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class DeviceSummary(BaseModel):
+    id: str = Field(examples=["bus-1"])
+    kind: str = Field(examples=["bus"], description="bus, garbage_truck, float, snow_gauge, printer_tray, ...")
+    name: str
+    status: str = Field(description="online, offline or unknown (never heard from)")
+    last_seen: float | None = Field(None, description="UTC epoch seconds of the newest reading")
+    lat: float | None = None
+    lon: float | None = None
+    values: dict[str, Any] = Field(default_factory=dict, description="newest value of every metric")
+
+
+class Reading(BaseModel):
+    ts: float = Field(description="UTC epoch seconds")
+    seq: int
+    v: dict[str, Any] = Field(examples=[{"depth_cm": 12.5}])
+
+
+class PointGeometry(BaseModel):
+    type: Literal["Point"] = "Point"
+    coordinates: tuple[float, float] = Field(description="[lon, lat], WGS-84")
+
+
+class FeatureProperties(BaseModel):
+    kind: str
+    name: str
+    status: str
+    ts: float | None = Field(None, description="UTC epoch seconds of the newest reading")
+    values: dict[str, Any]
+
+
+class Feature(BaseModel):
+    type: Literal["Feature"] = "Feature"
+    id: str
+    geometry: PointGeometry | None
+    properties: FeatureProperties
+
+
+class FeatureCollection(BaseModel):
+    type: Literal["FeatureCollection"] = "FeatureCollection"
+    features: list[Feature]

@@ -1,0 +1,110 @@
+"""The SQLite database that holds the registry and, by default, the readings.
+
+One file (``data/jisaku.db``) in WAL mode: the gateway is the one writer, the
+dashboard and the command line read at the same time without blocking it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    id          TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    name        TEXT NOT NULL DEFAULT '',
+    public      INTEGER NOT NULL DEFAULT 1,
+    interval_s  REAL,
+    lat         REAL,
+    lon         REAL,
+    secret_hash TEXT,            -- NULL once revoked: the device may not connect
+    created     REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS service_accounts (
+    username    TEXT PRIMARY KEY,    -- always starts with "_", which no device id can
+    secret_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS readings (
+    device_id TEXT NOT NULL,
+    ts        REAL NOT NULL,
+    seq       INTEGER NOT NULL,
+    v         TEXT NOT NULL,         -- the reading's values as a JSON object
+    received  REAL NOT NULL,
+    PRIMARY KEY (device_id, ts, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    device_id TEXT NOT NULL,
+    ts        REAL NOT NULL,
+    seq       INTEGER NOT NULL,
+    event     TEXT NOT NULL,
+    v         TEXT NOT NULL,
+    received  REAL NOT NULL,
+    PRIMARY KEY (device_id, ts, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latest (
+    device_id TEXT PRIMARY KEY,
+    ts        REAL NOT NULL,         -- time of the newest reading
+    v         TEXT NOT NULL,         -- newest value of every metric the device has sent
+    updated   REAL NOT NULL          -- when this row last changed, for the live stream
+);
+CREATE INDEX IF NOT EXISTS latest_updated ON latest (updated);
+CREATE TABLE IF NOT EXISTS device_status (
+    device_id TEXT PRIMARY KEY,
+    state     TEXT NOT NULL,
+    since     REAL NOT NULL,
+    info      TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS status_history (
+    device_id TEXT NOT NULL,
+    ts        REAL NOT NULL,
+    state     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS status_history_device ON status_history (device_id, ts);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id        INTEGER PRIMARY KEY,
+    received  REAL NOT NULL,
+    topic     TEXT NOT NULL,
+    payload   BLOB NOT NULL,         -- the first bytes only
+    reason    TEXT NOT NULL,
+    detail    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quarantine_reason ON quarantine (reason);
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (and if need be create) the database at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    connection.row_factory = sqlite3.Row
+    connection.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across application crashes in WAL mode; only a power cut
+    # can lose the last transactions, which the devices' queues then resend.
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.executescript(SCHEMA)
+    return connection
+
+
+class Database:
+    """One connection per thread to the same file (sqlite3 objects are not shared)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        connect(self.path).close()  # create the schema once, up front
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = connect(self.path)
+        return connection
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None

@@ -1,0 +1,154 @@
+"""The gateway: subscribes to every device, checks each message, stores it.
+
+Messages are taken off the network thread into a queue and written by one
+writer thread in small batches (one SQLite transaction per batch), so a burst
+of back-filled readings costs a few transactions, not thousands.
+
+Anything on ``jisaku/#`` that breaks the contract goes to quarantine with the
+reason; the valid messages around it are not affected.
+
+Example::
+
+    gateway = Gateway(store, registry, "mqtt://127.0.0.1:1883", "_gateway", secret)
+    gateway.start()
+    ...
+    gateway.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+
+import paho.mqtt.client as mqtt
+
+from jisaku.device import protocol
+from jisaku.device.link import BrokerAddress, new_client
+
+from .registry import Registry
+from .store import Batch, Quarantined, SQLiteStore
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 1000
+BATCH_WAIT_S = 0.05
+# How long an unknown device id is remembered as unknown before the registry is asked again.
+UNKNOWN_RECHECK_S = 1.0
+
+
+class Gateway:
+    def __init__(self, store: SQLiteStore, registry: Registry, broker_url: str, username: str, password: str,
+                 client_id: str = "jisaku-gateway"):
+        self.store = store
+        self.registry = registry
+        self.broker = BrokerAddress.parse(broker_url)
+        self.connected = threading.Event()
+        self.quarantine_counts: Counter[str] = Counter()
+        self.stored_readings = 0
+        self._inbox: queue.Queue[tuple[str, bytes, float] | None] = queue.Queue()
+        self._known: set[str] = set()
+        self._known_checked = 0.0
+        self._writer = threading.Thread(target=self._write_loop, name="gateway-writer", daemon=True)
+        # A persistent session: while the gateway restarts, the broker keeps its QoS 1 messages.
+        self._client = new_client(client_id, username, password, self.broker, clean_session=False)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    def start(self) -> None:
+        self._writer.start()
+        self._client.connect_async(self.broker.host, self.broker.port, keepalive=30)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._inbox.put(None)
+        self._writer.join(timeout=10)
+
+    # ------------------------------------------------------------ network thread
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("the broker at %s refused the gateway: %s (check the _gateway account's secret)",
+                      self.broker, reason_code)
+            return
+        client.subscribe(f"{protocol.TOPIC_ROOT}/#", qos=1)
+        log.info("gateway connected to %s", self.broker)
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self.connected.is_set():
+            log.warning("gateway lost the broker at %s (%s); reconnecting", self.broker, reason_code)
+        self.connected.clear()
+
+    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        self._inbox.put((message.topic, message.payload, time.time()))
+
+    # ------------------------------------------------------------ writer thread
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            batch = Batch()
+            self.sort_into(batch, *item)
+            deadline = time.monotonic() + BATCH_WAIT_S
+            while len(batch) < BATCH_MAX:
+                try:
+                    item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._write(batch)
+                    return
+                self.sort_into(batch, *item)
+            self._write(batch)
+
+    def _write(self, batch: Batch) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self.store.write(batch)
+                break
+            except Exception as err:  # a full disk or a locked file must not kill the gateway
+                log.error("could not store %d messages (%s); retrying in %.0f s. Check free disk space"
+                          " and that %s is writable.", len(batch), err, delay, self.store.db.path)
+                time.sleep(delay)
+                delay = min(delay * 2, 30)
+        self.stored_readings += len(batch.readings)
+        for item in batch.quarantined:
+            self.quarantine_counts[item.reason] += 1
+            log.warning("quarantined a message on %s: %s (%s)", item.topic, item.reason, item.detail)
+
+    def sort_into(self, batch: Batch, topic: str, payload: bytes, received: float) -> None:
+        """Check one message and put it in the batch where it belongs."""
+        try:
+            device_id, channel = protocol.parse_topic(topic)
+            if channel in protocol.GATEWAY_CHANNELS or channel.endswith("/ack"):
+                return  # our own config and commands, and their answers, are handled elsewhere
+            if not self._is_known(device_id):
+                raise protocol.ProtocolError(
+                    "unknown_device", f"device {device_id!r} is not registered: add it with jisaku devices add"
+                )
+            if channel == "data":
+                batch.readings.extend((device_id, r) for r in protocol.decode_readings(payload, received))
+            elif channel == "event":
+                batch.events.append((device_id, protocol.decode_event(payload, received)))
+            elif channel == "status":
+                batch.statuses.append((device_id, protocol.decode_status(payload), received))
+        except protocol.ProtocolError as err:
+            batch.quarantined.append(Quarantined(topic, payload, err.reason, str(err), received))
+
+    def _is_known(self, device_id: str) -> bool:
+        if device_id in self._known:
+            return True
+        now = time.monotonic()
+        if now - self._known_checked > UNKNOWN_RECHECK_S or not self._known:
+            self._known = self.registry.known_ids()
+            self._known_checked = now
+        return device_id in self._known

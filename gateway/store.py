@@ -1,0 +1,172 @@
+"""Where readings, events, device status and quarantined messages are kept (SQLite).
+
+The gateway hands over a :class:`Batch` of what arrived in the last few
+milliseconds and it is written in one transaction; the dashboard reads the
+``latest`` table, kept up to date here, instead of scanning history.
+
+Example::
+
+    store = SQLiteStore(Database(Path("data/jisaku.db")))
+    store.write(Batch(readings=[("snow-1", Reading(ts, 1, {"depth_cm": 12.5}))]))
+    store.readings("snow-1", since=ts - 3600)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jisaku.device.protocol import Event, Reading, Status
+
+from .db import Database
+
+# Enough of a bad payload to see what went wrong, not enough to fill a disk.
+QUARANTINE_PAYLOAD_BYTES = 4096
+
+
+@dataclass
+class Quarantined:
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str
+    received: float
+
+
+@dataclass
+class Batch:
+    readings: list[tuple[str, Reading]] = field(default_factory=list)
+    events: list[tuple[str, Event]] = field(default_factory=list)
+    statuses: list[tuple[str, Status, float]] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.readings) + len(self.events) + len(self.statuses) + len(self.quarantined)
+
+
+def _json(values: dict[str, Any]) -> str:
+    return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+
+
+class SQLiteStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    # ------------------------------------------------------------ writing
+
+    def write(self, batch: Batch) -> None:
+        now = time.time()
+        connection = self.db.connection
+        with connection:  # one transaction: all of the batch or none of it
+            connection.execute("BEGIN")
+            # Re-sent readings share (device, ts, seq) with the stored ones: kept once.
+            connection.executemany(
+                "INSERT OR IGNORE INTO readings (device_id, ts, seq, v, received) VALUES (?, ?, ?, ?, ?)",
+                [(device_id, r.ts, r.seq, _json(r.values), now) for device_id, r in batch.readings],
+            )
+            connection.executemany(
+                "INSERT OR IGNORE INTO events (device_id, ts, seq, event, v, received) VALUES (?, ?, ?, ?, ?, ?)",
+                [(device_id, e.ts, e.seq, e.name, _json(e.values), now) for device_id, e in batch.events],
+            )
+            # Readings arrive roughly in time order; a back-filled old one must not
+            # overwrite a newer value, hence the WHERE on the update.
+            connection.executemany(
+                "INSERT INTO latest (device_id, ts, v, updated) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (device_id) DO UPDATE SET"
+                "  v = json_patch(latest.v, excluded.v), ts = excluded.ts, updated = excluded.updated"
+                " WHERE excluded.ts >= latest.ts",
+                [(device_id, r.ts, _json(r.values), now) for device_id, r in sorted(batch.readings, key=lambda x: x[1].ts)],
+            )
+            for device_id, status, received in batch.statuses:
+                self._write_status(connection, device_id, status, received)
+            connection.executemany(
+                "INSERT INTO quarantine (received, topic, payload, reason, detail) VALUES (?, ?, ?, ?, ?)",
+                [(q.received, q.topic, q.payload[:QUARANTINE_PAYLOAD_BYTES], q.reason, q.detail)
+                 for q in batch.quarantined],
+            )
+
+    @staticmethod
+    def _write_status(connection, device_id: str, status: Status, received: float) -> None:
+        row = connection.execute("SELECT state FROM device_status WHERE device_id=?", (device_id,)).fetchone()
+        if row is None or row["state"] != status.state:
+            connection.execute(
+                "INSERT INTO status_history (device_id, ts, state) VALUES (?, ?, ?)",
+                (device_id, received, status.state),
+            )
+            connection.execute(
+                "INSERT OR REPLACE INTO device_status (device_id, state, since, info) VALUES (?, ?, ?, ?)",
+                (device_id, status.state, received, _json(status.info)),
+            )
+        elif status.info:
+            connection.execute(
+                "UPDATE device_status SET info=? WHERE device_id=?", (_json(status.info), device_id)
+            )
+
+    # ------------------------------------------------------------ reading
+
+    def latest(self, public_only: bool = True) -> list[dict[str, Any]]:
+        """Every registered device with its newest values and its status."""
+        sql = (
+            "SELECT d.id, d.kind, d.name, d.public, d.interval_s, d.lat, d.lon,"
+            "       l.ts, l.v, s.state, s.since"
+            " FROM devices d"
+            " LEFT JOIN latest l ON l.device_id = d.id"
+            " LEFT JOIN device_status s ON s.device_id = d.id"
+        )
+        if public_only:
+            sql += " WHERE d.public = 1"
+        rows = self.db.connection.execute(sql + " ORDER BY d.id").fetchall()
+        return [
+            {
+                "id": row["id"], "kind": row["kind"], "name": row["name"], "public": bool(row["public"]),
+                "interval_s": row["interval_s"], "lat": row["lat"], "lon": row["lon"],
+                "ts": row["ts"], "values": json.loads(row["v"]) if row["v"] else {},
+                "status": row["state"] or "unknown", "status_since": row["since"],
+            }
+            for row in rows
+        ]
+
+    def last_update(self) -> float:
+        """When anything on the map last changed; cheap enough to poll every second."""
+        row = self.db.connection.execute(
+            "SELECT max(m) FROM (SELECT max(updated) AS m FROM latest UNION ALL SELECT max(since) FROM device_status)"
+        ).fetchone()
+        return row[0] or 0.0
+
+    def readings(self, device_id: str, since: float | None = None, until: float | None = None,
+                 limit: int = 1000) -> list[dict[str, Any]]:
+        """Readings of one device between ``since`` and ``until``, newest last."""
+        rows = self.db.connection.execute(
+            "SELECT ts, seq, v FROM ("
+            "  SELECT ts, seq, v FROM readings WHERE device_id = ? AND ts >= ? AND ts <= ?"
+            "  ORDER BY ts DESC LIMIT ?"
+            ") ORDER BY ts",
+            (device_id, since if since is not None else 0.0, until if until is not None else 1e12, limit),
+        ).fetchall()
+        return [{"ts": row["ts"], "seq": row["seq"], "v": json.loads(row["v"])} for row in rows]
+
+    def events(self, device_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.db.connection.execute(
+            "SELECT ts, seq, event, v FROM events WHERE device_id = ? ORDER BY ts DESC LIMIT ?",
+            (device_id, limit),
+        ).fetchall()
+        return [{"ts": r["ts"], "seq": r["seq"], "event": r["event"], "v": json.loads(r["v"])} for r in rows]
+
+    def reading_count(self, device_id: str | None = None) -> int:
+        if device_id is None:
+            return self.db.connection.execute("SELECT count(*) FROM readings").fetchone()[0]
+        return self.db.connection.execute(
+            "SELECT count(*) FROM readings WHERE device_id=?", (device_id,)
+        ).fetchone()[0]
+
+    def quarantine_counts(self) -> dict[str, int]:
+        rows = self.db.connection.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason")
+        return {reason: count for reason, count in rows}
+
+    def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.db.connection.execute(
+            "SELECT received, topic, payload, reason, detail FROM quarantine ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [dict(row) for row in rows]

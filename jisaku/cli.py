@@ -1,0 +1,185 @@
+"""The ``jisaku`` command: one entry point for every part.
+
+    jisaku demo                         the whole system with simulated devices
+    jisaku broker                       the embedded MQTT broker on its own
+    jisaku gateway                      subscribe, check and store
+    jisaku dashboard                    the web pages and the API
+    jisaku device run FOLDER            run a device (add --simulate to run it without hardware)
+    jisaku devices add ID --kind KIND   register a device and print its secret once
+    jisaku devices list                 the registered devices
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from . import settings as settings_module
+from .settings import Settings, SettingsError
+
+
+def _settings() -> Settings:
+    return settings_module.load()
+
+
+def _registry(settings: Settings):
+    from jisaku.gateway.db import Database
+    from jisaku.gateway.registry import Registry
+
+    return Registry(Database(settings.sqlite_path))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(_settings(), Path(args.city))
+
+
+def cmd_broker(args: argparse.Namespace) -> None:
+    from jisaku.device.link import BrokerAddress
+    from jisaku.gateway.broker import EmbeddedBroker
+
+    settings = _settings()
+    registry = _registry(settings)
+    address = BrokerAddress.parse(settings.broker)
+
+    async def serve() -> None:
+        broker = EmbeddedBroker(address.host, address.port, authenticate=registry.check_credentials)
+        await broker.start()
+        print(f"embedded broker listening on {address}; Ctrl-C stops it", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await broker.stop()
+
+    asyncio.run(serve())
+
+
+def _wait_for_ctrl_c() -> None:
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_gateway(args: argparse.Namespace) -> None:
+    from jisaku.gateway.service import Gateway
+    from jisaku.gateway.store import SQLiteStore
+
+    settings = _settings()
+    registry = _registry(settings)
+    secret = os.environ.get("JISAKU_GATEWAY_SECRET") or registry.service_secret("_gateway", settings.secrets_dir)
+    gateway = Gateway(SQLiteStore(registry.db), registry, settings.broker, "_gateway", secret)
+    gateway.start()
+    print(f"gateway storing from {settings.broker} into {settings.sqlite_path}; Ctrl-C stops it", flush=True)
+    _wait_for_ctrl_c()
+    gateway.stop()
+
+
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from jisaku.dashboard.app import create_app
+
+    settings = _settings()
+    host, port = settings.http_host_port
+    uvicorn.run(create_app(settings.sqlite_path), host=host, port=port, log_level="info")
+
+
+def cmd_device_run(args: argparse.Namespace) -> None:
+    from jisaku.device.config import load_device_config
+    from jisaku.device.runner import run_device
+
+    config = load_device_config(args.folder, {"device": {"id": args.id}} if args.id else None)
+    secret = os.environ.get("JISAKU_DEVICE_SECRET")
+    if args.secret_file:
+        secret = Path(args.secret_file).read_text().strip()
+    if not secret:
+        sys.exit(f"no secret for {config.id}: set JISAKU_DEVICE_SECRET or pass --secret-file"
+                 f" (jisaku devices add {config.id} --kind {config.kind} prints one)")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    broker = _settings().broker
+    print(f"{config.id}: running {config.app}{' (simulated)' if args.simulate else ''}, broker {broker};"
+          " Ctrl-C stops it", flush=True)
+    try:
+        run_device(config, broker, secret, args.simulate, stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+def cmd_devices_add(args: argparse.Namespace) -> None:
+    from jisaku.gateway.registry import DeviceRecord
+
+    lat = lon = None
+    if args.location:
+        lat, lon = (float(x) for x in args.location.split(","))
+    secret = _registry(_settings()).add_device(DeviceRecord(
+        id=args.id, kind=args.kind, name=args.name or args.id, public=not args.private,
+        interval_s=args.interval, lat=lat, lon=lon,
+    ))
+    print(f"registered {args.id}. Its secret, shown only this once:\n\n  {secret}\n\n"
+          f"Put it on the device, e.g. JISAKU_DEVICE_SECRET={secret} jisaku device run ...")
+
+
+def cmd_devices_list(args: argparse.Namespace) -> None:
+    for device in _registry(_settings()).devices():
+        where = f"{device.lat:.5f},{device.lon:.5f}" if device.lat is not None else "-"
+        print(f"{device.id:24} {device.kind:14} {'public ' if device.public else 'private'} {where:22} {device.name}")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="jisaku", description="Build your own field sensors and show their data.")
+    top.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = top.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="the whole system with simulated devices")
+    demo.add_argument("--city", default="examples/demo-city/city.toml", help="the demo town's devices")
+    demo.set_defaults(run=cmd_demo)
+    commands.add_parser("broker", help="the embedded MQTT broker").set_defaults(run=cmd_broker)
+    commands.add_parser("gateway", help="subscribe, check and store").set_defaults(run=cmd_gateway)
+    commands.add_parser("dashboard", help="the web pages and the API").set_defaults(run=cmd_dashboard)
+
+    device = commands.add_parser("device", help="run a device").add_subparsers(dest="action", required=True)
+    run = device.add_parser("run", help="run the device described in FOLDER/device.toml")
+    run.add_argument("folder", help="an example folder, e.g. examples/snow-gauge")
+    run.add_argument("--simulate", action="store_true", help="mock pins and a scenario instead of hardware")
+    run.add_argument("--id", help="use this device id instead of the one in device.toml")
+    run.add_argument("--secret-file", help="read the device's secret from this file")
+    run.set_defaults(run=cmd_device_run)
+
+    devices = commands.add_parser("devices", help="the device registry").add_subparsers(dest="action", required=True)
+    add = devices.add_parser("add", help="register a device and print its secret once")
+    add.add_argument("id")
+    add.add_argument("--kind", required=True, help="bus, garbage_truck, float, snow_gauge, printer_tray, ...")
+    add.add_argument("--name")
+    add.add_argument("--private", action="store_true", help="keep it off the residents' pages")
+    add.add_argument("--interval", type=float, help="expected seconds between readings")
+    add.add_argument("--location", help="LAT,LON for a device that does not move")
+    add.set_defaults(run=cmd_devices_add)
+    devices.add_parser("list", help="the registered devices").set_defaults(run=cmd_devices_list)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except KeyboardInterrupt:
+        pass
+    except (SettingsError, ValueError, RuntimeError) as err:
+        sys.exit(f"jisaku: {err}")
+
+
+if __name__ == "__main__":
+    main()

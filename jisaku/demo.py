@@ -1,0 +1,136 @@
+"""``jisaku demo``: a whole small town in one process, through the real pipeline.
+
+The embedded broker, the gateway writing to SQLite, the dashboard, and the
+simulated devices of ``examples/demo-city/city.toml``. Every simulated device is
+the real device code on gpiozero mock pins; it logs in to the broker with its
+own secret like a board in the field would. Nothing writes to the store
+directly. Data is kept in the data folder, so a second run carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import threading
+import tomllib
+from pathlib import Path
+import uvicorn
+
+from jisaku.dashboard.app import create_app
+from jisaku.device.config import DeviceConfig, load_device_config
+from jisaku.device.link import BrokerAddress
+from jisaku.device.runner import run_device
+from jisaku.gateway.broker import EmbeddedBroker
+from jisaku.gateway.db import Database
+from jisaku.gateway.registry import DeviceRecord, Registry
+from jisaku.gateway.secrets import new_secret
+from jisaku.gateway.service import Gateway
+from jisaku.gateway.store import SQLiteStore
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CITY = Path("examples/demo-city/city.toml")
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def load_city(city_file: Path) -> list[DeviceConfig]:
+    """The devices of a demo town: each an example folder with its own settings laid over."""
+    if not city_file.exists():
+        raise DemoError(f"{city_file} not found: run jisaku demo from the repository root, or pass --city")
+    city = tomllib.loads(city_file.read_text(encoding="utf-8"))
+    examples = city_file.parent.parent
+    devices = []
+    for entry in city.get("device", []):
+        overrides = {key: value for key, value in entry.items() if key != "example"}
+        devices.append(load_device_config(examples / entry["example"], overrides))
+    return devices
+
+
+def register(registry: Registry, devices: list[DeviceConfig], secrets_file: Path) -> dict[str, str]:
+    """Register the demo's devices (once) and return their secrets.
+
+    A real device keeps its secret on its own disk; the demo keeps all of them
+    in one file in the data folder, readable by its owner only.
+    """
+    secrets: dict[str, str] = json.loads(secrets_file.read_text()) if secrets_file.exists() else {}
+    for config in devices:
+        location = config.location
+        record = DeviceRecord(
+            id=config.id, kind=config.kind, name=config.name, public=config.public,
+            interval_s=config.interval_s, lat=location[0] if location else None,
+            lon=location[1] if location else None,
+        )
+        if registry.get(config.id) is None:
+            secrets[config.id] = registry.add_device(record)
+        else:
+            registry.update_device(record)
+            if config.id not in secrets:
+                secrets[config.id] = new_secret()
+                registry.set_secret(config.id, secrets[config.id])
+    secrets_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secrets_file.touch(mode=0o600)
+    secrets_file.write_text(json.dumps(secrets, indent=1))
+    return secrets
+
+
+async def _serve(settings: Settings, devices: list[DeviceConfig]) -> None:
+    db = Database(settings.sqlite_path)
+    registry, store = Registry(db), SQLiteStore(db)
+    secrets = register(registry, devices, settings.secrets_dir / "demo-devices.json")
+    gateway_secret = registry.service_secret("_gateway", settings.secrets_dir)
+
+    broker_address = BrokerAddress.parse(settings.broker)
+    broker = EmbeddedBroker(broker_address.host, broker_address.port, authenticate=registry.check_credentials)
+    try:
+        await broker.start()
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE or "in use" in str(err):
+            raise DemoError(
+                f"port {broker_address.port} is taken, so the embedded broker cannot start. Is a Mosquitto"
+                " service running? Stop it (sudo systemctl stop mosquitto) or pick another port:"
+                f" JISAKU_BROKER=mqtt://{broker_address.host}:1884 make demo"
+            ) from None
+        raise
+
+    gateway = Gateway(store, registry, settings.broker, "_gateway", gateway_secret)
+    gateway.start()
+
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=run_device, args=(config, settings.broker, secrets[config.id], True, stop),
+                         name=config.id, daemon=True)
+        for config in devices
+    ]
+    for thread in threads:
+        thread.start()
+
+    host, port = settings.http_host_port
+    server = uvicorn.Server(uvicorn.Config(create_app(settings.sqlite_path), host=host, port=port,
+                                           log_level="warning"))
+    print(f"\n  jisaku demo: {len(devices)} simulated devices in town.\n"
+          f"  Open http://{host}:{port}/  (API: http://{host}:{port}/docs)\n"
+          f"  Data is kept in {settings.data_dir.resolve()}. Press Ctrl-C to stop.\n", flush=True)
+    try:
+        await server.serve()
+        if not server.started:
+            raise DemoError(f"the dashboard could not listen on {host}:{port}: is it taken? Set JISAKU_HTTP=127.0.0.1:8001")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+        gateway.stop()
+        await broker.stop()
+        print("  jisaku demo stopped; its data is kept for next time.", flush=True)
+
+
+def run_demo(settings: Settings, city_file: Path = DEFAULT_CITY) -> None:
+    devices = load_city(city_file)
+    asyncio.run(_serve(settings, devices))
+

@@ -1,0 +1,79 @@
+"""Deployment settings: ``jisaku.toml``, each key overridable by ``JISAKU_<KEY>``.
+
+Example ``jisaku.toml``::
+
+    broker = "mqtt://127.0.0.1:1883"
+    store = "sqlite:///data/jisaku.db"
+    http = "127.0.0.1:8000"
+    data = "./data"
+
+``JISAKU_BROKER=mqtt://10.0.0.5:1883 jisaku gateway`` then uses that broker
+whatever the file says.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+CONFIG_FILE = "jisaku.toml"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str = "mqtt://127.0.0.1:1883"
+    store: str = ""  # empty: sqlite:///<data>/jisaku.db
+    http: str = "127.0.0.1:8000"
+    data: str = "./data"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.data)
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.data_dir / "secrets"
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file of the registry (and of readings, with the default store)."""
+        store = self.store or f"sqlite:///{self.data_dir / 'jisaku.db'}"
+        if not store.startswith("sqlite:///"):
+            raise SettingsError(
+                f"store {store!r}: only sqlite:///path is supported yet (InfluxDB is coming); "
+                "set JISAKU_STORE=sqlite:///data/jisaku.db"
+            )
+        return Path(store.removeprefix("sqlite:///"))
+
+    @property
+    def http_host_port(self) -> tuple[str, int]:
+        host, _, port = self.http.rpartition(":")
+        if not host or not port.isdigit():
+            raise SettingsError(f"http {self.http!r} should be host:port, e.g. 127.0.0.1:8000")
+        return host, int(port)
+
+
+def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Settings from ``path`` (default ``./jisaku.toml`` if it exists), then the environment."""
+    environ = os.environ if environ is None else environ
+    path = Path(environ.get("JISAKU_CONFIG", path or CONFIG_FILE))
+    values: dict[str, str] = {}
+    if path.exists():
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as err:
+            raise SettingsError(f"{path}: {err}") from None
+    known = {f.name for f in fields(Settings)}
+    unknown = set(values) - known
+    if unknown:
+        raise SettingsError(f"{path}: unknown keys {', '.join(sorted(unknown))}; known are {', '.join(sorted(known))}")
+    for name in known:
+        if f"JISAKU_{name.upper()}" in environ:
+            values[name] = environ[f"JISAKU_{name.upper()}"]
+    return Settings(**{k: str(v) for k, v in values.items()})
