@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import folium
-from branca.element import Element
+from branca.element import Element, MacroElement
+from jinja2 import Template
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
@@ -20,6 +21,17 @@ class LocalMap(folium.Map):
     default_css = [("leaflet_css", "/static/leaflet/leaflet.css"), ("jisaku_css", "/static/jisaku.css")]
 
 
+class LiveUpdates(MacroElement):
+    """Starts live.js on the map; as a child of the map it runs after the map exists."""
+
+    _template = Template("""
+        {% macro script(this, kwargs) %}
+        jisakuLive({{ this._parent.get_name() }},
+                   {geojson: "/api/v1/latest.geojson", stream: "/api/v1/stream"});
+        {% endmacro %}
+    """)
+
+
 HEADER = """
 <header class="jisaku-bar">
   <h1>Town live map <span lang="ja">まちのライブマップ</span></h1>
@@ -34,9 +46,7 @@ def render_map(center: tuple[float, float], zoom: int) -> str:
     root.header.add_child(Element('<title>jisaku live map</title>'
                                   '<meta name="viewport" content="width=device-width, initial-scale=1">'))
     root.html.add_child(Element(HEADER))
-    root.script.add_child(Element(
-        f'jisakuLive({live_map.get_name()}, {{geojson: "/api/v1/latest.geojson", stream: "/api/v1/stream"}});'
-    ))
+    LiveUpdates().add_to(live_map)
     return root.render()
 
 

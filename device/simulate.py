@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Iterator
 
 import pynmea2
+from gpiozero.exc import PWMSoftwareFallback
 from gpiozero.pins.mock import MockFactory, MockTriggerPin
 
 from .config import DeviceConfig
@@ -30,7 +31,7 @@ SPEED_OF_SOUND_M_S = 343.26  # what gpiozero's DistanceSensor assumes (20 °C)
 KMH_TO_KNOTS = 1 / 1.852
 
 # The software-timed mock pins are what we want in simulation; the warning is for real Pis.
-warnings.filterwarnings("ignore", message=".*pigpio.*")
+warnings.filterwarnings("ignore", category=PWMSoftwareFallback)
 
 
 class Scenario:

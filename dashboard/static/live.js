@@ -4,15 +4,15 @@
 "use strict";
 
 var JISAKU_KINDS = {
-  bus: { label: "Bus", ja: "バス", letter: "B", colour: "#1565c0" },
-  garbage_truck: { label: "Garbage truck", ja: "ごみ収集車", letter: "G", colour: "#2e7d32" },
-  "float": { label: "Festival float", ja: "祭り屋台", letter: "F", colour: "#c62828" },
-  snow_gauge: { label: "Snow gauge", ja: "積雪計", letter: "S", colour: "#0277bd" },
-  printer_tray: { label: "Printer tray", ja: "プリンタートレイ", letter: "P", colour: "#6a1b9a" }
+  bus: { label: "Bus", plural: "buses", ja: "バス", letter: "B", colour: "#1565c0" },
+  garbage_truck: { label: "Garbage truck", plural: "garbage trucks", ja: "ごみ収集車", letter: "G", colour: "#2e7d32" },
+  "float": { label: "Festival float", plural: "festival floats", ja: "祭り屋台", letter: "F", colour: "#c62828" },
+  snow_gauge: { label: "Snow gauge", plural: "snow gauges", ja: "積雪計", letter: "S", colour: "#0277bd" },
+  printer_tray: { label: "Printer tray", plural: "printer trays", ja: "プリンタートレイ", letter: "P", colour: "#6a1b9a" }
 };
 
 function jisakuKind(kind) {
-  return JISAKU_KINDS[kind] || { label: kind, ja: kind, letter: "?", colour: "#455a64" };
+  return JISAKU_KINDS[kind] || { label: kind, plural: kind, ja: kind, letter: "?", colour: "#455a64" };
 }
 
 function jisakuEscape(text) {
@@ -89,7 +89,8 @@ function jisakuLive(map, urls) {
     if (!fitted && bounds.length) { map.fitBounds(bounds, { padding: [30, 30], maxZoom: 16 }); fitted = true; }
     if (summary) {
       summary.textContent = Object.keys(counts).sort().map(function (k) {
-        return counts[k] + " " + jisakuKind(k).label.toLowerCase() + (counts[k] > 1 ? "s" : "");
+        var kind = jisakuKind(k);
+        return counts[k] + " " + (counts[k] > 1 ? kind.plural : kind.label.toLowerCase());
       }).join(" · ") || "No devices yet";
     }
   }

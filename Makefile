@@ -1,0 +1,52 @@
+# jisaku — two commands:
+#   make demo   set everything up and run the whole system with simulated devices
+#   make test   set everything up and run the tests
+# As root they install the system packages they need with apt; otherwise they say what to install.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# What the tests start for real: a Mosquitto broker and a headless Chromium.
+TEST_PACKAGES := mosquitto chromium
+IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
+
+.PHONY: demo test setup test-packages clean
+
+demo: setup
+	$(BIN)/jisaku demo
+
+test: setup test-packages
+	$(BIN)/python -m pytest
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "jisaku needs Python 3.11 or newer (Debian 12 / Ubuntu 24.04 have it): sudo apt-get install python3")'
+	@if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+	  if [ "$(IS_ROOT)" = yes ]; then apt-get update -qq && apt-get install -y -qq python3-venv; \
+	  else echo "Python cannot make virtual environments here. Install: sudo apt-get install python3-venv"; exit 1; fi; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+test-packages:
+	@missing=""; \
+	[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing="$$missing mosquitto"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$(IS_ROOT)" != yes ]; then \
+	  echo "The tests need:$$missing. Install them with: sudo apt-get install$$missing"; exit 1; \
+	fi; \
+	echo "Installing$$missing with apt-get"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	case "$$missing" in *mosquitto*) \
+	  if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then \
+	    echo "Stopping the mosquitto service apt just started: the tests start their own, and it would hold port 1883 that make demo uses."; \
+	    systemctl disable --now mosquitto; \
+	  fi;; \
+	esac
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

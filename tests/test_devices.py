@@ -1,0 +1,154 @@
+"""Device behaviour on gpiozero's MockFactory pins, no network needed."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from jisaku.device.apps import PrinterTray, SnowGauge, VehicleTracker
+from jisaku.device.config import DeviceConfigError, load_device_config
+from jisaku.device.geo import Route, distance_m, load_route
+from jisaku.device.simulate import DrivingRoute, Snowfall, rmc_sentence
+
+from .town import EXAMPLES
+
+
+class RecordingLink:
+    """Stands in for the network link: keeps what the app would have published."""
+
+    def __init__(self):
+        self.readings, self.events = [], []
+
+    def publish_reading(self, values, ts=None):
+        self.readings.append(values)
+
+    def publish_event(self, name, values=None):
+        self.events.append((name, values))
+
+
+@pytest.fixture
+def factory():
+    factory = MockFactory()
+    yield factory
+    factory.reset()
+
+
+def test_tray_beeps_after_the_threshold_and_stops_when_paper_is_taken(factory):
+    config = load_device_config(EXAMPLES / "printer-tray", {"tray": {"left_after_s": 30}})
+    link = RecordingLink()
+    tray = PrinterTray(config, link, pin_factory=factory)
+    sensor, buzzer_pin = factory.pin(17), factory.pin(18)
+
+    tray.step(0.0)
+    sensor.drive_low()              # paper lands on the tray
+    tray.step(100.0)
+    tray.step(129.0)
+    assert not tray.beeping and link.events == []
+    tray.step(130.5)                # 30.5 s: a printout was left
+    assert tray.beeping
+    assert link.events == [("tray_left", {"waited_s": 30.5, "left_today": 1})]
+    threading.Event().wait(0.25)    # the buzzer beeps in its own thread
+    assert any(state.state for state in buzzer_pin.states), "the buzzer sounded"
+    tray.step(140.0)
+    assert len(link.events) == 1, "one event per printout, not one per look"
+
+    sensor.drive_high()             # somebody takes it
+    tray.step(145.0)
+    assert not tray.beeping and buzzer_pin.state == 0
+    assert link.events[-1] == ("tray_cleared", {"lay_s": 45.0})
+    tray.close()
+
+
+def test_paper_taken_in_time_makes_no_sound(factory):
+    link = RecordingLink()
+    tray = PrinterTray(load_device_config(EXAMPLES / "printer-tray"), link, pin_factory=factory)
+    sensor = factory.pin(17)
+    sensor.drive_low()
+    tray.step(0.0)
+    tray.step(10.0)
+    sensor.drive_high()
+    tray.step(12.0)
+    assert link.events == [] and tray.left_today == 0
+    tray.report()
+    assert link.readings == [{"paper": 0, "left_today": 0}]
+    tray.close()
+
+
+def test_snow_gauge_measures_depth_from_mount_height(factory):
+    config = load_device_config(EXAMPLES / "snow-gauge", {"simulate": {"curve": [[0, 42], [24, 42]]}})
+    Snowfall(config, factory).tick(0.0)
+    gauge = SnowGauge(config, RecordingLink(), pin_factory=factory)
+    try:
+        depth = gauge.measure_depth_cm()
+    finally:
+        gauge.close()
+    assert 39 <= depth <= 43, depth  # threads time the mock echo: a centimetre or two long
+
+
+def test_snowfall_curve_is_interpolated_and_repeats(factory):
+    config = load_device_config(EXAMPLES / "snow-gauge", {
+        "simulate": {"curve": [[0, 10], [6, 40], [24, 10]], "hours_per_minute": 60}})
+    snow = Snowfall(config, factory)
+    assert snow.depth_cm(0) == 10
+    assert snow.depth_cm(3 * 60 / 60) == pytest.approx(25)      # hour 3
+    assert snow.depth_cm(6 * 60 / 60) == pytest.approx(40)      # hour 6
+    assert snow.depth_cm((24 + 3) * 60 / 60) == pytest.approx(25)
+
+
+def test_tracker_ignores_fixes_that_are_not_valid():
+    assert VehicleTracker.parse_fix("$GPRMC,123519,V,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W*6A") is None
+    assert VehicleTracker.parse_fix("$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47") is None
+    assert VehicleTracker.parse_fix("garbage from a half-read line") is None
+    fix = VehicleTracker.parse_fix(rmc_sentence(36.1408, 137.2522, 10.0, 92.0))
+    assert fix == {"lat": pytest.approx(36.1408, abs=1e-5), "lon": pytest.approx(137.2522, abs=1e-5),
+                   "speed_kmh": 18.5, "heading": 92.0}
+
+
+def test_tracker_reports_by_time_or_distance_whichever_first():
+    config = load_device_config(EXAMPLES / "vehicle-tracker", {"gps": {"every_s": 10, "every_m": 50}})
+    tracker = VehicleTracker(config, RecordingLink(), lines=[])
+    assert tracker.should_send(0.0, 36.14, 137.25)
+    tracker.last_sent = (0.0, 36.14, 137.25)
+    assert not tracker.should_send(5.0, 36.1403, 137.25)      # 33 m in 5 s
+    assert tracker.should_send(5.0, 36.1405, 137.25)          # 56 m
+    assert tracker.should_send(10.0, 36.14, 137.25)           # parked, but 10 s have passed
+
+
+def test_simulated_drive_follows_the_route_at_its_speed():
+    config = load_device_config(EXAMPLES / "vehicle-tracker", {"simulate": {"speed_kmh": 36}})
+    stop = threading.Event()
+    lines = DrivingRoute(config, stop).lines()
+    first = VehicleTracker.parse_fix(next(lines))
+    second = VehicleTracker.parse_fix(next(lines))      # one second later
+    stop.set()
+    moved = distance_m(first["lat"], first["lon"], second["lat"], second["lon"])
+    assert 5 <= moved <= 15, moved                        # 36 km/h is 10 m/s
+
+
+def test_route_wraps_round_and_knows_its_heading(tmp_path):
+    route = Route([(36.0, 137.0), (36.001, 137.0), (36.001, 137.001)])
+    lat, lon, heading = route.at(50)
+    assert heading == pytest.approx(0, abs=0.1) and lon == 137.0 and 36.0 < lat < 36.001
+    assert route.at(route.length_m + 50)[:2] == pytest.approx((lat, lon))
+    gpx = tmp_path / "r.gpx"
+    gpx.write_text('<gpx xmlns="http://www.topografix.com/GPX/1/1"><trk><trkseg>'
+                   '<trkpt lat="36.1" lon="137.2"/><trkpt lat="36.2" lon="137.3"/></trkseg></trk></gpx>')
+    assert load_route(gpx) == [(36.1, 137.2), (36.2, 137.3)]
+
+
+@pytest.mark.parametrize("route", sorted((EXAMPLES / "vehicle-tracker" / "routes").glob("*.geojson")),
+                         ids=lambda p: p.name)
+def test_every_shipped_route_loads(route):
+    assert Route(load_route(route)).length_m > 500
+
+
+def test_config_overrides_and_clear_errors(tmp_path):
+    config = load_device_config(EXAMPLES / "snow-gauge", {"device": {"id": "snow-9"}, "ultrasonic": {"samples": 3}})
+    assert (config.id, config.section("ultrasonic")["samples"], config.section("ultrasonic")["echo_pin"]) == ("snow-9", 3, 24)
+    with pytest.raises(DeviceConfigError, match="no device.toml"):
+        load_device_config(tmp_path)
+    (tmp_path / "device.toml").write_text('[device]\nid = "Snow 1"\nkind = "snow_gauge"\napp = "snow_gauge"\n')
+    with pytest.raises(DeviceConfigError, match="must be 1-64"):
+        load_device_config(tmp_path)

@@ -1,0 +1,115 @@
+"""A small town for integration tests: the real pipeline, started piece by piece.
+
+Registry and store in a temporary SQLite file, a real broker (embedded amqtt or
+Mosquitto), the gateway, the dashboard on a free port, and simulated devices
+running the real device code.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from jisaku.dashboard.app import create_app
+from jisaku.device.config import DeviceConfig
+from jisaku.device.runner import run_device
+from jisaku.gateway.db import Database
+from jisaku.gateway.registry import DeviceRecord, Registry
+from jisaku.gateway.secrets import new_secret
+from jisaku.gateway.service import Gateway
+from jisaku.gateway.store import SQLiteStore
+
+from .brokers import EmbeddedBrokerThread, MosquittoServer, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``predicate`` until it returns something true; fail saying ``what`` did not happen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"within {timeout} s: {what}")
+        time.sleep(0.1)
+
+
+class Town:
+    def __init__(self, directory: Path, broker_kind: str, devices: list[DeviceConfig] = ()):
+        self.directory = directory
+        self.db_path = directory / "jisaku.db"
+        db = Database(self.db_path)
+        self.registry, self.store = Registry(db), SQLiteStore(db)
+        self.devices = list(devices)
+        self.secrets: dict[str, str] = {}
+        for config in self.devices:
+            self.register(config)
+        # Service accounts: the gateway, and a test client allowed anywhere under jisaku/.
+        self.gateway_secret = new_secret()
+        self.tester_secret = new_secret()
+        accounts = {**self.secrets, "_gateway": self.gateway_secret, "_tester": self.tester_secret}
+        if broker_kind == "mosquitto":
+            self.broker = MosquittoServer(directory / "mosquitto", accounts)
+        else:
+            self.broker = EmbeddedBrokerThread(accounts)
+        self.broker_url = self.broker.url
+        self.gateway = Gateway(self.store, self.registry, self.broker_url, "_gateway", self.gateway_secret)
+        self.gateway.start()
+        wait_until(self.gateway.connected.is_set, 10, "the gateway connects to the broker")
+        self.stop_devices = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._server: uvicorn.Server | None = None
+        self.base_url = ""
+
+    def register(self, config: DeviceConfig) -> str:
+        location = config.location
+        self.secrets[config.id] = self.registry.add_device(DeviceRecord(
+            id=config.id, kind=config.kind, name=config.name, public=config.public,
+            interval_s=config.interval_s, lat=location[0] if location else None,
+            lon=location[1] if location else None,
+        ))
+        return self.secrets[config.id]
+
+    def run_devices(self, configs: list[DeviceConfig] | None = None) -> None:
+        for config in configs if configs is not None else self.devices:
+            thread = threading.Thread(
+                target=run_device, args=(config, self.broker_url, self.secrets[config.id], True, self.stop_devices),
+                name=config.id, daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def start_dashboard(self) -> str:
+        port = free_port()
+        self._server = uvicorn.Server(uvicorn.Config(create_app(self.db_path), host="127.0.0.1", port=port,
+                                                     log_level="warning"))
+        threading.Thread(target=self._server.run, daemon=True, name="dashboard").start()
+        wait_until(lambda: self._server.started, 10, "the dashboard starts")
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self.base_url
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(self.base_url + path, timeout=10) as response:
+            return json.load(response)
+
+    def features(self) -> dict[str, dict]:
+        return {f["id"]: f for f in self.get_json("/api/v1/latest.geojson")["features"]}
+
+    def close(self) -> None:
+        self.stop_devices.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self._server is not None:
+            self._server.should_exit = True
+        self.gateway.stop()
+        self.broker.stop()
