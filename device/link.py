@@ -71,6 +71,7 @@ class DeviceLink:
         self.broker = BrokerAddress.parse(broker_url)
         self.on_config = on_config
         self.connected = threading.Event()
+        self._stopping = False
         self._seq = 0
         self._seq_lock = threading.Lock()
         self._client = new_client(f"jisaku-{device_id}", device_id, secret, self.broker)
@@ -88,6 +89,7 @@ class DeviceLink:
 
     def stop(self) -> None:
         """Say goodbye (status offline) and disconnect."""
+        self._stopping = True
         if self.connected.is_set():
             info = self._client.publish(
                 protocol.topic(self.device_id, "status"),
@@ -130,7 +132,7 @@ class DeviceLink:
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stopping:
             log.warning("%s: lost the broker (%s); readings are queued until it is back", self.device_id, reason_code)
         self.connected.clear()
 

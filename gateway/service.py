@@ -46,6 +46,7 @@ class Gateway:
         self.registry = registry
         self.broker = BrokerAddress.parse(broker_url)
         self.connected = threading.Event()
+        self._stopping = False
         self.quarantine_counts: Counter[str] = Counter()
         self.stored_readings = 0
         self._inbox: queue.Queue[tuple[str, bytes, float] | None] = queue.Queue()
@@ -64,6 +65,7 @@ class Gateway:
         self._client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
         self._inbox.put(None)
@@ -81,7 +83,7 @@ class Gateway:
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stopping:
             log.warning("gateway lost the broker at %s (%s); reconnecting", self.broker, reason_code)
         self.connected.clear()
 

@@ -125,6 +125,8 @@ async def _serve(settings: Settings, devices: list[DeviceConfig]) -> None:
         stop.set()
         for thread in threads:
             thread.join(timeout=5)
+        # Let the devices' last "offline" reach the gateway before it leaves too.
+        await asyncio.sleep(1)
         gateway.stop()
         await broker.stop()
         print("  jisaku demo stopped; its data is kept for next time.", flush=True)
