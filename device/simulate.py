@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import pynmea2
 from gpiozero.exc import PWMSoftwareFallback
-from gpiozero.pins.mock import MockFactory, MockTriggerPin
+from gpiozero.pins.mock import MockFactory, MockPin, MockTriggerPin
 
 from .config import DeviceConfig
 from .geo import Route, load_route
@@ -62,6 +62,39 @@ class Scenario:
         pass
 
 
+class EchoPin(MockPin):
+    """An HC-SR04's echo output whose pulse lasts exactly the sound's flight time.
+
+    gpiozero's mock stamps each edge when its thread gets to run, so on a busy
+    machine the pulse comes out long and the snow shallow. Here the falling edge
+    is stamped at rise + flight time, however late the thread wakes.
+    """
+
+    def __init__(self, factory, info):
+        super().__init__(factory, info)
+        self._fall_at: float | None = None
+
+    def pulse(self, seconds: float) -> None:
+        self.drive_high()
+        self._fall_at = self._last_change + seconds
+        time.sleep(seconds)
+        self.drive_low()
+
+    def _change_state(self, value):
+        changed = super()._change_state(value)
+        if changed and not value and self._fall_at is not None:
+            self._last_change, self._fall_at = self._fall_at, None
+        return changed
+
+
+class TriggerPin(MockTriggerPin):
+    """The HC-SR04's trigger input: each ping makes the echo pin pulse."""
+
+    def _echo(self):
+        time.sleep(0.001)
+        self.echo_pin.pulse(self.echo_time)
+
+
 class Snowfall(Scenario):
     """Snow depth following ``curve`` ([hour, cm] points) under a mock HC-SR04."""
 
@@ -71,9 +104,9 @@ class Snowfall(Scenario):
         self.mount_height_cm = float(ultrasonic.get("mount_height_cm", 200))
         self.curve = [(float(h), float(cm)) for h, cm in simulate.get("curve", [[0, 10], [24, 10]])]
         self.hours_per_minute = float(simulate.get("hours_per_minute", 2))
-        echo = factory.pin(ultrasonic.get("echo_pin", 24))
+        echo = factory.pin(ultrasonic.get("echo_pin", 24), pin_class=EchoPin)
         self.trigger = factory.pin(
-            ultrasonic.get("trigger_pin", 23), pin_class=MockTriggerPin, echo_pin=echo, echo_time=0.01
+            ultrasonic.get("trigger_pin", 23), pin_class=TriggerPin, echo_pin=echo, echo_time=0.01
         )
 
     def depth_cm(self, elapsed_s: float) -> float:

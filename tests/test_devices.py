@@ -84,7 +84,7 @@ def test_snow_gauge_measures_depth_from_mount_height(factory):
         depth = gauge.measure_depth_cm()
     finally:
         gauge.close()
-    assert 39 <= depth <= 43, depth  # threads time the mock echo: a centimetre or two long
+    assert depth == pytest.approx(42, abs=0.5)
 
 
 def test_snowfall_curve_is_interpolated_and_repeats(factory):

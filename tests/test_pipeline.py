@@ -60,8 +60,7 @@ def test_snow_gauge_reading_arrives_with_the_simulated_depth(make_town):
     town.run_devices()
     wait_until(lambda: town.store.reading_count("snow-1") >= 3, 20, "three snow readings are stored")
     depths = [r["v"]["depth_cm"] for r in town.store.readings("snow-1")]
-    # The mock sensor's echo is timed by threads, which adds a centimetre or two.
-    assert all(abs(depth - 37) <= 3 for depth in depths), depths
+    assert all(abs(depth - 37) <= 1 for depth in depths), depths
 
 
 def test_printer_tray_events_arrive(make_town):
