@@ -3,13 +3,22 @@
 This is the "nothing to install" broker of `jisaku demo` and `jisaku broker`. A real
 deployment runs Mosquitto with files from `jisaku.gateway.mosquitto`; both enforce the same
 rule, `device_acl`, so devices behave the same against either.
+
+amqtt 0.12 needed these corrections to be safe for that job; each is explained where it is
+made, in `_JisakuBroker` and `_CallbackAuthPlugin`:
+
+- a failed login could take over the session of a connected client with the same client id;
+- a topic-check plugin lets amqtt lose messages whenever a subscription comes or goes;
+- every connecting client was sent the retained messages of *everyone's* subscriptions;
+- wills were published without any topic check;
+- shutting down while clients were still sending could hang forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,19 +27,21 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.connect import ConnectPacket
-from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 
 __all__ = ["EmbeddedBroker", "device_acl"]
 
 log = logging.getLogger(__name__)
 
-# A client that opens a socket must send CONNECT within this time (amqtt itself waits forever).
-CONNECT_TIMEOUT_S = 10.0
-MQTT_311 = 4
-
 Authenticate = Callable[[str, str], bool]
 Authorize = Callable[[str, str, str], bool]
+
+# A client that opens a socket must send CONNECT within this time (amqtt waits forever).
+CONNECT_TIMEOUT_S = 10.0
+# How long stop() lets amqtt wind down the sessions of connections it has just cut.
+DRAIN_TIMEOUT_S = 5.0
+MQTT_311 = 4
 
 # What a device may do, relative to its own prefix `jisaku/<username>/` (wire contract v1).
 DEVICE_PUBLISH = frozenset({"data", "event", "status", "config/ack", "cmd/ack"})
@@ -70,23 +81,23 @@ def device_acl(username: str, action: str, topic: str) -> bool:
     own_prefix = f"jisaku/{username}/"
     if not topic.startswith(own_prefix):
         return False
-    channel = topic[len(own_prefix):]
     allowed = DEVICE_PUBLISH if action == "publish" else DEVICE_SUBSCRIBE
-    return channel in allowed
+    return topic[len(own_prefix):] in allowed
 
 
-@dataclass
-class _Callbacks:
-    """Plugin config shape shared by both plugins: amqtt builds it from the plugin's dict."""
-
-    authenticate: Any = None
-    authorize: Any = None
+def _allowed(authorize: Authorize, username: str, action: str, topic: str) -> bool:
+    """Call the ACL; a crashing ACL refuses instead of taking the broker down."""
+    try:
+        return bool(authorize(username, action, topic))
+    except Exception:
+        log.exception("authorize(%r, %r, %r) failed; refusing", username, action, topic)
+        return False
 
 
 def _credentials_ok(authenticate: Authenticate, username: str | None, password: str | None) -> bool:
-    """The CONNECT rule: a username and a password that `authenticate` accepts."""
+    """A username and a password that `authenticate` accepts: no anonymous clients, ever."""
     if not username or password is None:
-        return False  # no anonymous clients, ever
+        return False
     try:
         if authenticate(username, password):
             return True
@@ -97,51 +108,33 @@ def _credentials_ok(authenticate: Authenticate, username: str | None, password: 
     return False
 
 
+@dataclass
+class _Callbacks:
+    """The auth plugin's config: amqtt builds it from the plugin's entry in `plugins`."""
+
+    authenticate: Any = None
+    authorize: Any = None
+
+
 class _CallbackAuthPlugin(BaseAuthPlugin):
-    """amqtt auth plugin that asks our `authenticate` callable about every CONNECT."""
+    """amqtt auth plugin: our `authenticate` decides, and a will the client may not publish is dropped.
+
+    `_JisakuBroker` has already refused bad credentials before amqtt saw the CONNECT; amqtt
+    still needs an auth plugin to say yes, and checking twice costs one more hash.
+    """
 
     Config = _Callbacks
 
     async def authenticate(self, *, session: Session) -> bool:
         if not _credentials_ok(self.config.authenticate, session.username, session.password):
             return False
-        # amqtt publishes a will without any topic check. Mosquitto accepts the client but
-        # drops a will it may not publish, and so do we.
-        if session.will_flag and not _allowed(self.config.authorize, session.username, "publish",
-                                              session.will_topic or ""):
-            log.info("dropping the will of %r: may not publish to %r", session.username, session.will_topic)
+        # amqtt publishes a will without any topic check. Mosquitto accepts such a client
+        # but drops the will, and so do we.
+        will_topic = session.will_topic or ""
+        if session.will_flag and not _allowed(self.config.authorize, session.username, "publish", will_topic):
+            log.info("dropping the will of %r: may not publish to %r", session.username, will_topic)
             session.will_flag = False
         return True
-
-
-class _CallbackTopicPlugin(BaseTopicPlugin):
-    """amqtt topic plugin that asks our `authorize` callable about publish/subscribe/delivery."""
-
-    Config = _Callbacks
-
-    async def topic_filtering(
-        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
-    ) -> bool:
-        if session is None or not session.username or not topic:
-            return False
-        if action == Action.SUBSCRIBE and topic.startswith("$share/"):
-            # amqtt 0.12 has no shared subscriptions: it would accept the filter and then
-            # never match anything. A failure code in SUBACK is better than silence.
-            log.warning("%r subscribed to %r: the embedded broker has no shared subscriptions",
-                        session.username, topic)
-            return False
-        # Like Mosquitto, check every delivery as a read too, not only the SUBSCRIBE.
-        verb = "publish" if action == Action.PUBLISH else "subscribe"
-        return _allowed(self.config.authorize, session.username, verb, topic)
-
-
-def _allowed(authorize: Authorize, username: str, action: str, topic: str) -> bool:
-    """Call the ACL; a crashing ACL refuses instead of taking the broker down."""
-    try:
-        return bool(authorize(username, action, topic))
-    except Exception:
-        log.exception("authorize(%r, %r, %r) failed; refusing", username, action, topic)
-        return False
 
 
 class _ReplayReader(ReaderAdapter):
@@ -175,20 +168,42 @@ class _ReplayReader(ReaderAdapter):
         self._inner.feed_eof()
 
 
-class _GatedBroker(Broker):
-    """amqtt's Broker, but a CONNECT with bad credentials never reaches its session handling.
+class _JisakuBroker(Broker):
+    """amqtt's Broker with jisaku's ACL and the corrections listed in the module docstring.
 
-    amqtt 0.12 merges or deletes the existing session with the same client id *before* it
-    authenticates, so a failed login with a known client id (device ids are public on the
-    map) silently cut a connected client off its subscriptions. Here the CONNECT is read
-    and checked first, and only then handed to amqtt, which reads it again.
+    The overridden methods are private to amqtt 0.12 (pyproject pins amqtt < 0.13); the
+    tests in tests/test_broker.py fail if any of the corrections stops working.
     """
 
     def __init__(self, config: BrokerConfig, callbacks: _Callbacks) -> None:
         super().__init__(config)
-        self._jisaku_callbacks = callbacks
+        self._jisaku = callbacks
+        self._jisaku_tasks: set[asyncio.Task[Any]] = set()
+        self._jisaku_connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._jisaku_closing = False
 
     async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        """Check the credentials of a CONNECT before amqtt's session handling sees it.
+
+        amqtt deletes or merges the session with the same client id *before* it
+        authenticates, so a failed login with a known client id (device ids are public on
+        the map) silently cut a connected client off its subscriptions. The CONNECT is read
+        here, checked, and then handed to amqtt, which reads the same bytes again.
+        """
+        if self._jisaku_closing:
+            writer.transport.abort()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._jisaku_connections[task] = writer
+        try:
+            await self._jisaku_connected(reader, writer, listener_name)
+        finally:
+            del self._jisaku_connections[task]
+
+    async def _jisaku_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
     ) -> None:
         replay = _ReplayReader(StreamReaderAdapter(reader))
@@ -200,13 +215,89 @@ class _GatedBroker(Broker):
             await out.close()
             return
         # Other protocol versions go through: amqtt refuses them before touching sessions.
-        if connect.proto_level == MQTT_311:
-            if not _credentials_ok(self._jisaku_callbacks.authenticate, connect.username, connect.password):
-                await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(out)
-                await out.close()
-                return
+        if connect.proto_level == MQTT_311 and not _credentials_ok(
+            self._jisaku.authenticate, connect.username, connect.password
+        ):
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(out)
+            await out.close()
+            return
         replay.replay()
         await self.external_connected(replay, out, listener_name)
+
+    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+        """Our ACL for publish, subscribe and every delivery, without yielding to the loop.
+
+        amqtt calls this while iterating over its subscriptions; a topic plugin (amqtt runs
+        those through asyncio.gather) yields there, and any SUBSCRIBE or disconnect in that
+        moment aborted the whole broadcast: readings were lost. Without an await the
+        iteration cannot be interrupted.
+        """
+        return self._jisaku_allows(session, topic, action)
+
+    def _jisaku_allows(self, session: Session | None, topic: str, action: Action) -> bool:
+        if session is None or not session.username or not topic:
+            return False
+        if action == Action.SUBSCRIBE and topic.startswith("$share/"):
+            # amqtt has no shared subscriptions: it would accept the filter and then never
+            # match anything. A failure code in SUBACK is better than silence.
+            log.warning("%r subscribed to %r: the embedded broker has no shared subscriptions",
+                        session.username, topic)
+            return False
+        # Like Mosquitto, deliveries are checked as reads too, not only the SUBSCRIBE.
+        verb = "publish" if action == Action.PUBLISH else "subscribe"
+        return _allowed(self._jisaku.authorize, session.username, verb, topic)
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        """Send `session` the retained messages for one of *its own* subscriptions.
+
+        On every CONNECT amqtt calls this for every filter that *any* client subscribed to,
+        so a device received, say, every other device's retained config whenever the
+        gateway was subscribed to jisaku/#. Here a filter the session does not hold sends
+        nothing, and each retained topic is checked like a delivery.
+        """
+        topic_filter, qos = subscription
+        holders = self._subscriptions.get(topic_filter, [])
+        if all(holder.client_id != session.client_id for holder, _ in holders):
+            return
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        for topic, retained in list(self._retained_messages.items()):
+            if self._matches(topic, topic_filter) and self._jisaku_allows(session, topic, Action.RECEIVE):
+                # Not awaited: the caller iterates over the subscriptions, see _topic_filtering.
+                send_qos = min(qos, retained.qos or qos)
+                self._spawn(handler.mqtt_publish(topic, retained.data, send_qos, retain=True))
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._jisaku_tasks.add(task)
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Task[Any]) -> None:
+        self._jisaku_tasks.discard(task)
+        # A client that goes away mid-delivery is normal; just don't leave the error unread.
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("delivering a retained message failed: %r", task.exception())
+
+    async def shutdown(self) -> None:
+        """Cut every connection first, let amqtt end those sessions, then shut amqtt down.
+
+        amqtt's own shutdown cancels each session's reader task and waits for it to stop.
+        Before Python 3.12, asyncio.wait_for swallows a cancellation that arrives just as a
+        packet does, so with clients still sending, the shutdown waited forever. A reader
+        that sees end-of-file stops by itself.
+        """
+        self._jisaku_closing = True
+        for writer in self._jisaku_connections.values():
+            writer.transport.abort()
+        if self._jisaku_connections:
+            await asyncio.wait(list(self._jisaku_connections), timeout=DRAIN_TIMEOUT_S)
+        await super().shutdown()
+        for task in self._jisaku_tasks:
+            task.cancel()
+        await asyncio.gather(*self._jisaku_tasks, return_exceptions=True)
 
 
 def _plugin_path(cls: type) -> str:
@@ -220,7 +311,7 @@ class EmbeddedBroker:
     Every CONNECT must carry a username and a password accepted by `authenticate`; every
     publish, subscription and delivery is checked with `authorize` (default: `device_acl`).
     Refused publishes are dropped silently, refused subscriptions get a failure code.
-    Retained messages live in memory only and are gone after `stop()`.
+    Retained messages and sessions live in memory only and are gone after `stop()`.
 
     Example::
 
@@ -239,20 +330,20 @@ class EmbeddedBroker:
     ) -> None:
         self.host = host
         self.port = port
-        self._authenticate = authenticate
-        self._authorize = authorize
+        self._callbacks = _Callbacks(authenticate, authorize)
         self._broker: Broker | None = None
 
     def _config(self) -> BrokerConfig:
-        callbacks = {"authenticate": self._authenticate, "authorize": self._authorize}
         return BrokerConfig(
             # Only our TCP listener: no websocket listener, no 0.0.0.0 default.
             listeners={"default": ListenerConfig(type=ListenerType.TCP, bind=f"{self.host}:{self.port}")},
-            # Giving `plugins` replaces amqtt's defaults, which include anonymous access and a
-            # $SYS publisher; we want neither.
+            # Giving `plugins` replaces amqtt's defaults, which include anonymous access, a
+            # $SYS publisher and packet/event loggers; we want none of them.
             plugins={
-                _plugin_path(_CallbackAuthPlugin): dict(callbacks),
-                _plugin_path(_CallbackTopicPlugin): dict(callbacks),
+                _plugin_path(_CallbackAuthPlugin): {
+                    "authenticate": self._callbacks.authenticate,
+                    "authorize": self._callbacks.authorize,
+                },
             },
         )
 
@@ -265,7 +356,7 @@ class EmbeddedBroker:
         for name in ("amqtt", "transitions"):
             if logging.getLogger(name).level == logging.NOTSET:
                 logging.getLogger(name).setLevel(logging.WARNING)
-        broker = _GatedBroker(self._config(), _Callbacks(self._authenticate, self._authorize))
+        broker = _JisakuBroker(self._config(), self._callbacks)
         await broker.start()
         self._broker = broker
 

@@ -7,19 +7,17 @@ devices get the same rights from Mosquitto as from the embedded broker.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["write_mosquitto_files", "mosquitto_password_hash"]
+from jisaku.gateway.secrets import hash_secret
 
-# mosquitto_passwd uses 101 PBKDF2 rounds; ten times that still costs well under a
-# millisecond per CONNECT, even when a whole fleet reconnects at once.
-PBKDF2_ITERATIONS = 1010
-SALT_BYTES = 12  # what mosquitto_passwd uses
+__all__ = ["write_mosquitto_files"]
+
+# A value of `accounts` that already is a Mosquitto hash (the registry keeps nothing else).
+_MOSQUITTO_HASH = re.compile(r"\$7\$[0-9]+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+")
 
 # Names end up in line-based files (`user:hash`, `user NAME`) and in %u ACL patterns, so a
 # newline, ':' or an MQTT wildcard in a name would rewrite the files' meaning.
@@ -37,12 +35,13 @@ _DEVICE_PATTERNS = (
 )
 
 
-def mosquitto_password_hash(secret: str, iterations: int = PBKDF2_ITERATIONS, salt: bytes | None = None) -> str:
-    """Hash `secret` the way `mosquitto_passwd` does: `$7$<iterations>$<salt b64>$<sha512 b64>`."""
-    salt = os.urandom(SALT_BYTES) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha512", secret.encode("utf-8"), salt, iterations)
-    b64 = base64.b64encode
-    return f"$7${iterations}${b64(salt).decode()}${b64(digest).decode()}"
+def _password_line(username: str, secret_or_hash: str) -> str:
+    """`user:$7$...`: mosquitto_passwd's format (PBKDF2-SHA512), made by the registry's hasher."""
+    if secret_or_hash.startswith("$7$"):
+        if not _MOSQUITTO_HASH.fullmatch(secret_or_hash):
+            raise ValueError(f"malformed password hash for {username!r}")
+        return f"{username}:{secret_or_hash}\n"
+    return f"{username}:{hash_secret(secret_or_hash)}\n"
 
 
 def _write(path: Path, text: str, mode: int) -> None:
@@ -75,9 +74,11 @@ def write_mosquitto_files(
 ) -> Path:
     """Write `passwd`, `acl` and `mosquitto.conf` for `accounts` (username -> secret); return the conf.
 
-    Usernames starting with "_" are service accounts (gateway, dashboard) with all of
-    `jisaku/#`; every other username is a device id limited to its own topics. Rewriting
-    the files and sending Mosquitto SIGHUP applies new accounts without a restart.
+    A secret may also be given already hashed (`$7$...`, as `jisaku.gateway.secrets` makes
+    them and the registry stores them); it is written as is. Usernames starting with "_"
+    are service accounts (gateway, dashboard) with all of `jisaku/#`; every other username
+    is a device id limited to its own topics. Rewriting the files and sending Mosquitto
+    SIGHUP applies new accounts without a restart.
 
     The files are private to the user writing them, so Mosquitto must run as that user.
     Started as root, Mosquitto switches to `user` (its own default: "mosquitto") before it
@@ -95,9 +96,8 @@ def write_mosquitto_files(
     passwd = directory / "passwd"
     acl = directory / "acl"
     conf = directory / "mosquitto.conf"
-    _write(passwd, "".join(f"{u}:{mosquitto_password_hash(s)}\n" for u, s in accounts.items()), 0o600)
-    # Not secret, but Mosquitto 2.0.14+ warns about world-readable ACL files and future
-    # versions refuse them.
+    _write(passwd, "".join(_password_line(u, s) for u, s in accounts.items()), 0o600)
+    # Not secret, but newer Mosquitto 2 releases warn about world-readable ACL files.
     _write(acl, _acl_text(accounts), 0o600)
 
     lines = [
