@@ -18,12 +18,17 @@ from jisaku.gateway.db import Database
 from jisaku.gateway.registry import Registry
 from jisaku.gateway.store import SQLiteStore
 
-from . import api, pages
+from . import api, osmand, pages
 
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(database_path: Path) -> FastAPI:
+def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None) -> FastAPI:
+    """The app on the SQLite file at ``database_path``.
+
+    ``phones`` passes positions from phones (``/osmand``) on to the broker; without
+    it, ``/osmand`` answers 503. Its caller starts and stops it.
+    """
     app = FastAPI(
         title="jisaku",
         summary="Live data from the town's own sensors: buses, garbage trucks, festival floats, snow depth.",
@@ -33,7 +38,10 @@ def create_app(database_path: Path) -> FastAPI:
     app.state.store = SQLiteStore(db)
     app.state.registry = Registry(db)
     app.state.latest = api.LatestCache(app.state.store)
+    app.state.phones = phones
+    osmand.hide_keys_in_access_log()
     app.include_router(api.router)
+    app.include_router(osmand.router)
     app.include_router(pages.router)
     # Leaflet comes from the XStatic-Leaflet package on PyPI, so nothing loads from a CDN.
     app.mount("/static/leaflet", StaticFiles(directory=xstatic.pkg.leaflet.BASE_DIR), name="leaflet")

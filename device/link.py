@@ -1,12 +1,19 @@
 """A device's connection to the broker.
 
-The link never blocks the sensor loop: publishing only hands the message to
-paho-mqtt's background thread, which connects, reconnects after a lost network
-(waiting longer each time, up to a minute) and sends what was queued meanwhile.
+The link never blocks the sensor loop: a reading is written to the outbox on
+disk and the call returns. A sender thread publishes the outbox, oldest first,
+whenever the broker is reachable, and forgets a batch only once the broker has
+acknowledged it. paho-mqtt's own thread connects and reconnects after a lost
+network, waiting longer each time, up to 30 s; the first wait is a little
+different on every device, so a hundred boards do not all knock at once after
+the broker restarts.
+
+Operators' settings arrive on the retained ``config`` topic and commands on
+``cmd``; the device answers each on ``config/ack`` and ``cmd/ack``.
 
 Example::
 
-    link = DeviceLink("snow-1", secret, "mqtt://127.0.0.1:1883")
+    link = DeviceLink("snow-1", secret, "mqtt://127.0.0.1:1883", state_dir=Path("data/devices/snow-1"))
     link.start()
     link.publish_reading({"depth_cm": 12.5})
     link.stop()
@@ -14,17 +21,21 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
 from . import protocol
+from .outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +69,38 @@ def new_client(client_id: str, username: str, password: str, broker: BrokerAddre
     client.username_pw_set(username, password)
     if broker.tls:
         client.tls_set()
-    client.reconnect_delay_set(min_delay=1, max_delay=60)
+    # Jitter: after a broker restart, devices come back spread over a few seconds.
+    client.reconnect_delay_set(min_delay=random.uniform(1, 3), max_delay=30)
     return client
 
 
-class DeviceLink:
-    """Publishes one device's readings, events and status; receives its config."""
+# What a handler of config or a command returns: (ok, what to say back).
+Answer = tuple[bool, Any]
+# How long the sender waits for the broker to acknowledge one batch.
+ACK_TIMEOUT_S = 10.0
 
-    def __init__(self, device_id: str, secret: str, broker_url: str,
-                 on_config: Callable[[dict[str, Any]], None] | None = None):
+
+class DeviceLink:
+    """Publishes one device's readings, events and status; receives its config and commands.
+
+    ``on_config(settings)`` and ``on_command(do, args)`` run on the network thread
+    and return ``(ok, reason_or_result)``; the link sends the acknowledgement.
+    """
+
+    def __init__(self, device_id: str, secret: str, broker_url: str, state_dir: Path,
+                 on_config: Callable[[dict[str, Any]], Answer] | None = None,
+                 on_command: Callable[[str, dict[str, Any]], Answer] | None = None,
+                 outbox_bytes: int = 5_000_000, info: dict[str, Any] | None = None):
         self.device_id = device_id
         self.broker = BrokerAddress.parse(broker_url)
         self.on_config = on_config
+        self.on_command = on_command
+        self.info = info or {}
         self.connected = threading.Event()
-        self._stopping = False
-        self._seq = 0
-        self._seq_lock = threading.Lock()
+        self.outbox = Outbox(Path(state_dir) / "outbox.db", max_bytes=outbox_bytes)
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._sender = threading.Thread(target=self._send_loop, name=f"{device_id}-sender", daemon=True)
         self._client = new_client(f"jisaku-{device_id}", device_id, secret, self.broker)
         self._client.will_set(
             protocol.topic(device_id, "status"), protocol.encode_status(protocol.STATUS_OFFLINE), qos=1, retain=True
@@ -83,13 +110,17 @@ class DeviceLink:
         self._client.on_message = self._on_message
 
     def start(self) -> None:
-        """Start connecting in the background; returns at once."""
+        """Start connecting and sending in the background; returns at once."""
         self._client.connect_async(self.broker.host, self.broker.port, keepalive=30)
         self._client.loop_start()
+        self._sender.start()
 
     def stop(self) -> None:
-        """Say goodbye (status offline) and disconnect."""
-        self._stopping = True
+        """Say goodbye (status offline) and disconnect. What is not sent stays in the outbox."""
+        self._stopping.set()
+        self._wake.set()
+        if self._sender.is_alive():
+            self._sender.join(timeout=ACK_TIMEOUT_S + 2)
         if self.connected.is_set():
             info = self._client.publish(
                 protocol.topic(self.device_id, "status"),
@@ -101,24 +132,47 @@ class DeviceLink:
                 pass  # the link dropped meanwhile: the broker sends the last will instead
         self._client.disconnect()
         self._client.loop_stop()
-
-    def next_seq(self) -> int:
-        with self._seq_lock:
-            self._seq += 1
-            return self._seq
+        self.outbox.close()
 
     def publish_reading(self, values: dict[str, Any], ts: float | None = None) -> None:
-        payload = protocol.encode_reading(self.next_seq(), values, ts=ts if ts is not None else time.time())
-        self._publish("data", payload)
+        """Keep a reading for sending; returns at once, network or not."""
+        self.outbox.put("data", {"ts": round(ts if ts is not None else time.time(), 3), "v": values})
+        self._wake.set()
 
     def publish_event(self, name: str, values: dict[str, Any] | None = None) -> None:
-        self._publish("event", protocol.encode_event(self.next_seq(), name, values, ts=time.time()))
+        message: dict[str, Any] = {"ts": round(time.time(), 3), "event": name}
+        if values:
+            message["v"] = values
+        self.outbox.put("event", message)
+        self._wake.set()
 
-    def _publish(self, channel: str, payload: bytes) -> None:
-        # While disconnected paho keeps QoS 1 messages and sends them on reconnect.
-        self._client.publish(protocol.topic(self.device_id, channel), payload, qos=1)
+    # ------------------------------------------------------------ sender thread
+
+    def _send_loop(self) -> None:
+        while not self._stopping.is_set():
+            if not self.connected.wait(timeout=1):
+                continue
+            batch = self.outbox.next_batch()
+            if batch is None:
+                self._wake.wait(timeout=1)
+                self._wake.clear()
+                continue
+            payload = json.dumps(batch.payload, separators=(",", ":"), ensure_ascii=False).encode()
+            message = self._client.publish(protocol.topic(self.device_id, batch.channel), payload, qos=1)
+            try:
+                message.wait_for_publish(timeout=ACK_TIMEOUT_S)
+            except (RuntimeError, ValueError):
+                pass  # not connected any more: it stays in the outbox for the next try
+            if message.is_published():
+                self.outbox.remove(batch)
+            else:
+                self._stopping.wait(timeout=1)
 
     # ------------------------------------------------------------ paho callbacks (network thread)
+
+    def _status(self) -> bytes:
+        return protocol.encode_status(protocol.STATUS_ONLINE, {
+            **self.info, "queued": len(self.outbox), "dropped": self.outbox.dropped})
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -126,19 +180,59 @@ class DeviceLink:
                       self.device_id, self.broker, reason_code)
             return
         log.info("%s: connected to %s", self.device_id, self.broker)
-        client.publish(protocol.topic(self.device_id, "status"),
-                       protocol.encode_status(protocol.STATUS_ONLINE), qos=1, retain=True)
+        client.publish(protocol.topic(self.device_id, "status"), self._status(), qos=1, retain=True)
         client.subscribe([(protocol.topic(self.device_id, "config"), 1), (protocol.topic(self.device_id, "cmd"), 1)])
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.connected.is_set() and not self._stopping:
-            log.warning("%s: lost the broker (%s); readings are queued until it is back", self.device_id, reason_code)
+        if self.connected.is_set() and not self._stopping.is_set():
+            log.warning("%s: lost the broker (%s); readings wait in the outbox until it is back",
+                        self.device_id, reason_code)
         self.connected.clear()
 
     def _on_message(self, client, userdata, message) -> None:
-        if message.topic.endswith("/config") and self.on_config is not None:
-            try:
-                self.on_config(protocol.decode_object(message.payload))
-            except protocol.ProtocolError as err:
-                log.warning("%s: ignored a config message: %s", self.device_id, err)
+        channel = message.topic.rsplit("/", 1)[-1]
+        try:
+            request = protocol.decode_object(message.payload)
+        except protocol.ProtocolError as err:
+            log.warning("%s: ignored a %s message: %s", self.device_id, channel, err)
+            return
+        if channel == "config":
+            self._answer_config(request)
+        elif channel == "cmd":
+            self._answer_command(request)
+
+    def _answer_config(self, config: dict[str, Any]) -> None:
+        rev = config.get("rev")
+        settings = {key: value for key, value in config.items() if key != "rev"}
+        if type(rev) is not int:
+            ok, reason = False, "config needs a whole-number rev"
+        elif self.on_config is None:
+            ok, reason = False, "this device takes no settings"
+        else:
+            ok, reason = self._safely(self.on_config, settings)
+        ack: dict[str, Any] = {"rev": rev, "ok": ok}
+        if not ok:
+            ack["reason"] = str(reason)
+            log.warning("%s: refused config rev %s: %s", self.device_id, rev, reason)
+        self._client.publish(protocol.topic(self.device_id, "config/ack"), json.dumps(ack), qos=1)
+
+    def _answer_command(self, command: dict[str, Any]) -> None:
+        do, args = command.get("do"), command.get("args") or {}
+        if not isinstance(do, str) or not isinstance(args, dict):
+            ok, result = False, "a command needs do (text) and args (an object, optional)"
+        elif do == "report_status":
+            ok, result = True, json.loads(self._status())
+        elif self.on_command is None:
+            ok, result = False, f"unknown command {do!r}"
+        else:
+            ok, result = self._safely(self.on_command, do, args)
+        ack = {"id": command.get("id"), "ok": ok, ("result" if ok else "reason"): result}
+        self._client.publish(protocol.topic(self.device_id, "cmd/ack"), json.dumps(ack, default=str), qos=1)
+
+    def _safely(self, handler: Callable[..., Answer], *args: Any) -> Answer:
+        try:
+            return handler(*args)
+        except Exception as err:  # a bug in a handler must not take the network thread down
+            log.exception("%s: handler failed", self.device_id)
+            return False, f"the device failed: {err}"

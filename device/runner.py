@@ -4,7 +4,8 @@ Example::
 
     stop = threading.Event()
     config = load_device_config("examples/snow-gauge")
-    run_device(config, "mqtt://127.0.0.1:1883", secret, simulate=True, stop=stop)
+    run_device(config, "mqtt://127.0.0.1:1883", secret, simulate=True, stop=stop,
+               state_dir=Path("data/devices/snow-1"))
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 
+from pathlib import Path
+from typing import Any
+
+from . import __version__
 from .apps import APPS, PrinterTray, SnowGauge, VehicleTracker
 from .config import DeviceConfig, DeviceConfigError
 from .link import DeviceLink
+from .remote_settings import RemoteSettings
 from .simulate import DrivingRoute, PaperOnTray, Snowfall
 
 log = logging.getLogger(__name__)
@@ -40,10 +46,20 @@ def build(config: DeviceConfig, link: DeviceLink, simulate: bool, stop: threadin
     return app_class(config, link, pin_factory=factory), scenario
 
 
-def run_device(config: DeviceConfig, broker_url: str, secret: str, simulate: bool, stop: threading.Event) -> None:
-    """Run until ``stop`` is set; the sensor loop keeps going while the network is away."""
-    link = DeviceLink(config.id, secret, broker_url)
+def run_device(config: DeviceConfig, broker_url: str, secret: str, simulate: bool, stop: threading.Event,
+               state_dir: Path) -> None:
+    """Run until ``stop`` is set; the sensor loop keeps going while the network is away.
+
+    ``state_dir`` keeps what must outlive a reboot: the outbox and the operators' settings.
+    """
+    link = DeviceLink(config.id, secret, broker_url, state_dir,
+                      outbox_bytes=int(config.device.get("outbox_bytes", 5_000_000)),
+                      info={"fw": __version__, "app": config.app})
     app, scenario = build(config, link, simulate, stop)
+    remote = RemoteSettings(app, state_dir)
+    remote.restore()
+    link.on_config = remote.apply
+    link.on_command = lambda do, args: run_command(app, do, args)
     link.start()
     if scenario is not None:
         scenario.start()
@@ -54,3 +70,11 @@ def run_device(config: DeviceConfig, broker_url: str, secret: str, simulate: boo
             scenario.stop()
         app.close()
         link.stop()
+
+
+def run_command(app: Any, do: str, args: dict[str, Any]) -> tuple[bool, Any]:
+    """Run one of the app's commands (``report_now``, ``test_buzzer``, ...)."""
+    commands = app.commands() if hasattr(app, "commands") else {}
+    if do not in commands:
+        return False, f"unknown command {do!r}; this device knows {', '.join(sorted(commands)) or 'none'}"
+    return commands[do](args)

@@ -62,6 +62,16 @@ CREATE TABLE IF NOT EXISTS status_history (
     state     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS status_history_device ON status_history (device_id, ts);
+CREATE TABLE IF NOT EXISTS device_config (
+    device_id TEXT PRIMARY KEY,
+    rev       INTEGER NOT NULL,      -- the newest revision pushed to the device
+    settings  TEXT NOT NULL,         -- all of its settings, as a JSON object
+    pushed    REAL NOT NULL,
+    acked_rev INTEGER,               -- the newest revision the device answered
+    ok        INTEGER,               -- whether it applied it
+    reason    TEXT,                  -- why not, in the device's words
+    acked     REAL
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     id        INTEGER PRIMARY KEY,
     received  REAL NOT NULL,

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -29,7 +30,7 @@ from jisaku.device import protocol
 from jisaku.device.link import BrokerAddress, new_client
 
 from .registry import Registry
-from .store import Batch, Quarantined, SQLiteStore
+from .store import Batch, ConfigAck, Quarantined, SQLiteStore
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,10 @@ class Gateway:
         self._writer = threading.Thread(target=self._write_loop, name="gateway-writer", daemon=True)
         # A persistent session: while the gateway restarts, the broker keeps its QoS 1 messages.
         self._client = new_client(client_id, username, password, self.broker, clean_session=False)
+        # The gateway sits next to its broker: after a restart it must be back before the
+        # devices (who wait longer), or an embedded broker, which keeps no sessions,
+        # would hand their backlog to nobody.
+        self._client.reconnect_delay_set(min_delay=0.5, max_delay=2)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -131,8 +136,8 @@ class Gateway:
         """Check one message and put it in the batch where it belongs."""
         try:
             device_id, channel = protocol.parse_topic(topic)
-            if channel in protocol.GATEWAY_CHANNELS or channel.endswith("/ack"):
-                return  # our own config and commands, and their answers, are handled elsewhere
+            if channel in protocol.GATEWAY_CHANNELS or channel == "cmd/ack":
+                return  # our own config and commands; command answers go to whoever asked
             if not self._is_known(device_id):
                 raise protocol.ProtocolError(
                     "unknown_device", f"device {device_id!r} is not registered: add it with jisaku devices add"
@@ -143,8 +148,24 @@ class Gateway:
                 batch.events.append((device_id, protocol.decode_event(payload, received)))
             elif channel == "status":
                 batch.statuses.append((device_id, protocol.decode_status(payload), received))
+            elif channel == "config/ack":
+                ack = protocol.decode_object(payload)
+                if type(ack.get("rev")) is not int or not isinstance(ack.get("ok"), bool):
+                    raise protocol.ProtocolError("bad_ack", 'a config ack is {"rev": <number>, "ok": true|false}')
+                reason = ack.get("reason")
+                batch.config_acks.append(ConfigAck(device_id, ack["rev"], ack["ok"],
+                                                   str(reason) if reason is not None else None, received))
         except protocol.ProtocolError as err:
             batch.quarantined.append(Quarantined(topic, payload, err.reason, str(err), received))
+
+    def push_config(self, device_id: str, changes: dict) -> dict:
+        """Send a device new settings as a new revision (retained, so it gets them whenever it is back)."""
+        if self.registry.get(device_id) is None:
+            raise ValueError(f"device {device_id!r} is not registered")
+        config = self.store.next_config(device_id, changes)
+        payload = json.dumps(config, separators=(",", ":"), allow_nan=False).encode()
+        self._client.publish(protocol.topic(device_id, "config"), payload, qos=1, retain=True)
+        return config
 
     def _is_known(self, device_id: str) -> bool:
         if device_id in self._known:

@@ -36,14 +36,25 @@ class Quarantined:
 
 
 @dataclass
+class ConfigAck:
+    device_id: str
+    rev: int
+    ok: bool
+    reason: str | None
+    received: float
+
+
+@dataclass
 class Batch:
     readings: list[tuple[str, Reading]] = field(default_factory=list)
     events: list[tuple[str, Event]] = field(default_factory=list)
     statuses: list[tuple[str, Status, float]] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
+    config_acks: list[ConfigAck] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.readings) + len(self.events) + len(self.statuses) + len(self.quarantined)
+        return (len(self.readings) + len(self.events) + len(self.statuses) + len(self.quarantined)
+                + len(self.config_acks))
 
 
 def _json(values: dict[str, Any]) -> str:
@@ -86,6 +97,10 @@ class SQLiteStore:
                 [(q.received, q.topic, q.payload[:QUARANTINE_PAYLOAD_BYTES], q.reason, q.detail)
                  for q in batch.quarantined],
             )
+            connection.executemany(
+                "UPDATE device_config SET acked_rev=?, ok=?, reason=?, acked=? WHERE device_id=? AND rev>=?",
+                [(a.rev, int(a.ok), a.reason, a.received, a.device_id, a.rev) for a in batch.config_acks],
+            )
 
     @staticmethod
     def _write_status(connection, device_id: str, status: Status, received: float) -> None:
@@ -103,6 +118,37 @@ class SQLiteStore:
             connection.execute(
                 "UPDATE device_status SET info=? WHERE device_id=?", (_json(status.info), device_id)
             )
+
+    # ------------------------------------------------------------ device settings
+
+    def next_config(self, device_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Record a new revision of a device's settings (``changes`` laid over the last) and return it."""
+        connection = self.db.connection
+        with connection:
+            connection.execute("BEGIN IMMEDIATE")
+            row = connection.execute("SELECT rev, settings FROM device_config WHERE device_id=?",
+                                     (device_id,)).fetchone()
+            rev = (row["rev"] if row else 0) + 1
+            settings = {**(json.loads(row["settings"]) if row else {}), **changes}
+            connection.execute(
+                "INSERT INTO device_config (device_id, rev, settings, pushed) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (device_id) DO UPDATE SET rev=excluded.rev, settings=excluded.settings,"
+                " pushed=excluded.pushed",
+                (device_id, rev, _json(settings), time.time()),
+            )
+        return {"rev": rev, **settings}
+
+    def config_state(self, device_id: str) -> dict[str, Any] | None:
+        """The newest settings of a device and whether it applied them: applied, refused or pending."""
+        row = self.db.connection.execute("SELECT * FROM device_config WHERE device_id=?", (device_id,)).fetchone()
+        if row is None:
+            return None
+        if row["acked_rev"] != row["rev"]:
+            state = "pending"
+        else:
+            state = "applied" if row["ok"] else "refused"
+        return {"rev": row["rev"], "settings": json.loads(row["settings"]), "state": state,
+                "reason": row["reason"] if state == "refused" else None, "acked": row["acked"]}
 
     # ------------------------------------------------------------ reading
 

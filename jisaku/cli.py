@@ -88,10 +88,18 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     import uvicorn
 
     from jisaku.dashboard.app import create_app
+    from jisaku.dashboard.osmand import PhonePublisher
 
     settings = _settings()
     host, port = settings.http_host_port
-    uvicorn.run(create_app(settings.sqlite_path), host=host, port=port, log_level="info")
+    secret = os.environ.get("JISAKU_DASHBOARD_SECRET") or _registry(settings).service_secret(
+        "_dashboard", settings.secrets_dir)
+    phones = PhonePublisher(settings.broker, "_dashboard", secret)  # positions from phones, via the broker
+    phones.start()
+    try:
+        uvicorn.run(create_app(settings.sqlite_path, phones), host=host, port=port, log_level="info")
+    finally:
+        phones.stop()
 
 
 def cmd_device_run(args: argparse.Namespace) -> None:
@@ -107,11 +115,12 @@ def cmd_device_run(args: argparse.Namespace) -> None:
                  f" (jisaku devices add {config.id} --kind {config.kind} prints one)")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    broker = _settings().broker
+    settings = _settings()
+    broker = settings.broker
     print(f"{config.id}: running {config.app}{' (simulated)' if args.simulate else ''}, broker {broker};"
           " Ctrl-C stops it", flush=True)
     try:
-        run_device(config, broker, secret, args.simulate, stop)
+        run_device(config, broker, secret, args.simulate, stop, settings.data_dir / "devices" / config.id)
     except KeyboardInterrupt:
         stop.set()
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import uvicorn
 
 from jisaku.dashboard.app import create_app
+from jisaku.dashboard.osmand import PhonePublisher
 from jisaku.device.config import DeviceConfig, load_device_config
 from jisaku.device.link import BrokerAddress
 from jisaku.device.runner import run_device
@@ -101,18 +102,20 @@ async def _serve(settings: Settings, devices: list[DeviceConfig]) -> None:
 
     gateway = Gateway(store, registry, settings.broker, "_gateway", gateway_secret)
     gateway.start()
+    phones = PhonePublisher(settings.broker, "_dashboard", registry.service_secret("_dashboard", settings.secrets_dir))
+    phones.start()
 
     stop = threading.Event()
     threads = [
-        threading.Thread(target=run_device, args=(config, settings.broker, secrets[config.id], True, stop),
-                         name=config.id, daemon=True)
+        threading.Thread(target=run_device, name=config.id, daemon=True, args=(
+            config, settings.broker, secrets[config.id], True, stop, settings.data_dir / "devices" / config.id))
         for config in devices
     ]
     for thread in threads:
         thread.start()
 
     host, port = settings.http_host_port
-    server = uvicorn.Server(uvicorn.Config(create_app(settings.sqlite_path), host=host, port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(settings.sqlite_path, phones), host=host, port=port,
                                            log_level="warning"))
     print(f"\n  jisaku demo: {len(devices)} simulated devices in town.\n"
           f"  Open http://{host}:{port}/  (API: http://{host}:{port}/docs)\n"
@@ -127,6 +130,7 @@ async def _serve(settings: Settings, devices: list[DeviceConfig]) -> None:
             thread.join(timeout=5)
         # Let the devices' last "offline" reach the gateway before it leaves too.
         await asyncio.sleep(1)
+        phones.stop()
         gateway.stop()
         await broker.stop()
         print("  jisaku demo stopped; its data is kept for next time.", flush=True)

@@ -159,6 +159,13 @@ class EmbeddedBrokerThread:
     def __init__(self, accounts: dict[str, str]) -> None:
         self.accounts = accounts  # read on every CONNECT, so tests may change it in place
         self.port = free_port()
+        self._thread: threading.Thread | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start (again, after stop(): same port, same accounts; retained messages are gone)."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("the embedded broker is already running")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="embedded-broker", daemon=True)
         self._thread.start()
@@ -178,7 +185,7 @@ class EmbeddedBrokerThread:
         return f"mqtt://{HOST}:{self.port}"
 
     def stop(self) -> None:
-        if not self._thread.is_alive():
+        if self._thread is None or not self._thread.is_alive():
             return
         try:
             asyncio.run_coroutine_threadsafe(self._broker.stop(), self._loop).result(STOP_TIMEOUT_S)

@@ -136,7 +136,7 @@ def test_a_device_that_stops_is_shown_offline(make_town):
     gauge = load_device_config(EXAMPLES / "snow-gauge")
     town = make_town([gauge])
     town.start_dashboard()
-    link = DeviceLink("snow-1", town.secrets["snow-1"], town.broker_url)
+    link = town.link("snow-1")
     link.start()
     wait_until(lambda: town.features()["snow-1"]["properties"]["status"] == "online", 10, "snow-1 shows online")
     link.stop()
@@ -146,7 +146,7 @@ def test_a_device_that_stops_is_shown_offline(make_town):
 def test_a_wrong_secret_is_refused(make_town):
     gauge = load_device_config(EXAMPLES / "snow-gauge")
     town = make_town([gauge])
-    link = DeviceLink("snow-1", "not-the-secret", town.broker_url)
+    link = DeviceLink("snow-1", "not-the-secret", town.broker_url, town.directory / "wrong")
     link.start()
     try:
         assert not link.connected.wait(2)

@@ -19,6 +19,7 @@ import uvicorn
 
 from jisaku.dashboard.app import create_app
 from jisaku.device.config import DeviceConfig
+from jisaku.device.link import DeviceLink
 from jisaku.device.runner import run_device
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
@@ -80,14 +81,20 @@ class Town:
         ))
         return self.secrets[config.id]
 
-    def run_devices(self, configs: list[DeviceConfig] | None = None) -> None:
+    def run_devices(self, configs: list[DeviceConfig] | None = None) -> threading.Event:
+        """Run simulated devices in threads; set the returned event to stop just these."""
+        stop = threading.Event()
         for config in configs if configs is not None else self.devices:
-            thread = threading.Thread(
-                target=run_device, args=(config, self.broker_url, self.secrets[config.id], True, self.stop_devices),
-                name=config.id, daemon=True,
-            )
+            thread = threading.Thread(target=self._run_until, name=config.id, daemon=True, args=(
+                config, stop, self.directory / "devices" / config.id))
             thread.start()
             self._threads.append(thread)
+        return stop
+
+    def _run_until(self, config: DeviceConfig, stop: threading.Event, state_dir: Path) -> None:
+        # Stops with the town, or earlier, like a device switched off mid-test.
+        threading.Thread(target=lambda: self.stop_devices.wait() or stop.set(), daemon=True).start()
+        run_device(config, self.broker_url, self.secrets[config.id], True, stop, state_dir)
 
     def start_dashboard(self) -> str:
         port = free_port()
@@ -101,6 +108,10 @@ class Town:
     def get_json(self, path: str) -> Any:
         with urllib.request.urlopen(self.base_url + path, timeout=10) as response:
             return json.load(response)
+
+    def link(self, device_id: str) -> DeviceLink:
+        """A device's link alone, with its state in the town's folder; the caller starts it."""
+        return DeviceLink(device_id, self.secrets[device_id], self.broker_url, self.directory / "devices" / device_id)
 
     def features(self) -> dict[str, dict]:
         return {f["id"]: f for f in self.get_json("/api/v1/latest.geojson")["features"]}

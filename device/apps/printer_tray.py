@@ -31,6 +31,9 @@ POLL_S = 0.1
 
 
 class PrinterTray:
+    #: what operators may change from afar, with its limits
+    SETTINGS = {"left_after_s": (1, 3600), "report_every_s": (5, 86400)}
+
     def __init__(self, config: DeviceConfig, link: DeviceLink, pin_factory=None):
         settings = config.section("tray")
         self.link = link
@@ -64,6 +67,22 @@ class PrinterTray:
                 self.beeping = False
                 self.link.publish_event("tray_cleared", {"lay_s": lay_s})
             self.paper_since = None
+
+    def apply_settings(self, settings: dict) -> None:
+        for name, value in settings.items():
+            setattr(self, name, float(value))
+
+    def commands(self) -> dict:
+        return {"test_buzzer": self.test_buzzer, "report_now": self.report_now}
+
+    def report_now(self, args: dict) -> tuple[bool, str]:
+        self.report()
+        return True, "reported"
+
+    def test_buzzer(self, args: dict) -> tuple[bool, str]:
+        """Beep twice, so staff can hear the buzzer works (from the operators' page)."""
+        self.buzzer.beep(on_time=0.2, off_time=0.2, n=2)
+        return True, "beeped twice"
 
     def report(self) -> None:
         self.link.publish_reading({"paper": int(self.paper.is_active), "left_today": self.left_today})

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import statistics
 import threading
+import time
 
 from gpiozero import DistanceSensor
 
@@ -32,6 +33,9 @@ PING_GAP_S = 0.06
 
 
 class SnowGauge:
+    #: what operators may change from afar, with its limits
+    SETTINGS = {"interval_s": (1, 86400), "mount_height_cm": (10, 1000), "samples": (1, 15)}
+
     def __init__(self, config: DeviceConfig, link: DeviceLink, pin_factory=None):
         settings = config.section("ultrasonic")
         self.link = link
@@ -42,6 +46,7 @@ class SnowGauge:
             echo=settings.get("echo_pin", 24), trigger=settings.get("trigger_pin", 23),
             max_distance=4, pin_factory=pin_factory,
         )
+        self._report_now = threading.Event()
 
     def measure_depth_cm(self) -> float:
         """Snow depth from the median of a few pings (one stray echo changes nothing)."""
@@ -52,10 +57,25 @@ class SnowGauge:
         depth = self.mount_height_cm - statistics.median(distances)
         return round(max(0.0, depth), 1)
 
+    def apply_settings(self, settings: dict) -> None:
+        for name, value in settings.items():
+            setattr(self, name, int(value) if name == "samples" else float(value))
+        self._report_now.set()
+
+    def commands(self) -> dict:
+        return {"report_now": self.report_now}
+
+    def report_now(self, args: dict) -> tuple[bool, str]:
+        self._report_now.set()
+        return True, "measuring now"
+
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.link.publish_reading({"depth_cm": self.measure_depth_cm()})
-            stop.wait(self.interval_s)
+            deadline = time.monotonic() + self.interval_s
+            while time.monotonic() < deadline and not stop.is_set() and not self._report_now.is_set():
+                stop.wait(0.2)
+            self._report_now.clear()
 
     def close(self) -> None:
         self.sensor.close()

@@ -46,6 +46,9 @@ def open_serial_lines(port: str, baud: int) -> Iterable[str]:
 
 
 class VehicleTracker:
+    #: what operators may change from afar, with its limits
+    SETTINGS = {"every_s": (1, 3600), "every_m": (5, 10000)}
+
     def __init__(self, config: DeviceConfig, link: DeviceLink, lines: Iterable[str] | None = None):
         settings = config.section("gps")
         self.link = link
@@ -71,6 +74,17 @@ class VehicleTracker:
         if sentence.true_course is not None:
             fix["heading"] = round(float(sentence.true_course), 1)
         return fix
+
+    def apply_settings(self, settings: dict) -> None:
+        for name, value in settings.items():
+            setattr(self, name, float(value))
+
+    def commands(self) -> dict:
+        return {"report_now": self._report_next_fix}
+
+    def _report_next_fix(self, args: dict) -> tuple[bool, str]:
+        self.last_sent = None
+        return True, "the next valid fix is sent"
 
     def should_send(self, now: float, lat: float, lon: float) -> bool:
         if self.last_sent is None:
