@@ -93,7 +93,11 @@ class Town:
 
     def _run_until(self, config: DeviceConfig, stop: threading.Event, state_dir: Path) -> None:
         # Stops with the town, or earlier, like a device switched off mid-test.
-        threading.Thread(target=lambda: self.stop_devices.wait() or stop.set(), daemon=True).start()
+        def stop_with_the_town() -> None:
+            self.stop_devices.wait()
+            stop.set()
+
+        threading.Thread(target=stop_with_the_town, daemon=True).start()
         run_device(config, self.broker_url, self.secrets[config.id], True, stop, state_dir)
 
     def start_dashboard(self) -> str:
