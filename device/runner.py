@@ -38,6 +38,8 @@ def build(config: DeviceConfig, link: DeviceLink, simulate: bool, stop: threadin
         factory = MockFactory()
         if app_class is SnowGauge:
             scenario = Snowfall(config, factory)
+            if scenario.temperature_file is not None:  # the simulated DS18B20
+                config.tables.setdefault("ultrasonic", {})["temperature_file"] = str(scenario.temperature_file)
         elif app_class is PrinterTray:
             scenario = PaperOnTray(config, factory)
     if app_class is VehicleTracker:

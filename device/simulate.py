@@ -15,15 +15,18 @@ Example::
 from __future__ import annotations
 
 import datetime
+import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pynmea2
 from gpiozero.exc import PWMSoftwareFallback
 from gpiozero.pins.mock import MockFactory, MockPin, MockTriggerPin
 
+from .apps.snow_gauge import speed_of_sound
 from .config import DeviceConfig
 from .geo import Route, load_route
 
@@ -95,31 +98,52 @@ class TriggerPin(MockTriggerPin):
         self.echo_pin.pulse(self.echo_time)
 
 
+def along(curve: list[tuple[float, float]], hour: float) -> float:
+    """Linear interpolation in a [(hour, value), ...] curve, repeating after its last hour."""
+    hour %= max(curve[-1][0], 1e-9)
+    for (h1, v1), (h2, v2) in zip(curve, curve[1:]):
+        if h1 <= hour <= h2:
+            return v1 + (v2 - v1) * ((hour - h1) / (h2 - h1) if h2 > h1 else 0)
+    return curve[-1][1]
+
+
 class Snowfall(Scenario):
-    """Snow depth following ``curve`` ([hour, cm] points) under a mock HC-SR04."""
+    """Snow depth following ``curve`` ([hour, cm] points) under a mock HC-SR04.
+
+    With a ``temperature_c`` curve the air gets colder or warmer: sound then really
+    travels slower or faster, and a simulated DS18B20 (a file, as on a Pi) reports it.
+    """
 
     def __init__(self, config: DeviceConfig, factory: MockFactory):
         super().__init__()
         ultrasonic, simulate = config.section("ultrasonic"), config.section("simulate")
         self.mount_height_cm = float(ultrasonic.get("mount_height_cm", 200))
         self.curve = [(float(h), float(cm)) for h, cm in simulate.get("curve", [[0, 10], [24, 10]])]
+        self.temperatures = [(float(h), float(c)) for h, c in simulate.get("temperature_c", [])]
         self.hours_per_minute = float(simulate.get("hours_per_minute", 2))
+        self.temperature_file: Path | None = None
+        if self.temperatures:
+            self.temperature_file = Path(tempfile.mkdtemp(prefix="jisaku-w1-")) / "temperature"
         echo = factory.pin(ultrasonic.get("echo_pin", 24), pin_class=EchoPin)
         self.trigger = factory.pin(
             ultrasonic.get("trigger_pin", 23), pin_class=TriggerPin, echo_pin=echo, echo_time=0.01
         )
 
+    def hour(self, elapsed_s: float) -> float:
+        return elapsed_s / 60 * self.hours_per_minute
+
     def depth_cm(self, elapsed_s: float) -> float:
-        """Linear interpolation in the curve, repeating after its last hour."""
-        hour = (elapsed_s / 60 * self.hours_per_minute) % max(self.curve[-1][0], 1e-9)
-        for (h1, d1), (h2, d2) in zip(self.curve, self.curve[1:]):
-            if h1 <= hour <= h2:
-                return d1 + (d2 - d1) * ((hour - h1) / (h2 - h1) if h2 > h1 else 0)
-        return self.curve[-1][1]
+        return along(self.curve, self.hour(elapsed_s))
 
     def tick(self, elapsed_s: float) -> None:
+        speed = SPEED_OF_SOUND_M_S
+        if self.temperatures:
+            temp_c = along(self.temperatures, self.hour(elapsed_s))
+            speed = speed_of_sound(temp_c)
+            # Written like the kernel's w1 driver does: millidegrees, one line.
+            self.temperature_file.write_text(f"{round(temp_c * 1000)}\n")
         distance_m = (self.mount_height_cm - self.depth_cm(elapsed_s)) / 100
-        self.trigger.echo_time = 2 * distance_m / SPEED_OF_SOUND_M_S
+        self.trigger.echo_time = 2 * distance_m / speed
 
 
 class PaperOnTray(Scenario):

@@ -8,6 +8,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from jisaku.device.apps import PrinterTray, SnowGauge, VehicleTracker
+from jisaku.device.apps.snow_gauge import ASSUMED_SPEED_OF_SOUND, speed_of_sound
 from jisaku.device.config import DeviceConfigError, load_device_config
 from jisaku.device.geo import Route, distance_m, load_route
 from jisaku.device.simulate import DrivingRoute, Snowfall, rmc_sentence
@@ -152,3 +153,48 @@ def test_config_overrides_and_clear_errors(tmp_path):
     (tmp_path / "device.toml").write_text('[device]\nid = "Snow 1"\nkind = "snow_gauge"\napp = "snow_gauge"\n')
     with pytest.raises(DeviceConfigError, match="must be 1-64"):
         load_device_config(tmp_path)
+
+
+@pytest.mark.parametrize("temp_c", [-10.0, 0.0, 25.0])
+def test_snow_gauge_corrects_for_the_speed_of_sound_in_cold_air(factory, temp_c):
+    config = load_device_config(EXAMPLES / "snow-gauge", {
+        "simulate": {"curve": [[0, 40], [24, 40]], "temperature_c": [[0, temp_c], [24, temp_c]]}})
+    snow = Snowfall(config, factory)
+    snow.tick(0.0)
+    with_thermometer = load_device_config(EXAMPLES / "snow-gauge", {
+        "ultrasonic": {"temperature_file": str(snow.temperature_file)}})
+    gauge = SnowGauge(with_thermometer, RecordingLink(), pin_factory=factory)
+    try:
+        corrected = gauge.measure()
+        gauge.thermometer = None                    # the same gauge without its DS18B20
+        uncorrected = gauge.measure()
+    finally:
+        gauge.close()
+    assert corrected == {"temp_c": temp_c, "depth_cm": pytest.approx(40, abs=0.5)}
+    # Over 160 cm of air, an uncorrected gauge takes the slower echo of cold air for a longer distance.
+    expected_error = 160 * (1 - ASSUMED_SPEED_OF_SOUND / speed_of_sound(temp_c))
+    assert uncorrected["depth_cm"] - 40 == pytest.approx(expected_error, abs=1.0)
+    if temp_c == -10.0:
+        assert uncorrected["depth_cm"] - 40 < -8, "at -10 °C, snow reads 8 cm too shallow"
+
+
+def test_snow_gauge_skips_a_reading_when_the_echoes_do_not_come_back(factory):
+    config = load_device_config(EXAMPLES / "snow-gauge", {"ultrasonic": {"samples": 3}})
+    factory.pin(24)  # an echo pin that never answers: a wet or iced-over sensor
+    gauge = SnowGauge(config, RecordingLink(), pin_factory=factory)
+    try:
+        assert gauge.measure() is None
+    finally:
+        gauge.close()
+
+
+def test_ds18b20_reads_millidegrees_and_ignores_its_power_on_value(tmp_path):
+    from jisaku.device.temperature import DS18B20
+
+    file = tmp_path / "temperature"
+    file.write_text("-3562\n")
+    assert DS18B20(file).read_c() == -3.562
+    file.write_text("85000\n")
+    assert DS18B20(file).read_c() is None
+    file.unlink()
+    assert DS18B20(file).read_c() is None

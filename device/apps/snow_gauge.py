@@ -1,6 +1,9 @@
 """Snow gauge: an HC-SR04 ultrasonic sensor looking down at the ground.
 
-Snow depth is the mount height minus the distance the sensor measures.
+Snow depth is the mount height minus the distance the sensor measures. Sound is
+slower in the cold (331 m/s at 0 °C, 343 m/s at 20 °C), so with an optional
+DS18B20 the distance is corrected for the air temperature: at −10 °C an
+uncorrected gauge mounted 2 m up over 40 cm of snow reads it about 9 cm too shallow.
 
 Wiring (Raspberry Pi, BCM numbers)::
 
@@ -8,17 +11,19 @@ Wiring (Raspberry Pi, BCM numbers)::
     HC-SR04 TRIG -> GPIO23 (pin 16)
     HC-SR04 ECHO -> 1 kΩ -> GPIO24 (pin 18), and GPIO24 -> 2 kΩ -> GND
                     (the divider brings the 5 V echo down to 3.3 V)
+    DS18B20 (optional): see jisaku.device.temperature
 
 Example::
 
-    from gpiozero import DistanceSensor
-    sensor = DistanceSensor(echo=24, trigger=23, max_distance=4)
-    gauge = SnowGauge(config, link, sensor)
-    gauge.run(stop)         # publishes {"depth_cm": ...} every interval_s
+    config = load_device_config("examples/snow-gauge")   # pins, mount height, interval
+    gauge = SnowGauge(config, link)
+    gauge.measure()         # {"depth_cm": 37.0}, or None when the echoes did not come back
+    gauge.run(stop)         # publishes a reading every interval_s
 """
 
 from __future__ import annotations
 
+import logging
 import statistics
 import threading
 import time
@@ -27,9 +32,41 @@ from gpiozero import DistanceSensor
 
 from ..config import DeviceConfig
 from ..link import DeviceLink
+from ..temperature import DS18B20
+
+log = logging.getLogger(__name__)
 
 # The HC-SR04 needs about 60 ms between pings for the last echo to die away.
 PING_GAP_S = 0.06
+MAX_DISTANCE_M = 4.0          # the HC-SR04's range
+MIN_DISTANCE_CM = 2.0         # closer than this it cannot tell
+# What gpiozero's DistanceSensor assumes; the true speed depends on the air temperature.
+ASSUMED_SPEED_OF_SOUND = 343.26
+
+
+# A ping older than this is not taken as today's answer.
+FRESH_ECHO_S = 0.5
+
+
+class _DistanceSensor(DistanceSensor):
+    """gpiozero's DistanceSensor, also noting when an echo last came back.
+
+    Without this a sensor that stops answering (iced over, a loose wire) would
+    either block forever or keep repeating its last good distance.
+    """
+
+    last_echo = 0.0
+
+    def _read(self):
+        value = super()._read()
+        if value is not None:
+            self.last_echo = time.monotonic()
+        return value
+
+
+def speed_of_sound(temp_c: float) -> float:
+    """Metres per second in dry air at ``temp_c`` degrees Celsius."""
+    return 331.3 * (1 + temp_c / 273.15) ** 0.5
 
 
 class SnowGauge:
@@ -42,20 +79,44 @@ class SnowGauge:
         self.interval_s = config.interval_s
         self.mount_height_cm = float(settings.get("mount_height_cm", 200))
         self.samples = int(settings.get("samples", 5))
-        self.sensor = DistanceSensor(
+        # partial: answer from the pings so far instead of waiting for a full queue.
+        self.sensor = _DistanceSensor(
             echo=settings.get("echo_pin", 24), trigger=settings.get("trigger_pin", 23),
-            max_distance=4, pin_factory=pin_factory,
+            max_distance=MAX_DISTANCE_M, queue_len=3, partial=True, pin_factory=pin_factory,
         )
+        thermometer = settings.get("temperature_file", "")
+        self.thermometer = DS18B20(thermometer) if thermometer else None
         self._report_now = threading.Event()
 
-    def measure_depth_cm(self) -> float:
-        """Snow depth from the median of a few pings (one stray echo changes nothing)."""
+    def measure(self) -> dict[str, float] | None:
+        """``depth_cm`` (and ``temp_c``) from the median of a few pings, or None if too few came back.
+
+        Pings with no echo (falling snow, a bird, a wet sensor) or closer than the
+        sensor can tell are left out; one stray echo among the rest cannot move the median.
+        """
         distances = []
         for _ in range(self.samples):
-            distances.append(self.sensor.distance * 100)
-            threading.Event().wait(PING_GAP_S)
-        depth = self.mount_height_cm - statistics.median(distances)
-        return round(max(0.0, depth), 1)
+            time.sleep(PING_GAP_S)
+            if time.monotonic() - self.sensor.last_echo > FRESH_ECHO_S:
+                continue
+            distance_cm = self.sensor.distance * 100
+            if MIN_DISTANCE_CM < distance_cm < MAX_DISTANCE_M * 100 * 0.99:
+                distances.append(distance_cm)
+        if len(distances) * 2 < self.samples:
+            log.warning("only %d of %d pings came back; no reading this time", len(distances), self.samples)
+            return None
+        reading: dict[str, float] = {}
+        distance_cm = statistics.median(distances)
+        temp_c = self.thermometer.read_c() if self.thermometer else None
+        if temp_c is not None:
+            distance_cm *= speed_of_sound(temp_c) / ASSUMED_SPEED_OF_SOUND
+            reading["temp_c"] = round(temp_c, 1)
+        reading["depth_cm"] = round(max(0.0, self.mount_height_cm - distance_cm), 1)
+        return reading
+
+    def measure_depth_cm(self) -> float | None:
+        reading = self.measure()
+        return reading["depth_cm"] if reading else None
 
     def apply_settings(self, settings: dict) -> None:
         for name, value in settings.items():
@@ -71,7 +132,9 @@ class SnowGauge:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self.link.publish_reading({"depth_cm": self.measure_depth_cm()})
+            reading = self.measure()
+            if reading is not None:
+                self.link.publish_reading(reading)
             deadline = time.monotonic() + self.interval_s
             while time.monotonic() < deadline and not stop.is_set() and not self._report_now.is_set():
                 stop.wait(0.2)
