@@ -42,10 +42,22 @@ def build(config: DeviceConfig, link: DeviceLink, simulate: bool, stop: threadin
                 config.tables.setdefault("ultrasonic", {})["temperature_file"] = str(scenario.temperature_file)
         elif app_class is PrinterTray:
             scenario = PaperOnTray(config, factory)
+    elif config.device.get("pin_factory"):
+        factory = pin_factory(config.device["pin_factory"])
     if app_class is VehicleTracker:
         lines = DrivingRoute(config, stop).lines() if simulate else None
         return VehicleTracker(config, link, lines=lines), scenario
     return app_class(config, link, pin_factory=factory), scenario
+
+
+def pin_factory(name: str):
+    """gpiozero's pin factory by its name: lgpio (Pi 5 and Bookworm), rpigpio, pigpio, native, mock."""
+    from importlib.metadata import entry_points
+
+    factories = entry_points(group="gpiozero_pin_factories")
+    if name not in factories.names:
+        raise DeviceConfigError(f"pin_factory {name!r} is not one of {', '.join(sorted(factories.names))}")
+    return factories[name].load()()
 
 
 def run_device(config: DeviceConfig, broker_url: str, secret: str, simulate: bool, stop: threading.Event,

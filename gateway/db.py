@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS device_config (
     device_id TEXT PRIMARY KEY,
     rev       INTEGER NOT NULL,      -- the newest revision pushed to the device
     settings  TEXT NOT NULL,         -- all of its settings, as a JSON object
+    applied   TEXT NOT NULL DEFAULT '{}',  -- the settings of the newest revision it applied
     pushed    REAL NOT NULL,
     acked_rev INTEGER,               -- the newest revision the device answered
     ok        INTEGER,               -- whether it applied it

@@ -40,6 +40,22 @@ BATCH_WAIT_S = 0.05
 UNKNOWN_RECHECK_S = 1.0
 
 
+def push_config(client: mqtt.Client, store: SQLiteStore, registry: Registry, device_id: str, changes: dict) -> dict:
+    """Publish a device's settings as a new revision, retained so it gets them whenever it is back.
+
+    The device answers on ``config/ack``; the gateway records whether it applied them.
+    """
+    if registry.get(device_id) is None:
+        raise ValueError(f"device {device_id!r} is not registered")
+    config = store.next_config(device_id, changes)
+    payload = json.dumps(config, separators=(",", ":"), allow_nan=False).encode()
+    message = client.publish(protocol.topic(device_id, "config"), payload, qos=1, retain=True)
+    message.wait_for_publish(timeout=10)
+    if not message.is_published():
+        raise RuntimeError(f"the broker did not take rev {config['rev']} for {device_id}; is it running?")
+    return config
+
+
 class Gateway:
     def __init__(self, store: SQLiteStore, registry: Registry, broker_url: str, username: str, password: str,
                  client_id: str = "jisaku-gateway"):
@@ -159,13 +175,8 @@ class Gateway:
             batch.quarantined.append(Quarantined(topic, payload, err.reason, str(err), received))
 
     def push_config(self, device_id: str, changes: dict) -> dict:
-        """Send a device new settings as a new revision (retained, so it gets them whenever it is back)."""
-        if self.registry.get(device_id) is None:
-            raise ValueError(f"device {device_id!r} is not registered")
-        config = self.store.next_config(device_id, changes)
-        payload = json.dumps(config, separators=(",", ":"), allow_nan=False).encode()
-        self._client.publish(protocol.topic(device_id, "config"), payload, qos=1, retain=True)
-        return config
+        """Send a device new settings as a new revision."""
+        return push_config(self._client, self.store, self.registry, device_id, changes)
 
     def _is_known(self, device_id: str) -> bool:
         if device_id in self._known:

@@ -97,9 +97,12 @@ class SQLiteStore:
                 [(q.received, q.topic, q.payload[:QUARANTINE_PAYLOAD_BYTES], q.reason, q.detail)
                  for q in batch.quarantined],
             )
+            # Only the answer to the newest revision counts; an older one was overtaken.
             connection.executemany(
-                "UPDATE device_config SET acked_rev=?, ok=?, reason=?, acked=? WHERE device_id=? AND rev>=?",
-                [(a.rev, int(a.ok), a.reason, a.received, a.device_id, a.rev) for a in batch.config_acks],
+                "UPDATE device_config SET acked_rev=?, ok=?, reason=?, acked=?,"
+                " applied = CASE WHEN ? THEN settings ELSE applied END"
+                " WHERE device_id=? AND rev=?",
+                [(a.rev, int(a.ok), a.reason, a.received, int(a.ok), a.device_id, a.rev) for a in batch.config_acks],
             )
 
     @staticmethod
@@ -122,14 +125,18 @@ class SQLiteStore:
     # ------------------------------------------------------------ device settings
 
     def next_config(self, device_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        """Record a new revision of a device's settings (``changes`` laid over the last) and return it."""
+        """Record a new revision of a device's settings and return it.
+
+        ``changes`` are laid over what the device last applied, so a refused value
+        does not come back in every later revision.
+        """
         connection = self.db.connection
         with connection:
             connection.execute("BEGIN IMMEDIATE")
-            row = connection.execute("SELECT rev, settings FROM device_config WHERE device_id=?",
+            row = connection.execute("SELECT rev, applied FROM device_config WHERE device_id=?",
                                      (device_id,)).fetchone()
             rev = (row["rev"] if row else 0) + 1
-            settings = {**(json.loads(row["settings"]) if row else {}), **changes}
+            settings = {**(json.loads(row["applied"]) if row else {}), **changes}
             connection.execute(
                 "INSERT INTO device_config (device_id, rev, settings, pushed) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (device_id) DO UPDATE SET rev=excluded.rev, settings=excluded.settings,"

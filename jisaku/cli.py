@@ -7,6 +7,7 @@
     jisaku device run FOLDER            run a device (add --simulate to run it without hardware)
     jisaku devices add ID --kind KIND   register a device and print its secret once
     jisaku devices list                 the registered devices
+    jisaku devices configure ID NAME=VALUE...   change a device's settings from afar
 """
 
 from __future__ import annotations
@@ -139,6 +140,52 @@ def cmd_devices_add(args: argparse.Namespace) -> None:
           f"Put it on the device, e.g. JISAKU_DEVICE_SECRET={secret} jisaku device run ...")
 
 
+def cmd_devices_configure(args: argparse.Namespace) -> None:
+    import json
+    import time
+
+    from jisaku.device.link import BrokerAddress, new_client
+    from jisaku.gateway.service import push_config
+    from jisaku.gateway.store import SQLiteStore
+
+    changes = {}
+    for pair in args.settings:
+        name, _, value = pair.partition("=")
+        try:
+            changes[name] = json.loads(value)
+        except ValueError:
+            sys.exit(f"jisaku: {pair!r} should be name=number, e.g. left_after_s=45")
+    settings = _settings()
+    registry = _registry(settings)
+    store = SQLiteStore(registry.db)
+    broker = BrokerAddress.parse(settings.broker)
+    client = new_client(f"jisaku-cli-{os.getpid()}", "_gateway",
+                        os.environ.get("JISAKU_GATEWAY_SECRET") or registry.service_secret("_gateway", settings.secrets_dir),
+                        broker)
+    try:
+        client.connect(broker.host, broker.port)
+    except OSError as err:
+        sys.exit(f"jisaku: cannot reach the broker at {broker} ({err}); is jisaku broker or mosquitto running?")
+    client.loop_start()
+    try:
+        config = push_config(client, store, registry, args.id, changes)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    print(f"{args.id}: sent rev {config['rev']}: {json.dumps(config)}")
+    for _ in range(int(args.wait * 10)):  # the gateway records the device's answer
+        state = store.config_state(args.id)
+        if state["state"] != "pending":
+            break
+        time.sleep(0.1)
+    if state["state"] == "applied":
+        print(f"{args.id}: applied.")
+    elif state["state"] == "refused":
+        sys.exit(f"{args.id}: refused: {state['reason']}")
+    else:
+        print(f"{args.id}: no answer yet; the device applies it when it is next online.")
+
+
 def cmd_devices_list(args: argparse.Namespace) -> None:
     for device in _registry(_settings()).devices():
         where = f"{device.lat:.5f},{device.lon:.5f}" if device.lat is not None else "-"
@@ -175,6 +222,11 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--location", help="LAT,LON for a device that does not move")
     add.set_defaults(run=cmd_devices_add)
     devices.add_parser("list", help="the registered devices").set_defaults(run=cmd_devices_list)
+    configure = devices.add_parser("configure", help="change a device's settings from afar, e.g. left_after_s=45")
+    configure.add_argument("id")
+    configure.add_argument("settings", nargs="+", metavar="NAME=VALUE")
+    configure.add_argument("--wait", type=float, default=10, help="seconds to wait for the device's answer")
+    configure.set_defaults(run=cmd_devices_configure)
     return top
 
 

@@ -40,6 +40,11 @@ def test_a_changed_threshold_reaches_the_running_tray_and_is_acknowledged(make_t
     saved = json.loads((town.directory / "devices" / "tray-1" / "settings.json").read_text())
     assert saved == {"left_after_s": 1.5}, "the refused value is not kept; the last good one is"
 
+    # The next revision builds on what the device applied, not on the refused value.
+    assert town.gateway.push_config("tray-1", {"report_every_s": 30}) == {
+        "rev": 3, "left_after_s": 1.5, "report_every_s": 30}
+    wait_until(lambda: town.store.config_state("tray-1")["state"] == "applied", 10, "rev 3 is applied")
+
 
 def test_commands_are_answered(make_town):
     tray = load_device_config(EXAMPLES / "printer-tray")

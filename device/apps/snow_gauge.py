@@ -58,7 +58,10 @@ class _DistanceSensor(DistanceSensor):
     last_echo = 0.0
 
     def _read(self):
-        value = super()._read()
+        try:
+            value = super()._read()
+        except AttributeError:
+            return None  # closing: gpiozero drops the trigger pin before it stops this thread
         if value is not None:
             self.last_echo = time.monotonic()
         return value
