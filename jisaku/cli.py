@@ -187,9 +187,19 @@ def cmd_devices_configure(args: argparse.Namespace) -> None:
 
 
 def cmd_devices_list(args: argparse.Namespace) -> None:
-    for device in _registry(_settings()).devices():
-        where = f"{device.lat:.5f},{device.lon:.5f}" if device.lat is not None else "-"
-        print(f"{device.id:24} {device.kind:14} {'public ' if device.public else 'private'} {where:22} {device.name}")
+    import datetime
+
+    from jisaku.gateway.store import SQLiteStore
+
+    registry = _registry(_settings())
+    store = SQLiteStore(registry.db)
+    print(f"{'id':16} {'kind':14} {'shown':8} {'status':8} {'last reading':20} {'settings':14} name")
+    for device in store.latest(public_only=False):
+        seen = datetime.datetime.fromtimestamp(device["ts"]).strftime("%Y-%m-%d %H:%M:%S") if device["ts"] else "-"
+        config = store.config_state(device["id"])
+        settings = f"rev {config['rev']} {config['state']}" if config else "-"
+        print(f"{device['id']:16} {device['kind']:14} {'public' if device['public'] else 'private':8} "
+              f"{device['status']:8} {seen:20} {settings:14} {device['name']}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -238,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
         args.run(args)
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:  # piped into head, say: the reader has all it wanted
+        sys.stderr.close()
     except (SettingsError, ValueError, RuntimeError) as err:
         sys.exit(f"jisaku: {err}")
 
