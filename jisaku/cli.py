@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # piped into head, say: the reader has all it wanted
         sys.stderr.close()
     except (SettingsError, ValueError, RuntimeError) as err:
-        sys.exit(f"jisaku: {err}")
+        if args.verbose:
+            raise
+        sys.exit(f"jisaku: {err} (add -v to see where)")
 
 
 if __name__ == "__main__":
