@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 
@@ -26,11 +27,28 @@ from .simulate import DrivingRoute, PaperOnTray, Snowfall
 log = logging.getLogger(__name__)
 
 
+def app_class_for(config: DeviceConfig) -> type:
+    """One of jisaku's apps by name, or your own: ``app = "counter.py:Counter"`` in the device's folder."""
+    if ":" in config.app:
+        file_name, _, class_name = config.app.partition(":")
+        path = config.path(file_name)
+        spec = importlib.util.spec_from_file_location(f"jisaku_app_{path.stem}", path)
+        if spec is None or not path.exists():
+            raise DeviceConfigError(f"{config.folder}: app file {path} not found")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if not hasattr(module, class_name):
+            raise DeviceConfigError(f"{path} has no class {class_name}")
+        return getattr(module, class_name)
+    if config.app not in APPS:
+        raise DeviceConfigError(
+            f"{config.folder}: app {config.app!r} is not one of {', '.join(APPS)} (or file.py:Class for your own)")
+    return APPS[config.app]
+
+
 def build(config: DeviceConfig, link: DeviceLink, simulate: bool, stop: threading.Event):
     """The app named by the config and, when simulating, the scenario that feeds it."""
-    app_class = APPS.get(config.app)
-    if app_class is None:
-        raise DeviceConfigError(f"{config.folder}: app {config.app!r} is not one of {', '.join(APPS)}")
+    app_class = app_class_for(config)
     factory = scenario = None
     if simulate:
         from gpiozero.pins.mock import MockFactory

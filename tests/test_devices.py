@@ -198,3 +198,31 @@ def test_ds18b20_reads_millidegrees_and_ignores_its_power_on_value(tmp_path):
     assert DS18B20(file).read_c() is None
     file.unlink()
     assert DS18B20(file).read_c() is None
+
+
+def test_a_student_app_in_the_device_folder_runs_on_the_same_runtime(tmp_path, factory):
+    """Something new needs only a small class next to device.toml, not a change to jisaku."""
+    (tmp_path / "device.toml").write_text(
+        '[device]\nid = "door-1"\nkind = "door"\napp = "door.py:DoorCounter"\n[door]\npin = 5\n')
+    (tmp_path / "door.py").write_text(
+        "from gpiozero import Button\n\n"
+        "class DoorCounter:\n"
+        "    SETTINGS = {}\n\n"
+        "    def __init__(self, config, link, pin_factory=None):\n"
+        "        self.link = link\n"
+        "        self.button = Button(config.section('door')['pin'], pin_factory=pin_factory)\n"
+        "        self.button.when_pressed = lambda: link.publish_reading({'opened': 1})\n\n"
+        "    def run(self, stop):\n"
+        "        stop.wait()\n\n"
+        "    def close(self):\n"
+        "        self.button.close()\n")
+    from jisaku.device.runner import build
+
+    link = RecordingLink()
+    app, scenario = build(load_device_config(tmp_path), link, simulate=True, stop=threading.Event())
+    assert scenario is None
+    pin = app.button.pin
+    pin.drive_low()
+    pin.drive_high()
+    assert link.readings == [{"opened": 1}]
+    app.close()
