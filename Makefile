@@ -6,8 +6,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# What the tests start for real: a Mosquitto broker and a headless Chromium.
-TEST_PACKAGES := mosquitto chromium
+# What the tests start for real: a Mosquitto broker, an InfluxDB server and a headless Chromium.
+TEST_PACKAGES := mosquitto influxdb chromium
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 .PHONY: demo test setup test-packages clean
@@ -34,6 +34,7 @@ $(VENV)/.installed: pyproject.toml
 test-packages:
 	@missing=""; \
 	[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing="$$missing mosquitto"; \
+	[ -x /usr/bin/influxd ] || command -v influxd >/dev/null || missing="$$missing influxdb"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$(IS_ROOT)" != yes ]; then \
@@ -41,12 +42,14 @@ test-packages:
 	fi; \
 	echo "Installing$$missing with apt-get"; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	case "$$missing" in *mosquitto*) \
-	  if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then \
-	    echo "Stopping the mosquitto service apt just started: the tests start their own, and it would hold port 1883 that make demo uses."; \
-	    systemctl disable --now mosquitto; \
-	  fi;; \
-	esac
+	for service in mosquitto influxdb; do \
+	  case "$$missing" in *$$service*) \
+	    if command -v systemctl >/dev/null && systemctl is-active --quiet $$service 2>/dev/null; then \
+	      echo "Stopping the $$service service apt just started: the tests start their own (and port 1883 is make demo's)."; \
+	      systemctl disable --now $$service; \
+	    fi;; \
+	  esac; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -110,6 +110,9 @@ def write_mosquitto_files(
         # Devices queue QoS 1 readings while offline and send them in bursts; the default
         # (1000 per client) would drop part of a back-fill for a slow gateway.
         "max_queued_messages 100000",
+        # The gateway acknowledges each message once it is stored; with Mosquitto's default
+        # of 20 unacknowledged messages per client it would wait on every batch.
+        "max_inflight_messages 1000",
         "log_dest stderr",
         "log_type error",
         "log_type warning",

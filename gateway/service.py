@@ -1,8 +1,11 @@
 """The gateway: subscribes to every device, checks each message, stores it.
 
 Messages are taken off the network thread into a queue and written by one
-writer thread in small batches (one SQLite transaction per batch), so a burst
-of back-filled readings costs a few transactions, not thousands.
+writer thread in batches (one SQLite transaction for all that has arrived
+meanwhile), so a burst of back-filled readings costs a few transactions, not
+thousands. Each message is acknowledged to the broker only once its batch is
+stored: if the gateway is killed, the broker delivers the rest again, and the
+store keeps one copy of anything it sees twice.
 
 Anything on ``jisaku/#`` that breaks the contract goes to quarantine with the
 reason; the valid messages around it are not affected.
@@ -35,7 +38,6 @@ from .store import Batch, ConfigAck, Quarantined, SQLiteStore
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 1000
-BATCH_WAIT_S = 0.05
 # How long an unknown device id is remembered as unknown before the registry is asked again.
 UNKNOWN_RECHECK_S = 1.0
 
@@ -66,7 +68,9 @@ class Gateway:
         self._stopping = False
         self.quarantine_counts: Counter[str] = Counter()
         self.stored_readings = 0
-        self._inbox: queue.Queue[tuple[str, bytes, float] | None] = queue.Queue()
+        # (topic, payload, received, mid, qos, connection number), or None to stop
+        self._inbox: queue.Queue[tuple[str, bytes, float, int, int, int] | None] = queue.Queue()
+        self._connection = 0
         self._known: set[str] = set()
         self._known_checked = 0.0
         self._writer = threading.Thread(target=self._write_loop, name="gateway-writer", daemon=True)
@@ -76,6 +80,7 @@ class Gateway:
         # devices (who wait longer), or an embedded broker, which keeps no sessions,
         # would hand their backlog to nobody.
         self._client.reconnect_delay_set(min_delay=0.5, max_delay=2)
+        self._client.manual_ack_set(True)  # acknowledged once stored, in _write
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -99,6 +104,7 @@ class Gateway:
             log.error("the broker at %s refused the gateway: %s (check the _gateway account's secret)",
                       self.broker, reason_code)
             return
+        self._connection += 1
         client.subscribe(f"{protocol.TOPIC_ROOT}/#", qos=1)
         log.info("gateway connected to %s", self.broker)
         self.connected.set()
@@ -109,7 +115,7 @@ class Gateway:
         self.connected.clear()
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
-        self._inbox.put((message.topic, message.payload, time.time()))
+        self._inbox.put((message.topic, message.payload, time.time(), message.mid, message.qos, self._connection))
 
     # ------------------------------------------------------------ writer thread
 
@@ -118,21 +124,27 @@ class Gateway:
             item = self._inbox.get()
             if item is None:
                 return
-            batch = Batch()
-            self.sort_into(batch, *item)
-            deadline = time.monotonic() + BATCH_WAIT_S
-            while len(batch) < BATCH_MAX:
+            batch, acks = Batch(), []
+            self._take(batch, acks, item)
+            # Everything that arrived while the last batch was written goes in this one;
+            # nothing waits for more to come.
+            while len(acks) < BATCH_MAX:
                 try:
-                    item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._inbox.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
-                    self._write(batch)
+                    self._write(batch, acks)
                     return
-                self.sort_into(batch, *item)
-            self._write(batch)
+                self._take(batch, acks, item)
+            self._write(batch, acks)
 
-    def _write(self, batch: Batch) -> None:
+    def _take(self, batch: Batch, acks: list[tuple[int, int, int]], item: tuple) -> None:
+        topic, payload, received, mid, qos, connection = item
+        self.sort_into(batch, topic, payload, received)
+        acks.append((mid, qos, connection))
+
+    def _write(self, batch: Batch, acks: list[tuple[int, int, int]]) -> None:
         delay = 0.5
         while True:
             try:
@@ -143,6 +155,11 @@ class Gateway:
                           " and that %s is writable.", len(batch), err, delay, self.store.db.path)
                 time.sleep(delay)
                 delay = min(delay * 2, 30)
+        for mid, qos, connection in acks:
+            # An ack belongs to the connection the message came on; after a reconnect the
+            # broker sends the message again, and the store keeps it once.
+            if qos > 0 and connection == self._connection:
+                self._client.ack(mid, qos)
         self.stored_readings += len(batch.readings)
         for item in batch.quarantined:
             self.quarantine_counts[item.reason] += 1
