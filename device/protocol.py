@@ -250,10 +250,14 @@ def _reject_constant(name: str) -> Any:
     raise ProtocolError("non_finite", f"{name} is not a number JSON allows; send null-free finite values")
 
 
+# One decoder for every message: json.loads with parse_constant builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _loads(payload: bytes) -> Any:
     text = _text(payload)
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except ProtocolError:
         raise
     except (ValueError, RecursionError) as err:

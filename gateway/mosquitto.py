@@ -107,9 +107,11 @@ def write_mosquitto_files(
         f"listener {port} {host}",
         f"password_file {passwd}",
         f"acl_file {acl}",
-        # Devices queue QoS 1 readings while offline and send them in bursts; the default
-        # (1000 per client) would drop part of a back-fill for a slow gateway.
-        "max_queued_messages 100000",
+        # While the gateway is down or behind, Mosquitto holds what it has already
+        # acknowledged to the devices: a count limit would drop readings in a big back-fill
+        # (it did, at 100,000 in jisaku bench ingest), so the limit is by size instead.
+        "max_queued_messages 0",
+        "max_queued_bytes 1000000000",
         # The gateway acknowledges each message once it is stored; with Mosquitto's default
         # of 20 unacknowledged messages per client it would wait on every batch.
         "max_inflight_messages 1000",

@@ -72,11 +72,10 @@ class SQLiteStore:
         connection = self.db.connection
         with connection:  # one transaction: all of the batch or none of it
             connection.execute("BEGIN")
+            rows = [(device_id, r.ts, r.seq, _json(r.values), now) for device_id, r in batch.readings]
             # Re-sent readings share (device, ts, seq) with the stored ones: kept once.
             connection.executemany(
-                "INSERT OR IGNORE INTO readings (device_id, ts, seq, v, received) VALUES (?, ?, ?, ?, ?)",
-                [(device_id, r.ts, r.seq, _json(r.values), now) for device_id, r in batch.readings],
-            )
+                "INSERT OR IGNORE INTO readings (device_id, ts, seq, v, received) VALUES (?, ?, ?, ?, ?)", rows)
             connection.executemany(
                 "INSERT OR IGNORE INTO events (device_id, ts, seq, event, v, received) VALUES (?, ?, ?, ?, ?, ?)",
                 [(device_id, e.ts, e.seq, e.name, _json(e.values), now) for device_id, e in batch.events],
@@ -88,7 +87,7 @@ class SQLiteStore:
                 " ON CONFLICT (device_id) DO UPDATE SET"
                 "  v = json_patch(latest.v, excluded.v), ts = excluded.ts, updated = excluded.updated"
                 " WHERE excluded.ts >= latest.ts",
-                [(device_id, r.ts, _json(r.values), now) for device_id, r in sorted(batch.readings, key=lambda x: x[1].ts)],
+                [(device_id, ts, values, now) for device_id, ts, _, values, _ in sorted(rows, key=lambda row: row[1])],
             )
             for device_id, status, received in batch.statuses:
                 self._write_status(connection, device_id, status, received)

@@ -8,10 +8,15 @@ measures:
     is stored exactly once;
 (b) the ceiling, in the same run and on the same stream: the rate at which ``mosquitto_sub``
     (C, QoS 1) receives it. a/b says how much of what the broker can hand out the gateway
-    keeps up with;
+    keeps up with. Both subscribe at once rather than in two passes: mosquitto_sub costs
+    little CPU, and one pass means both see exactly the same burst;
 (c) publish-to-queryable latency p50/p99 at a steady rate (the ``received`` column the
     gateway writes minus the reading's ``ts``, both UTC seconds on this machine's clock);
 (d) the gateway's peak RSS (VmHWM of its process).
+
+The throughput phase publishes with a minimal MQTT writer (``--client raw``, the default):
+two paho publishers manage only ~4,000 readings/s on a 2-core machine, so they, not the
+broker, would be the ceiling. ``--client paho`` uses paho, as devices do.
 
 Example::
 
@@ -68,8 +73,6 @@ def _publisher(index: int, url: str, password: str, plan: list[tuple[str, int, i
     Puts ("ready", index) on ``results`` once connected, waits for ``start``, then puts
     ("done", index, published, acked, last_ack_time, error).
     """
-    import threading
-
     import paho.mqtt.client as mqtt
 
     from jisaku.device import protocol
@@ -144,7 +147,6 @@ def _raw_publisher(index: int, url: str, password: str, plan: list[tuple[str, in
     broker nor the gateway, would set the ceiling. This one costs a few µs per message.
     """
     import struct
-    import threading
 
     from jisaku.device import protocol
     from jisaku.device.link import BrokerAddress
@@ -281,7 +283,7 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-def _stop(proc: subprocess.Popen | None, timeout: float = 10) -> None:
+def _stop(proc: subprocess.Popen | None, timeout: float = 5) -> None:
     if proc is None or proc.poll() is not None:
         return
     proc.terminate()
@@ -339,6 +341,10 @@ def _plans(devices: list[str], counts: dict[str, int], first_seq: int, publisher
     return plans
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def _percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile of sorted ``values``."""
     if not values:
@@ -375,6 +381,10 @@ def ingest(readings: int = 100_000, devices: int = 100, publishers: int = 2, rat
         raise RuntimeError("mosquitto_sub is not installed (sudo apt-get install mosquitto-clients)")
 
     ctx = multiprocessing.get_context("spawn")
+    # Stopped with SIGTERM, clean up as on Ctrl-C (the finally below), not leave processes behind.
+    previous_sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="jisaku-bench-"))
     procs: dict[str, subprocess.Popen] = {}
     workers: list = []
@@ -544,6 +554,9 @@ def ingest(readings: int = 100_000, devices: int = 100, publishers: int = 2, rat
         hwm = _proc_status(gateway.pid, "VmHWM")
         figures["peak_rss_mb"] = hwm / 1024 if hwm is not None else None
         figures["gateway_alive"] = gateway.poll() is None
+        # Mosquitto drops QoS 1 messages for a client whose queue is full (max_queued_messages).
+        figures["broker_drop_warnings"] = [line for line in _tail(mosquitto_log, 100000).splitlines()
+                                           if "dropped" in line.lower()][:3]
         if not figures["gateway_alive"]:
             figures["gateway_log"] = _tail(gateway_log)
         db.close()
@@ -558,6 +571,8 @@ def ingest(readings: int = 100_000, devices: int = 100, publishers: int = 2, rat
         for f in files:
             f.close()
         shutil.rmtree(tmp, ignore_errors=True)
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
     _report(figures)
     return figures
@@ -664,6 +679,8 @@ def _report(f: dict) -> None:
     else:
         print(f"  NOT exactly once: {f.get('stored', 0):,} stored, {f.get('missing', 0):,} missing,"
               f" {f.get('duplicates', 0):,} duplicated, {f.get('unexpected', 0):,} unexpected")
+    for line in f.get("broker_drop_warnings") or []:
+        print(f"  mosquitto: {line}")
     for err in f.get("publisher_errors") or []:
         print(f"  {err}")
     if f.get("publish_per_s"):
@@ -730,5 +747,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="jisaku")
     add_parser(parser.add_subparsers(dest="command", required=True))
     parsed = parser.parse_args()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     parsed.run(parsed)

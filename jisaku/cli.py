@@ -8,6 +8,7 @@
     jisaku devices add ID --kind KIND   register a device and print its secret once
     jisaku devices list                 the registered devices
     jisaku devices configure ID NAME=VALUE...   change a device's settings from afar
+    jisaku bench ingest                 how fast the gateway stores readings through Mosquitto
 """
 
 from __future__ import annotations
@@ -237,6 +238,10 @@ def parser() -> argparse.ArgumentParser:
     configure.add_argument("settings", nargs="+", metavar="NAME=VALUE")
     configure.add_argument("--wait", type=float, default=10, help="seconds to wait for the device's answer")
     configure.set_defaults(run=cmd_devices_configure)
+
+    from . import bench
+
+    bench.add_parser(commands)
     return top
 
 
