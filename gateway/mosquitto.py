@@ -108,9 +108,10 @@ def write_mosquitto_files(
         f"password_file {passwd}",
         f"acl_file {acl}",
         # While the gateway is down or behind, Mosquitto holds what it has already
-        # acknowledged to the devices: a count limit would drop readings in a big back-fill
-        # (it did, at 100,000 in jisaku bench ingest), so the limit is by size instead.
-        "max_queued_messages 0",
+        # acknowledged to the devices: a count limit of 100,000 dropped readings in a big
+        # back-fill (jisaku bench ingest), so the real limit is by size. (0, documented
+        # as "no maximum", breaks delivery in Mosquitto 2.0.11.)
+        "max_queued_messages 10000000",
         "max_queued_bytes 1000000000",
         # The gateway acknowledges each message once it is stored; with Mosquitto's default
         # of 20 unacknowledged messages per client it would wait on every batch.

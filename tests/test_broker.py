@@ -378,7 +378,7 @@ def test_mosquitto_files(tmp_path: Path) -> None:
 
     text = conf.read_text()
     for line in ("allow_anonymous false", "per_listener_settings false", "listener 1884 127.0.0.1",
-                 f"persistence_location {directory}/", "max_queued_messages 100000"):
+                 f"persistence_location {directory}/", "max_queued_messages 10000000", "max_queued_bytes 1000000000"):
         assert line in text.splitlines()
     acl = (directory / "acl").read_text().splitlines()
     assert "pattern write jisaku/%u/data" in acl and "pattern read jisaku/%u/cmd" in acl
