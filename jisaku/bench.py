@@ -73,8 +73,6 @@ def _publisher(index: int, url: str, password: str, plan: list[tuple[str, int, i
     Puts ("ready", index) on ``results`` once connected, waits for ``start``, then puts
     ("done", index, published, acked, last_ack_time, error).
     """
-    import paho.mqtt.client as mqtt
-
     from jisaku.device import protocol
     from jisaku.device.link import BrokerAddress, new_client
 

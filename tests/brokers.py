@@ -69,7 +69,39 @@ def _mqtt_round_trip(port: int) -> None:
         s.recv(4)
 
 
-class MosquittoServer:
+class ServerProcess:
+    """A server the tests run as a child process: ``start()`` is the subclass's; stopping is shared."""
+
+    _proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()  # SIGTERM: the server saves its state on the way out
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def restart(self) -> None:
+        """Stop and start again: same port, same files, same persistence."""
+        self.stop()
+        self.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class MosquittoServer(ServerProcess):
     """A real `mosquitto -c <dir>/mosquitto.conf` on a free port, configured by jisaku's files.
 
     Its log (stderr) goes to `<dir>/mosquitto.log`; persistence stays in `directory`, so
@@ -115,22 +147,6 @@ class MosquittoServer:
             self.stop()
             raise RuntimeError(f"mosquitto did not start: {exc}\n{self.log()}") from exc
 
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()  # SIGTERM: mosquitto saves its persistence file on the way out
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def restart(self) -> None:
-        """Stop and start again: same port, same files, same persistence."""
-        self.stop()
-        self.start()
-
     def reload(self, accounts: dict[str, str]) -> None:
         """Rewrite passwd/acl for `accounts` and make the running broker apply them (SIGHUP)."""
         if self._proc is None:
@@ -144,13 +160,6 @@ class MosquittoServer:
                 raise TimeoutError(f"mosquitto did not reload\n{self.log()}")
             time.sleep(0.02)
         _mqtt_round_trip(self.port)
-
-    def __enter__(self) -> MosquittoServer:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 class EmbeddedBrokerThread:

@@ -20,9 +20,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
-from .brokers import HOST, free_port
+from .brokers import HOST, ServerProcess, free_port
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -75,7 +74,7 @@ bind-address = "{host}:{rpc_port}"
 """
 
 
-class InfluxServer:
+class InfluxServer(ServerProcess):
     """``influxd -config <dir>/influxdb.conf`` on free ports; its output goes to ``<dir>/influxd.log``.
 
     ``auth=True`` turns on HTTP authentication; the tests then create the first (admin)
@@ -138,24 +137,3 @@ class InfluxServer:
                 raise RuntimeError(f"influxd did not answer /ping within {START_TIMEOUT_S} s\n{self.log()}")
             time.sleep(0.05)
 
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()  # SIGTERM: influxd closes its shards and WAL cleanly
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> InfluxServer:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()

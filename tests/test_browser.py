@@ -7,7 +7,6 @@ must draw its markers with nothing from a CDN. Map tiles are the one exception
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
