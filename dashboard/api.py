@@ -98,14 +98,13 @@ def readings(
     until: float | None = Query(None, description="UTC epoch seconds; default: now"),
     limit: int = Query(1000, ge=1, le=10000, description="at most this many, the newest"),
 ) -> list[dict[str, Any]]:
-    store = _store(request)
     device = request.app.state.registry.get(device_id)
     if device is None or not device.public:
         # The same answer for a private device as for none: its existence stays private.
         raise HTTPException(404, f"no public device {device_id!r}")
     if since is None:
         since = (until if until is not None else time.time()) - 24 * 3600
-    return store.readings(device_id, since=since, until=until, limit=limit)
+    return request.app.state.readings.readings(device_id, since=since, until=until, limit=limit)
 
 
 @router.get("/stream", summary="Server-sent events: the latest.geojson body whenever it changes",

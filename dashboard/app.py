@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from jisaku.gateway.db import Database
+from jisaku.gateway.influx import InfluxStore
 from jisaku.gateway.registry import Registry
 from jisaku.gateway.store import SQLiteStore
 
@@ -23,11 +24,13 @@ from . import api, osmand, pages
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None) -> FastAPI:
+def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None,
+               readings: InfluxStore | None = None) -> FastAPI:
     """The app on the SQLite file at ``database_path``.
 
     ``phones`` passes positions from phones (``/osmand``) on to the broker; without
-    it, ``/osmand`` answers 503. Its caller starts and stops it.
+    it, ``/osmand`` answers 503. Its caller starts and stops it. ``readings`` is
+    where readings are kept when that is not the SQLite file (InfluxDB).
     """
     app = FastAPI(
         title="jisaku",
@@ -38,6 +41,7 @@ def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None)
     app.state.store = SQLiteStore(db)
     app.state.registry = Registry(db)
     app.state.latest = api.LatestCache(app.state.store)
+    app.state.readings = readings or app.state.store
     app.state.phones = phones
     osmand.hide_keys_in_access_log()
     app.include_router(api.router)

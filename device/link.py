@@ -78,6 +78,9 @@ def new_client(client_id: str, username: str, password: str, broker: BrokerAddre
 Answer = tuple[bool, Any]
 # How long the sender waits for the broker to acknowledge one batch.
 ACK_TIMEOUT_S = 10.0
+# After (re)connecting, wait this long before sending: after a broker restart the gateway
+# (retrying every 0.5 s) is subscribed again before the first reading of a backlog arrives.
+BACKLOG_GRACE_S = 2.0
 
 
 class DeviceLink:
@@ -100,6 +103,7 @@ class DeviceLink:
         self.outbox = Outbox(Path(state_dir) / "outbox.db", max_bytes=outbox_bytes)
         self._stopping = threading.Event()
         self._wake = threading.Event()
+        self._connected_at = 0.0
         self._sender = threading.Thread(target=self._send_loop, name=f"{device_id}-sender", daemon=True)
         self._client = new_client(f"jisaku-{device_id}", device_id, secret, self.broker)
         self._client.will_set(
@@ -152,6 +156,10 @@ class DeviceLink:
         while not self._stopping.is_set():
             if not self.connected.wait(timeout=1):
                 continue
+            grace = self._connected_at + BACKLOG_GRACE_S - time.monotonic()
+            if grace > 0:
+                self._stopping.wait(timeout=grace)
+                continue
             batch = self.outbox.next_batch()
             if batch is None:
                 self._wake.wait(timeout=1)
@@ -182,6 +190,7 @@ class DeviceLink:
         log.info("%s: connected to %s", self.device_id, self.broker)
         client.publish(protocol.topic(self.device_id, "status"), self._status(), qos=1, retain=True)
         client.subscribe([(protocol.topic(self.device_id, "config"), 1), (protocol.topic(self.device_id, "cmd"), 1)])
+        self._connected_at = time.monotonic()
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

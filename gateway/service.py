@@ -32,6 +32,7 @@ import paho.mqtt.client as mqtt
 from jisaku.device import protocol
 from jisaku.device.link import BrokerAddress, new_client
 
+from .influx import InfluxStore, InfluxWriteError
 from .registry import Registry
 from .store import Batch, ConfigAck, Quarantined, SQLiteStore
 
@@ -60,8 +61,10 @@ def push_config(client: mqtt.Client, store: SQLiteStore, registry: Registry, dev
 
 class Gateway:
     def __init__(self, store: SQLiteStore, registry: Registry, broker_url: str, username: str, password: str,
-                 client_id: str = "jisaku-gateway"):
+                 client_id: str = "jisaku-gateway", readings: InfluxStore | None = None):
         self.store = store
+        # Readings go here when it is given (InfluxDB); the SQLite store keeps the rest.
+        self.readings = readings
         self.registry = registry
         self.broker = BrokerAddress.parse(broker_url)
         self.connected = threading.Event()
@@ -77,9 +80,9 @@ class Gateway:
         # A persistent session: while the gateway restarts, the broker keeps its QoS 1 messages.
         self._client = new_client(client_id, username, password, self.broker, clean_session=False)
         # The gateway sits next to its broker: after a restart it must be back before the
-        # devices (who wait longer), or an embedded broker, which keeps no sessions,
-        # would hand their backlog to nobody.
-        self._client.reconnect_delay_set(min_delay=0.5, max_delay=2)
+        # devices send their backlog (they wait BACKLOG_GRACE_S after connecting), or an
+        # embedded broker, which keeps no sessions, would hand it to nobody.
+        self._client.reconnect_delay_set(min_delay=0.5, max_delay=0.5)
         self._client.manual_ack_set(True)  # acknowledged once stored, in _write
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -145,6 +148,17 @@ class Gateway:
         acks.append((mid, qos, connection))
 
     def _write(self, batch: Batch, acks: list[tuple[int, int, int]]) -> None:
+        if self.readings is not None and batch.readings:
+            # Never raises for an unreachable InfluxDB: the readings are spooled on disk.
+            try:
+                self.readings.write_readings(batch.readings)
+            except InfluxWriteError as err:
+                log.error("InfluxDB refused %d readings: %s", len(batch.readings), err)
+                for device_id, reading in batch.readings:
+                    batch.quarantined.append(Quarantined(
+                        f"jisaku/{device_id}/data", json.dumps({"ts": reading.ts, "seq": reading.seq,
+                                                                "v": reading.values}).encode(),
+                        "store_refused", str(err), time.time()))
         delay = 0.5
         while True:
             try:

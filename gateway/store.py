@@ -62,8 +62,12 @@ def _json(values: dict[str, Any]) -> str:
 
 
 class SQLiteStore:
-    def __init__(self, db: Database):
+    """``keep_readings=False`` when readings go to another store (InfluxDB): this one then
+    keeps the latest values, status, events and quarantine only."""
+
+    def __init__(self, db: Database, keep_readings: bool = True):
         self.db = db
+        self.keep_readings = keep_readings
 
     # ------------------------------------------------------------ writing
 
@@ -73,9 +77,10 @@ class SQLiteStore:
         with connection:  # one transaction: all of the batch or none of it
             connection.execute("BEGIN")
             rows = [(device_id, r.ts, r.seq, _json(r.values), now) for device_id, r in batch.readings]
-            # Re-sent readings share (device, ts, seq) with the stored ones: kept once.
-            connection.executemany(
-                "INSERT OR IGNORE INTO readings (device_id, ts, seq, v, received) VALUES (?, ?, ?, ?, ?)", rows)
+            if self.keep_readings:
+                # Re-sent readings share (device, ts, seq) with the stored ones: kept once.
+                connection.executemany(
+                    "INSERT OR IGNORE INTO readings (device_id, ts, seq, v, received) VALUES (?, ?, ?, ?, ?)", rows)
             connection.executemany(
                 "INSERT OR IGNORE INTO events (device_id, ts, seq, event, v, received) VALUES (?, ?, ?, ?, ?, ?)",
                 [(device_id, e.ts, e.seq, e.name, _json(e.values), now) for device_id, e in batch.events],

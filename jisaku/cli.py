@@ -74,14 +74,16 @@ def _wait_for_ctrl_c() -> None:
 
 def cmd_gateway(args: argparse.Namespace) -> None:
     from jisaku.gateway.service import Gateway
-    from jisaku.gateway.store import SQLiteStore
+
+    from .stores import open_stores
 
     settings = _settings()
-    registry = _registry(settings)
+    registry, store, influx = open_stores(settings)
     secret = os.environ.get("JISAKU_GATEWAY_SECRET") or registry.service_secret("_gateway", settings.secrets_dir)
-    gateway = Gateway(SQLiteStore(registry.db), registry, settings.broker, "_gateway", secret)
+    gateway = Gateway(store, registry, settings.broker, "_gateway", secret, readings=influx)
     gateway.start()
-    print(f"gateway storing from {settings.broker} into {settings.sqlite_path}; Ctrl-C stops it", flush=True)
+    where = influx or settings.sqlite_path
+    print(f"gateway storing from {settings.broker} into {where}; Ctrl-C stops it", flush=True)
     _wait_for_ctrl_c()
     gateway.stop()
 
@@ -92,14 +94,17 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     from jisaku.dashboard.app import create_app
     from jisaku.dashboard.osmand import PhonePublisher
 
+    from .stores import open_stores
+
     settings = _settings()
     host, port = settings.http_host_port
-    secret = os.environ.get("JISAKU_DASHBOARD_SECRET") or _registry(settings).service_secret(
-        "_dashboard", settings.secrets_dir)
+    registry, _, influx = open_stores(settings)
+    secret = os.environ.get("JISAKU_DASHBOARD_SECRET") or registry.service_secret("_dashboard", settings.secrets_dir)
     phones = PhonePublisher(settings.broker, "_dashboard", secret)  # positions from phones, via the broker
     phones.start()
     try:
-        uvicorn.run(create_app(settings.sqlite_path, phones), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(settings.sqlite_path, phones, readings=influx), host=host, port=port,
+                    log_level="info")
     finally:
         phones.stop()
 

@@ -24,13 +24,12 @@ from jisaku.device.config import DeviceConfig, load_device_config
 from jisaku.device.link import BrokerAddress
 from jisaku.device.runner import run_device
 from jisaku.gateway.broker import EmbeddedBroker
-from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.secrets import new_secret
 from jisaku.gateway.service import Gateway
-from jisaku.gateway.store import SQLiteStore
 
 from .settings import Settings
+from .stores import open_stores
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +81,7 @@ def register(registry: Registry, devices: list[DeviceConfig], secrets_file: Path
 
 
 async def _serve(settings: Settings, devices: list[DeviceConfig]) -> None:
-    db = Database(settings.sqlite_path)
-    registry, store = Registry(db), SQLiteStore(db)
+    registry, store, influx = open_stores(settings)
     secrets = register(registry, devices, settings.secrets_dir / "demo-devices.json")
     gateway_secret = registry.service_secret("_gateway", settings.secrets_dir)
 
@@ -100,8 +98,11 @@ async def _serve(settings: Settings, devices: list[DeviceConfig]) -> None:
             ) from None
         raise
 
-    gateway = Gateway(store, registry, settings.broker, "_gateway", gateway_secret)
+    gateway = Gateway(store, registry, settings.broker, "_gateway", gateway_secret, readings=influx)
     gateway.start()
+    # Devices start once the gateway listens: what they kept from the last run must not
+    # reach a broker with nobody subscribed.
+    await asyncio.to_thread(gateway.connected.wait, 10)
     phones = PhonePublisher(settings.broker, "_dashboard", registry.service_secret("_dashboard", settings.secrets_dir))
     phones.start()
 
@@ -115,7 +116,7 @@ async def _serve(settings: Settings, devices: list[DeviceConfig]) -> None:
         thread.start()
 
     host, port = settings.http_host_port
-    server = uvicorn.Server(uvicorn.Config(create_app(settings.sqlite_path, phones), host=host, port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(settings.sqlite_path, phones, readings=influx), host=host, port=port,
                                            log_level="warning"))
     print(f"\n  jisaku demo: {len(devices)} simulated devices in town.\n"
           f"  Open http://{host}:{port}/  (API: http://{host}:{port}/docs)\n"

@@ -42,14 +42,21 @@ class Settings:
 
     @property
     def sqlite_path(self) -> Path:
-        """The SQLite file of the registry (and of readings, with the default store)."""
-        store = self.store or f"sqlite:///{self.data_dir / 'jisaku.db'}"
-        if not store.startswith("sqlite:///"):
+        """The SQLite file of the registry and the latest state (and of readings, by default)."""
+        store = self.store or "sqlite:///"
+        if store.startswith("sqlite:///") and store != "sqlite:///":
+            return Path(store.removeprefix("sqlite:///"))
+        return self.data_dir / "jisaku.db"
+
+    @property
+    def influx_url(self) -> str | None:
+        """``influxdb://[token@]host:8086/<db>`` when readings go to InfluxDB, else None."""
+        if self.store.startswith(("influxdb://", "influxdbs://", "influxdb+http://", "influxdb+https://")):
+            return self.store
+        if self.store and not self.store.startswith("sqlite:///"):
             raise SettingsError(
-                f"store {store!r}: only sqlite:///path is supported yet (InfluxDB is coming); "
-                "set JISAKU_STORE=sqlite:///data/jisaku.db"
-            )
-        return Path(store.removeprefix("sqlite:///"))
+                f"store {self.store!r} should be sqlite:///path/jisaku.db or influxdb://[token@]host:8086/<database>")
+        return None
 
     @property
     def http_host_port(self) -> tuple[str, int]:

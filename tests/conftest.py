@@ -35,8 +35,8 @@ def make_town(tmp_path, broker_kind):
     """``make_town(devices)`` starts a town on the parametrized broker; closed after the test."""
     towns: list[Town] = []
 
-    def make(devices=()) -> Town:
-        town = Town(tmp_path / f"town{len(towns)}", broker_kind, devices)
+    def make(devices=(), **options) -> Town:
+        town = Town(tmp_path / f"town{len(towns)}", broker_kind, devices, **options)
         towns.append(town)
         return town
 

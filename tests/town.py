@@ -22,6 +22,7 @@ from jisaku.device.config import DeviceConfig
 from jisaku.device.link import DeviceLink
 from jisaku.device.runner import run_device
 from jisaku.gateway.db import Database
+from jisaku.gateway.influx import InfluxStore
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.secrets import new_secret
 from jisaku.gateway.service import Gateway
@@ -46,11 +47,13 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 class Town:
-    def __init__(self, directory: Path, broker_kind: str, devices: list[DeviceConfig] = ()):
+    def __init__(self, directory: Path, broker_kind: str, devices: list[DeviceConfig] = (),
+                 readings: InfluxStore | None = None):
         self.directory = directory
         self.db_path = directory / "jisaku.db"
         db = Database(self.db_path)
-        self.registry, self.store = Registry(db), SQLiteStore(db)
+        self.registry, self.store = Registry(db), SQLiteStore(db, keep_readings=readings is None)
+        self.readings = readings
         self.devices = list(devices)
         self.secrets: dict[str, str] = {}
         for config in self.devices:
@@ -64,7 +67,8 @@ class Town:
         else:
             self.broker = EmbeddedBrokerThread(accounts)
         self.broker_url = self.broker.url
-        self.gateway = Gateway(self.store, self.registry, self.broker_url, "_gateway", self.gateway_secret)
+        self.gateway = Gateway(self.store, self.registry, self.broker_url, "_gateway", self.gateway_secret,
+                               readings=readings)
         self.gateway.start()
         wait_until(self.gateway.connected.is_set, 10, "the gateway connects to the broker")
         self.stop_devices = threading.Event()
@@ -102,7 +106,8 @@ class Town:
 
     def start_dashboard(self) -> str:
         port = free_port()
-        self._server = uvicorn.Server(uvicorn.Config(create_app(self.db_path), host="127.0.0.1", port=port,
+        self._server = uvicorn.Server(uvicorn.Config(create_app(self.db_path, readings=self.readings),
+                                                     host="127.0.0.1", port=port,
                                                      log_level="warning"))
         threading.Thread(target=self._server.run, daemon=True, name="dashboard").start()
         wait_until(lambda: self._server.started, 10, "the dashboard starts")
