@@ -95,35 +95,36 @@ def stored_exactly_once(store: SQLiteStore) -> None:
         f"{READINGS - len(set(seqs))} missing, {len(seqs) - len(set(seqs))} twice")
 
 
+def stream_through(setup, disruption) -> None:
+    """Stream READINGS readings, disrupt the pipeline once early in the stream, check every one arrived once."""
+    store, broker, gateway, secret = setup
+    done = threading.Event()
+    threading.Thread(target=stream, args=(broker.url, secret, done), daemon=True).start()
+    wait_until(lambda: store.reading_count("meter-1") >= READINGS // 6, 30, "the gateway stores the start of the stream")
+    disruption()
+    wait_until(done.is_set, 90, "the device has sent everything")
+    wait_until(lambda: store.reading_count("meter-1") >= READINGS, 60, "the gateway stores the rest")
+    time.sleep(1)  # anything redelivered twice would land now
+    stored_exactly_once(store)
+
+
 @pytest.mark.parametrize("broker_kind", ["mosquitto"], indirect=True)
 def test_sigkill_of_the_gateway_mid_stream_loses_and_duplicates_nothing(setup):
     # Mosquitto only: amqtt 0.12 drops a QoS 1 message in flight to a client that dies
     # before acknowledging it, instead of keeping it for the client's persistent session.
     store, broker, gateway, secret = setup
-    done = threading.Event()
-    threading.Thread(target=stream, args=(broker.url, secret, done), daemon=True).start()
-    wait_until(lambda: store.reading_count("meter-1") >= READINGS // 6, 30, "the gateway stores the start of the stream")
-    gateway.kill()
-    killed_at = store.reading_count("meter-1")
-    assert killed_at < READINGS, "the stream was still going when the gateway died"
-    time.sleep(1)
-    gateway.start()
-    wait_until(done.is_set, 60, "the device has sent everything")
-    wait_until(lambda: store.reading_count("meter-1") >= READINGS, 60, "the restarted gateway stores the rest")
-    time.sleep(1)  # anything redelivered twice would land now
-    stored_exactly_once(store)
+
+    def kill_and_restart_the_gateway() -> None:
+        gateway.kill()
+        assert store.reading_count("meter-1") < READINGS, "the stream was still going when the gateway died"
+        time.sleep(1)
+        gateway.start()
+
+    stream_through(setup, kill_and_restart_the_gateway)
 
 
 @pytest.mark.parametrize("broker_kind", ["mosquitto"], indirect=True)
 def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(setup):
     # Mosquitto only: the embedded broker keeps sessions in memory, so a restart of the
     # broker alone (without its gateway, as in jisaku demo) forgets what it held.
-    store, broker, gateway, secret = setup
-    done = threading.Event()
-    threading.Thread(target=stream, args=(broker.url, secret, done), daemon=True).start()
-    wait_until(lambda: store.reading_count("meter-1") >= READINGS // 6, 30, "the gateway stores the start of the stream")
-    broker.restart()
-    wait_until(done.is_set, 90, "the device has sent everything")
-    wait_until(lambda: store.reading_count("meter-1") >= READINGS, 60, "the gateway stores the rest")
-    time.sleep(1)
-    stored_exactly_once(store)
+    stream_through(setup, setup[1].restart)
