@@ -26,6 +26,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from typing import Callable
 
 import paho.mqtt.client as mqtt
 
@@ -71,6 +72,9 @@ class Gateway:
         self._stopping = False
         self.quarantine_counts: Counter[str] = Counter()
         self.stored_readings = 0
+        # Called with each batch once it is stored (alert rules, for one); in the writer
+        # thread, so a listener must be quick and must not raise.
+        self.listeners: list[Callable[[Batch], None]] = []
         # (topic, payload, received, mid, qos, connection number), or None to stop
         self._inbox: queue.Queue[tuple[str, bytes, float, int, int, int] | None] = queue.Queue()
         self._connection = 0
@@ -175,6 +179,11 @@ class Gateway:
             if qos > 0 and connection == self._connection:
                 self._client.ack(mid, qos)
         self.stored_readings += len(batch.readings)
+        for listener in self.listeners:
+            try:
+                listener(batch)
+            except Exception:  # an alert rule must never stop readings being stored
+                log.exception("a listener failed on a stored batch")
         for item in batch.quarantined:
             self.quarantine_counts[item.reason] += 1
             log.warning("quarantined a message on %s: %s (%s)", item.topic, item.reason, item.detail)
