@@ -1,0 +1,81 @@
+"""The audit log: who changed what, when, and what it was before and after.
+
+Every change an operator makes (a device added, a threshold changed, a secret
+rotated, a user created) is recorded here, from the web pages and from the
+command line alike. Secrets are never recorded: pass what changed, not the secret.
+
+Example::
+
+    audit = AuditLog(Database(Path("data/jisaku.db")))
+    audit.record("tanaka", "device.update", "snow-1",
+                 before={"public": True}, after={"public": False})
+    audit.entries(limit=20)     # newest first
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import time
+from typing import Any
+
+from .db import Database
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_log (
+    id      INTEGER PRIMARY KEY,
+    ts      REAL NOT NULL,
+    actor   TEXT NOT NULL,    -- an operator's user name, or "cli:<unix user>"
+    action  TEXT NOT NULL,    -- e.g. device.add, device.revoke, rule.update, user.add
+    target  TEXT NOT NULL,    -- what it was done to: a device id, a rule id, a user name
+    before  TEXT,             -- JSON, NULL when the thing did not exist
+    after   TEXT              -- JSON, NULL when the thing is gone
+);
+CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts);
+"""
+
+
+def cli_actor() -> str:
+    """Who is changing things from the command line: the Unix user."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+class AuditLog:
+    def __init__(self, db: Database):
+        self.db = db
+        self.db.connection.executescript(SCHEMA)
+
+    def record(self, actor: str, action: str, target: str,
+               before: dict[str, Any] | None = None, after: dict[str, Any] | None = None) -> None:
+        self.db.connection.execute(
+            "INSERT INTO audit_log (ts, actor, action, target, before, after) VALUES (?, ?, ?, ?, ?, ?)",
+            (time.time(), actor, action, target,
+             None if before is None else json.dumps(before, ensure_ascii=False, sort_keys=True),
+             None if after is None else json.dumps(after, ensure_ascii=False, sort_keys=True)),
+        )
+
+    def entries(self, limit: int = 100, since: float | None = None, until: float | None = None,
+                target: str | None = None) -> list[dict[str, Any]]:
+        """Newest first."""
+        sql, params = "SELECT * FROM audit_log WHERE 1=1", []
+        if since is not None:
+            sql += " AND ts >= ?"
+            params.append(since)
+        if until is not None:
+            sql += " AND ts < ?"
+            params.append(until)
+        if target is not None:
+            sql += " AND target = ?"
+            params.append(target)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return [
+            {"id": row["id"], "ts": row["ts"], "actor": row["actor"], "action": row["action"],
+             "target": row["target"],
+             "before": None if row["before"] is None else json.loads(row["before"]),
+             "after": None if row["after"] is None else json.loads(row["after"])}
+            for row in self.db.connection.execute(sql, params)
+        ]
