@@ -60,9 +60,9 @@ class BrokerAddress:
 
 
 def new_client(client_id: str, username: str, password: str, broker: BrokerAddress,
-               clean_session: bool = True) -> mqtt.Client:
+               clean_session: bool = True, client_class: type[mqtt.Client] = mqtt.Client) -> mqtt.Client:
     """A paho client set up the way every jisaku part talks MQTT (3.1.1, QoS 1)."""
-    client = mqtt.Client(
+    client = client_class(
         mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
         protocol=mqtt.MQTTv311,
     )

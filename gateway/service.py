@@ -34,6 +34,7 @@ from jisaku.device import protocol
 from jisaku.device.link import BrokerAddress, new_client
 
 from .influx import InfluxStore, InfluxWriteError
+from .buffered_client import BufferedClient
 from .registry import Registry
 from .store import Batch, ConfigAck, Quarantined, SQLiteStore
 
@@ -76,13 +77,14 @@ class Gateway:
         # thread, so a listener must be quick and must not raise.
         self.listeners: list[Callable[[Batch], None]] = []
         # (topic, payload, received, mid, qos, connection number), or None to stop
-        self._inbox: queue.Queue[tuple[str, bytes, float, int, int, int] | None] = queue.Queue()
+        self._inbox: queue.SimpleQueue[tuple[str, bytes, float, int, int, int] | None] = queue.SimpleQueue()
         self._connection = 0
         self._known: set[str] = set()
         self._known_checked = 0.0
         self._writer = threading.Thread(target=self._write_loop, name="gateway-writer", daemon=True)
         # A persistent session: while the gateway restarts, the broker keeps its QoS 1 messages.
-        self._client = new_client(client_id, username, password, self.broker, clean_session=False)
+        self._client = new_client(client_id, username, password, self.broker, clean_session=False,
+                                  client_class=BufferedClient)
         # The gateway sits next to its broker: after a restart it must be back before the
         # devices send their backlog (they wait BACKLOG_GRACE_S after connecting), or an
         # embedded broker, which keeps no sessions, would hand it to nobody.
@@ -191,6 +193,8 @@ class Gateway:
     def sort_into(self, batch: Batch, topic: str, payload: bytes, received: float) -> None:
         """Check one message and put it in the batch where it belongs."""
         try:
+            if topic.startswith(f"{protocol.TOPIC_ROOT}/_"):
+                return  # service topics such as jisaku/_alerts/… (no device id starts with _)
             device_id, channel = protocol.parse_topic(topic)
             if channel in protocol.GATEWAY_CHANNELS or channel == "cmd/ack":
                 return  # our own config and commands; command answers go to whoever asked
@@ -217,6 +221,10 @@ class Gateway:
     def push_config(self, device_id: str, changes: dict) -> dict:
         """Send a device new settings as a new revision."""
         return push_config(self._client, self.store, self.registry, device_id, changes)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        """Publish on the gateway's own connection (alert notifications on jisaku/_alerts/…)."""
+        return self._client.publish(topic, payload, qos=qos, retain=retain)
 
     def _is_known(self, device_id: str) -> bool:
         if device_id in self._known:

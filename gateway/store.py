@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,14 +86,12 @@ class SQLiteStore:
                 "INSERT OR IGNORE INTO events (device_id, ts, seq, event, v, received) VALUES (?, ?, ?, ?, ?, ?)",
                 [(device_id, e.ts, e.seq, e.name, _json(e.values), now) for device_id, e in batch.events],
             )
-            # Readings arrive roughly in time order; a back-filled old one must not
-            # overwrite a newer value, hence the WHERE on the update.
             connection.executemany(
                 "INSERT INTO latest (device_id, ts, v, updated) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (device_id) DO UPDATE SET"
                 "  v = json_patch(latest.v, excluded.v), ts = excluded.ts, updated = excluded.updated"
                 " WHERE excluded.ts >= latest.ts",
-                [(device_id, ts, values, now) for device_id, ts, _, values, _ in sorted(rows, key=lambda row: row[1])],
+                self._latest_rows(connection, batch, now),
             )
             for device_id, status, received in batch.statuses:
                 self._write_status(connection, device_id, status, received)
@@ -108,6 +107,34 @@ class SQLiteStore:
                 " WHERE device_id=? AND rev=?",
                 [(a.rev, int(a.ok), a.reason, a.received, int(a.ok), a.device_id, a.rev) for a in batch.config_acks],
             )
+
+    @staticmethod
+    def _latest_rows(connection, batch: Batch, now: float) -> list[tuple[str, float, str, float]]:
+        """One row per device: the batch's readings merged, oldest first.
+
+        A back-filled reading older than the stored latest one must not overwrite a
+        newer value, so those are left out (and the update's WHERE guards the rest).
+        """
+        by_device: dict[str, list[Reading]] = {}
+        for device_id, reading in batch.readings:
+            by_device.setdefault(device_id, []).append(reading)
+        if not by_device:
+            return []
+        stored = dict(connection.execute(
+            f"SELECT device_id, ts FROM latest WHERE device_id IN ({','.join('?' * len(by_device))})",
+            list(by_device)).fetchall())
+        rows = []
+        for device_id, readings in by_device.items():
+            newest_stored = stored.get(device_id, float("-inf"))
+            merged: dict[str, Any] = {}
+            newest = None
+            for reading in sorted(readings, key=lambda r: r.ts):
+                if reading.ts >= newest_stored:
+                    merged.update(reading.values)
+                    newest = reading.ts
+            if newest is not None:
+                rows.append((device_id, newest, _json(merged), now))
+        return rows
 
     @staticmethod
     def _write_status(connection, device_id: str, status: Status, received: float) -> None:
@@ -204,6 +231,36 @@ class SQLiteStore:
         ).fetchall()
         return [{"ts": row["ts"], "seq": row["seq"], "v": json.loads(row["v"])} for row in rows]
 
+    # ------------------------------------------------------------ open data (dashboard/opendata.py, gtfs_rt.py)
+
+    def readings_in_range(self, device_id: str, start: float, end: float,
+                          page: int = 1000) -> Iterator[dict[str, Any]]:
+        """Readings with ``start <= ts < end``, oldest first, fetched ``page`` rows at a time.
+
+        For exports of any size: only one page is in memory at once. Same shape as
+        :meth:`readings`; :class:`~jisaku.gateway.influx.InfluxStore` has the same method.
+        """
+        after_ts, after_seq = start, None
+        while True:
+            if after_seq is None:
+                rows = self.db.connection.execute(
+                    "SELECT ts, seq, v FROM readings WHERE device_id = ? AND ts >= ? AND ts < ?"
+                    " ORDER BY ts, seq LIMIT ?", (device_id, start, end, page)).fetchall()
+            else:  # keyset paging: after the last (ts, seq) of the previous page
+                rows = self.db.connection.execute(
+                    "SELECT ts, seq, v FROM readings WHERE device_id = ? AND ts < ?"
+                    " AND (ts > ? OR (ts = ? AND seq > ?)) ORDER BY ts, seq LIMIT ?",
+                    (device_id, end, after_ts, after_ts, after_seq, page)).fetchall()
+            for row in rows:
+                yield {"ts": row["ts"], "seq": row["seq"], "v": json.loads(row["v"])}
+            if len(rows) < page:
+                return
+            after_ts, after_seq = rows[-1]["ts"], rows[-1]["seq"]
+
+    def latest_updated(self) -> dict[str, float]:
+        """When each device's latest values last changed, by this machine's clock (for Last-Modified)."""
+        return {row[0]: row[1] for row in self.db.connection.execute("SELECT device_id, updated FROM latest")}
+
     def events(self, device_id: str, limit: int = 100) -> list[dict[str, Any]]:
         rows = self.db.connection.execute(
             "SELECT ts, seq, event, v FROM events WHERE device_id = ? ORDER BY ts DESC LIMIT ?",
@@ -227,3 +284,43 @@ class SQLiteStore:
             "SELECT received, topic, payload, reason, detail FROM quarantine ORDER BY id DESC LIMIT ?", (limit,)
         ).fetchall()
         return [dict(row) for row in rows]
+
+    # ------------------------------------------------------------ down-sampled history (residents' charts)
+    # Aggregated in SQL so that a week of 1 Hz readings (600,000 rows) leaves SQLite as ~300 rows.
+
+    def history(self, device_id: str, metric: str, start: float, end: float,
+                bucket_s: float) -> list[dict[str, Any]]:
+        """Numeric ``metric`` of one device in buckets of ``bucket_s`` seconds from ``start`` to ``end``.
+
+        Each bucket: ``{"ts": bucket start, "min", "avg", "max", "n"}``; empty buckets are left out.
+        Example: ``store.history("snow-1", "depth_cm", now - 86400, now, 300)``.
+        """
+        rows = self.db.connection.execute(
+            "SELECT CAST((ts - :start) / :bucket AS INTEGER) AS b, min(x), avg(x), max(x), count(x) FROM ("
+            "  SELECT ts, json_extract(v, :path) AS x FROM readings"
+            "  WHERE device_id = :device AND ts >= :start AND ts < :end"
+            ") WHERE typeof(x) IN ('integer', 'real') GROUP BY b ORDER BY b",
+            {"start": start, "end": end, "bucket": bucket_s, "device": device_id, "path": _json_path(metric)},
+        ).fetchall()
+        return [{"ts": start + b * bucket_s, "min": lo, "avg": mean, "max": hi, "n": n}
+                for b, lo, mean, hi, n in rows]
+
+    def track(self, device_id: str, start: float, end: float, bucket_s: float) -> list[dict[str, Any]]:
+        """Where a vehicle was: its last position in each bucket, ``{"ts", "lat", "lon"}``, oldest first."""
+        # SQLite takes the bare columns lat and lon from the row with max(ts) in each bucket.
+        rows = self.db.connection.execute(
+            "SELECT max(ts), lat, lon FROM ("
+            "  SELECT ts, json_extract(v, '$.lat') AS lat, json_extract(v, '$.lon') AS lon FROM readings"
+            "  WHERE device_id = :device AND ts >= :start AND ts < :end"
+            ") WHERE typeof(lat) IN ('integer', 'real') AND typeof(lon) IN ('integer', 'real')"
+            " GROUP BY CAST((ts - :start) / :bucket AS INTEGER) ORDER BY 1",
+            {"start": start, "end": end, "bucket": bucket_s, "device": device_id},
+        ).fetchall()
+        return [{"ts": ts, "lat": lat, "lon": lon} for ts, lat, lon in rows]
+
+
+def _json_path(metric: str) -> str:
+    """The JSON path of a metric in a reading's ``v``, quoted so that dots in a name are taken literally."""
+    if '"' in metric or "\\" in metric:
+        raise ValueError(f"metric name {metric!r} may not hold a quote or a backslash")
+    return '$."' + metric + '"'
