@@ -12,6 +12,11 @@ made, in `_JisakuBroker` and `_CallbackAuthPlugin`:
 - every connecting client was sent the retained messages of *everyone's* subscriptions;
 - wills were published without any topic check;
 - shutting down while clients were still sending could hang forever.
+
+Beyond amqtt, and like Mosquitto on a reload (`jisaku mosquitto sync`): a client whose
+credentials stop working (secret rotated, device revoked) is cut off, within a second of the
+change when the broker is given `version` (e.g. `Registry.version`). Unlike Mosquitto, a
+client cannot take over a session (the same client id) that belongs to another account.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
-from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.connack import IDENTIFIER_REJECTED, NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.connect import ConnectPacket
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
@@ -36,12 +41,15 @@ log = logging.getLogger(__name__)
 
 Authenticate = Callable[[str, str], bool]
 Authorize = Callable[[str, str, str], bool]
+Version = Callable[[], int]
 
 # A client that opens a socket must send CONNECT within this time (amqtt waits forever).
 CONNECT_TIMEOUT_S = 10.0
 # How long stop() lets amqtt wind down the sessions of connections it has just cut.
 DRAIN_TIMEOUT_S = 5.0
 MQTT_311 = 4
+# How often the broker asks `version` whether accounts changed (the registry: one row read).
+RECHECK_EVERY_S = 1.0
 
 # What a device may do, relative to its own prefix `jisaku/<username>/` (wire contract v1).
 DEVICE_PUBLISH = frozenset({"data", "event", "status", "config/ack", "cmd/ack"})
@@ -116,6 +124,15 @@ class _Callbacks:
     authorize: Any = None
 
 
+@dataclass
+class _Connection:
+    """One client's socket and the credentials it logged in with, to check them again later."""
+
+    writer: asyncio.StreamWriter
+    username: str | None = None
+    password: str | None = None
+
+
 class _CallbackAuthPlugin(BaseAuthPlugin):
     """amqtt auth plugin: our `authenticate` decides, and a will the client may not publish is dropped.
 
@@ -179,7 +196,7 @@ class _JisakuBroker(Broker):
         super().__init__(config)
         self._jisaku = callbacks
         self._jisaku_tasks: set[asyncio.Task[Any]] = set()
-        self._jisaku_connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._jisaku_connections: dict[asyncio.Task[Any], _Connection] = {}
         self._jisaku_closing = False
 
     async def stream_connected(
@@ -197,14 +214,15 @@ class _JisakuBroker(Broker):
             return
         task = asyncio.current_task()
         assert task is not None
-        self._jisaku_connections[task] = writer
+        connection = self._jisaku_connections[task] = _Connection(writer)
         try:
-            await self._jisaku_connected(reader, writer, listener_name)
+            await self._jisaku_connected(reader, writer, listener_name, connection)
         finally:
             del self._jisaku_connections[task]
 
     async def _jisaku_connected(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str,
+        connection: _Connection,
     ) -> None:
         replay = _ReplayReader(StreamReaderAdapter(reader))
         out = StreamWriterAdapter(writer)
@@ -221,8 +239,45 @@ class _JisakuBroker(Broker):
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(out)
             await out.close()
             return
+        if connect.proto_level == MQTT_311 and self._jisaku_held_by_other(connect.client_id, connect.username):
+            # Mosquitto lets any valid login kick the session with the same client id, so a
+            # stolen device secret could keep another device (or the gateway) offline, or
+            # throw away the gateway's queued readings. Here the client id is refused instead.
+            log.warning("refused CONNECT of %r: client id %r belongs to another account",
+                        connect.username, connect.client_id)
+            await ConnackPacket.build(0, IDENTIFIER_REJECTED).to_stream(out)
+            await out.close()
+            return
+        connection.username, connection.password = connect.username, connect.password
         replay.replay()
         await self.external_connected(replay, out, listener_name)
+
+    def _jisaku_held_by_other(self, client_id: str | None, username: str | None) -> bool:
+        """Whether `client_id` is a live or kept (persistent) session of another account."""
+        if not client_id or client_id not in self._sessions:
+            return False
+        session, _ = self._sessions[client_id]
+        if session.username == username:
+            return False
+        # A disconnected clean session is only waiting to be deleted: anyone may reuse the id.
+        return bool(session.transitions.is_connected() or not session.clean_session)
+
+    def _jisaku_cut_off_refused(self) -> list[str]:
+        """Cut the connections whose credentials `authenticate` no longer accepts; return their usernames.
+
+        The client sees its connection drop (its will is published, as with Mosquitto); its
+        reconnect is then refused. Everyone else stays connected.
+        """
+        cut = []
+        for connection in list(self._jisaku_connections.values()):
+            if connection.username is None:
+                continue  # still logging in: its CONNECT is checked against the new state anyway
+            if not _credentials_ok(self._jisaku.authenticate, connection.username, connection.password):
+                log.warning("cut off %r: its credentials no longer work", connection.username)
+                connection.writer.transport.abort()
+                cut.append(connection.username)
+                connection.username = None  # checked once: the socket is already gone
+        return cut
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         """Our ACL for publish, subscribe and every delivery, without yielding to the loop.
@@ -290,8 +345,8 @@ class _JisakuBroker(Broker):
         that sees end-of-file stops by itself.
         """
         self._jisaku_closing = True
-        for writer in self._jisaku_connections.values():
-            writer.transport.abort()
+        for connection in self._jisaku_connections.values():
+            connection.writer.transport.abort()
         if self._jisaku_connections:
             await asyncio.wait(list(self._jisaku_connections), timeout=DRAIN_TIMEOUT_S)
         await super().shutdown()
@@ -313,9 +368,16 @@ class EmbeddedBroker:
     Refused publishes are dropped silently, refused subscriptions get a failure code.
     Retained messages and sessions live in memory only and are gone after `stop()`.
 
+    With `version` (a number that grows whenever accounts change, such as
+    `Registry.version`), the broker reads it every second and, when it has grown, checks
+    every connected client's credentials again: a rotated or revoked device is cut off, the
+    others stay connected. `recheck()` does the same on demand.
+
     Example::
 
-        broker = EmbeddedBroker("127.0.0.1", 1883, authenticate=lambda u, p: secrets.get(u) == p)
+        registry = Registry(Database(Path("data/jisaku.db")))
+        broker = EmbeddedBroker("127.0.0.1", 1883, authenticate=registry.check_credentials,
+                                version=registry.version)
         await broker.start()
         ...  # devices, gateway and dashboard connect to mqtt://127.0.0.1:1883
         await broker.stop()
@@ -327,11 +389,31 @@ class EmbeddedBroker:
         port: int,
         authenticate: Authenticate,
         authorize: Authorize = device_acl,
+        version: Version | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self._callbacks = _Callbacks(authenticate, authorize)
-        self._broker: Broker | None = None
+        self._version = version
+        self._broker: _JisakuBroker | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        # The `version` whose accounts every connected client has been checked against.
+        self.checked_version: int | None = None
+
+    def recheck(self) -> list[str]:
+        """Cut off every client whose credentials `authenticate` no longer accepts; return their usernames."""
+        return self._broker._jisaku_cut_off_refused() if self._broker is not None else []
+
+    async def _watch(self, version: Version) -> None:
+        while True:
+            await asyncio.sleep(RECHECK_EVERY_S)
+            try:
+                now = version()
+                if now != self.checked_version:
+                    self.recheck()
+                    self.checked_version = now
+            except Exception:  # e.g. the database briefly locked: try again next time
+                log.exception("checking for changed accounts failed; trying again")
 
     def _config(self) -> BrokerConfig:
         return BrokerConfig(
@@ -359,9 +441,16 @@ class EmbeddedBroker:
         broker = _JisakuBroker(self._config(), self._callbacks)
         await broker.start()
         self._broker = broker
+        if self._version is not None:
+            self.checked_version = self._version()  # every CONNECT from now on is checked against it
+            self._watcher = asyncio.ensure_future(self._watch(self._version))
 
     async def stop(self) -> None:
         """Disconnect every client and close the listener."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         broker, self._broker = self._broker, None
         if broker is not None:
             await broker.shutdown()

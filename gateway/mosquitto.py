@@ -3,18 +3,35 @@
 `write_mosquitto_files` writes `passwd`, `acl` and `mosquitto.conf` into one directory; run
 `mosquitto -c <dir>/mosquitto.conf`. The ACL mirrors `jisaku.gateway.broker.device_acl`, so
 devices get the same rights from Mosquitto as from the embedded broker.
+
+`sync_accounts` keeps a running Mosquitto in step with the registry (`jisaku mosquitto
+sync` calls it whenever the registry changes): it rewrites `passwd` and `acl` and sends
+Mosquitto SIGHUP. Mosquitto 2.0 then re-checks every connected client against the new
+password file and disconnects those that no longer match (a revoked device, or one still
+using a rotated-away secret); every other client stays connected. docs/mosquitto.md.
+
+Example::
+
+    conf = write_mosquitto_files(Path("/etc/jisaku/mosquitto"), registry.account_hashes(), 1883, "0.0.0.0")
+    # mosquitto -c /etc/jisaku/mosquitto/mosquitto.conf; then, after every registry change:
+    sync_accounts(Path("/etc/jisaku/mosquitto"), registry.account_hashes())
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import re
+import signal
 from collections.abc import Iterable
 from pathlib import Path
 
 from jisaku.gateway.secrets import hash_secret
 
-__all__ = ["write_mosquitto_files"]
+__all__ = ["write_mosquitto_files", "write_accounts", "sync_accounts", "reload_mosquitto", "PID_FILE"]
+
+# Where the generated mosquitto.conf tells Mosquitto to write its process id (for SIGHUP).
+PID_FILE = "mosquitto.pid"
 
 # A value of `accounts` that already is a Mosquitto hash (the registry keeps nothing else).
 _MOSQUITTO_HASH = re.compile(r"\$7\$[0-9]+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+")
@@ -44,14 +61,29 @@ def _password_line(username: str, secret_or_hash: str) -> str:
     return f"{username}:{hash_secret(secret_or_hash)}\n"
 
 
-def _write(path: Path, text: str, mode: int) -> None:
+def _owner_ids(user: str | None) -> tuple[int, int] | None:
+    """(uid, gid) to give the files to: the user Mosquitto switches to, when we are root."""
+    if user is None or os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ValueError(f"there is no user {user!r} for Mosquitto to run as") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _write(path: Path, text: str, mode: int, owner: tuple[int, int] | None = None) -> None:
     """Replace `path` atomically, so a Mosquitto reloading on SIGHUP never reads half a file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     # Created with its final mode: a secret never sits world-readable, not even briefly.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
+        if owner is not None:
+            os.fchown(f.fileno(), *owner)
         f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -61,6 +93,62 @@ def _acl_text(usernames: Iterable[str]) -> str:
     for name in sorted(u for u in usernames if u.startswith("_")):
         lines += ["# Service account.", f"user {name}", "topic readwrite jisaku/#", ""]
     return "\n".join(lines)
+
+
+def _check_names(accounts: Iterable[str]) -> None:
+    for name in accounts:
+        if not _ACCOUNT_NAME.fullmatch(name):
+            raise ValueError(f"account name {name!r} is not usable in Mosquitto's files")
+
+
+def write_accounts(directory: Path, accounts: dict[str, str], *, user: str | None = None) -> None:
+    """Rewrite `passwd` and `acl` in `directory` for `accounts` (username -> secret or `$7$` hash).
+
+    Each file is replaced atomically. Run as root, the files are given to `user` (the user
+    Mosquitto runs as), because they are readable by their owner only.
+    """
+    _check_names(accounts)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    owner = _owner_ids(user)
+    _write(directory / "passwd", "".join(_password_line(u, s) for u, s in accounts.items()), 0o600, owner)
+    # Not secret, but newer Mosquitto 2 releases warn about world-readable ACL files.
+    _write(directory / "acl", _acl_text(accounts), 0o600, owner)
+
+
+def reload_mosquitto(pid_file: Path) -> int:
+    """Send SIGHUP to the Mosquitto whose process id is in `pid_file`; return that id.
+
+    Mosquitto then reads its password and ACL files again without dropping any client that
+    still has valid credentials.
+    """
+    try:
+        pid = int(Path(pid_file).read_text().strip())
+    except FileNotFoundError:
+        raise RuntimeError(f"{pid_file} does not exist: is Mosquitto running with this directory's"
+                           " mosquitto.conf (it writes its pid there)?") from None
+    except ValueError:
+        raise RuntimeError(f"{pid_file} does not hold a process id") from None
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise RuntimeError(f"no process {pid} (from {pid_file}): Mosquitto is not running") from None
+    return pid
+
+
+def sync_accounts(directory: Path, accounts: dict[str, str], pid_file: Path | None = None,
+                  *, user: str | None = None) -> int | None:
+    """Rewrite `passwd` and `acl`, then make a running Mosquitto reload them (SIGHUP).
+
+    `pid_file` defaults to `directory/mosquitto.pid`, where the generated mosquitto.conf
+    has Mosquitto write it. Returns the process id signalled, or None if that pid file does
+    not exist yet (Mosquitto not started: it reads the new files when it starts).
+    """
+    write_accounts(directory, accounts, user=user)
+    pid_file = Path(pid_file) if pid_file is not None else Path(directory) / PID_FILE
+    if not pid_file.exists():
+        return None
+    return reload_mosquitto(pid_file)
 
 
 def write_mosquitto_files(
@@ -84,9 +172,7 @@ def write_mosquitto_files(
     Started as root, Mosquitto switches to `user` (its own default: "mosquitto") before it
     reads them; pass the owner's name here then.
     """
-    for name in accounts:
-        if not _ACCOUNT_NAME.fullmatch(name):
-            raise ValueError(f"account name {name!r} is not usable in Mosquitto's files")
+    _check_names(accounts)
     directory = Path(directory).resolve()
     if any(ch.isspace() for ch in str(directory)):
         # Mosquitto's config parser splits values at whitespace.
@@ -96,9 +182,7 @@ def write_mosquitto_files(
     passwd = directory / "passwd"
     acl = directory / "acl"
     conf = directory / "mosquitto.conf"
-    _write(passwd, "".join(_password_line(u, s) for u, s in accounts.items()), 0o600)
-    # Not secret, but newer Mosquitto 2 releases warn about world-readable ACL files.
-    _write(acl, _acl_text(accounts), 0o600)
+    write_accounts(directory, accounts, user=user)
 
     lines = [
         "# Generated by jisaku (jisaku.gateway.mosquitto); rewritten on every account change.",
@@ -107,6 +191,8 @@ def write_mosquitto_files(
         f"listener {port} {host}",
         f"password_file {passwd}",
         f"acl_file {acl}",
+        # `jisaku mosquitto sync` sends SIGHUP to this process id after each registry change.
+        f"pid_file {directory / PID_FILE}",
         # While the gateway is down or behind, Mosquitto holds what it has already
         # acknowledged to the devices: a count limit of 100,000 dropped readings in a big
         # back-fill (jisaku bench ingest), so the real limit is by size. (0, documented
@@ -129,5 +215,5 @@ def write_mosquitto_files(
         lines += ["persistence true", f"persistence_location {directory}/"]
     else:
         lines += ["persistence false"]
-    _write(conf, "\n".join(lines) + "\n", 0o600)
+    _write(conf, "\n".join(lines) + "\n", 0o600, _owner_ids(user))
     return conf

@@ -5,10 +5,16 @@ Example::
     registry = Registry(Database(Path("data/jisaku.db")))
     secret = registry.add_device(DeviceRecord("snow-1", "snow_gauge", name="Town hall"))
     registry.check_credentials("snow-1", secret)    # True
+    new = registry.rotate_secret("snow-1")          # the old secret stops working at once
+    registry.revoke("snow-1")                       # no secret works any more
+
+Every change bumps `version()`, so the broker, the Mosquitto sync and the gateway (each
+its own process) notice a change made by the command line or the web pages.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +40,60 @@ class RegistryError(ValueError):
     pass
 
 
+# How many (stored hash, secret) pairs check_credentials remembers as good.
+VERIFIED_CACHE_SIZE = 10_000
+
+
+# One row that counts every change to devices or accounts (see Registry.version).
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS registry_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO registry_version (id, version) VALUES (1, 0);
+"""
+
+
 class Registry:
     def __init__(self, db: Database):
         self.db = db
+        self.db.connection.executescript(SCHEMA)
+        self._seen_version: int | None = None
+        self._verified: dict[tuple[str, bytes], bool] = {}
+
+    # ------------------------------------------------------------ change counter
+
+    def version(self) -> int:
+        """A number that grows with every add, update, rotation, revocation or removal.
+
+        Cheap (one row): long-running processes poll it, e.g. every second.
+        """
+        return self.db.connection.execute("SELECT version FROM registry_version WHERE id=1").fetchone()[0]
+
+    def changed(self) -> bool:
+        """True if the registry changed since this object last asked (True on the first call)."""
+        now = self.version()
+        changed, self._seen_version = now != self._seen_version, now
+        return changed
+
+    def _write(self, sql: str, params: tuple) -> int:
+        """Run one change and bump the version in the same transaction; return the rows changed."""
+        connection = self.db.connection
+        if connection.in_transaction:  # the caller's transaction (e.g. with an audit entry) commits both
+            rows = connection.execute(sql, params).rowcount
+            if rows:
+                connection.execute("UPDATE registry_version SET version = version + 1 WHERE id=1")
+            return rows
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            rows = connection.execute(sql, params).rowcount
+            if rows:
+                connection.execute("UPDATE registry_version SET version = version + 1 WHERE id=1")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        return rows
 
     # ------------------------------------------------------------ devices
 
@@ -49,7 +106,7 @@ class Registry:
         if self.get(device.id) is not None:
             raise RegistryError(f"device {device.id!r} is already registered")
         secret = new_secret()
-        self.db.connection.execute(
+        self._write(
             "INSERT INTO devices (id, kind, name, public, interval_s, lat, lon, secret_hash, created)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (device.id, device.kind, device.name, int(device.public), device.interval_s,
@@ -59,15 +116,44 @@ class Registry:
 
     def update_device(self, device: DeviceRecord) -> None:
         """Change what is known about a device; its secret stays."""
-        self.db.connection.execute(
+        self._write(
             "UPDATE devices SET kind=?, name=?, public=?, interval_s=?, lat=?, lon=? WHERE id=?",
             (device.kind, device.name, int(device.public), device.interval_s, device.lat, device.lon, device.id),
         )
 
     def set_secret(self, device_id: str, secret: str) -> None:
-        self.db.connection.execute(
-            "UPDATE devices SET secret_hash=? WHERE id=?", (hash_secret(secret), device_id)
-        )
+        """Give a device this secret (the demo keeps its devices' secrets); see rotate_secret."""
+        self._write("UPDATE devices SET secret_hash=? WHERE id=?", (hash_secret(secret), device_id))
+
+    def rotate_secret(self, device_id: str) -> str:
+        """Give a device a new secret and return it: show it once. The old one stops working now.
+
+        Also re-enables a revoked device. A connected session of the device is cut off by
+        the broker (embedded: within a second or so; Mosquitto: at the next `jisaku
+        mosquitto sync`), and the device must log in again with the new secret.
+        """
+        secret = new_secret()
+        if not self._write("UPDATE devices SET secret_hash=? WHERE id=?", (hash_secret(secret), device_id)):
+            raise RegistryError(f"no device {device_id!r}: jisaku devices list shows the registered ones")
+        return secret
+
+    def revoke(self, device_id: str) -> None:
+        """Take a device's secret away: it can no longer log in, and a connected session is cut off.
+
+        The device and its data stay; `rotate_secret` gives it a new secret later.
+        """
+        if not self._write("UPDATE devices SET secret_hash=NULL WHERE id=?", (device_id,)):
+            raise RegistryError(f"no device {device_id!r}: jisaku devices list shows the registered ones")
+
+    def is_revoked(self, device_id: str) -> bool:
+        """True for a registered device without a secret (revoked); False otherwise."""
+        row = self.db.connection.execute("SELECT secret_hash FROM devices WHERE id=?", (device_id,)).fetchone()
+        return bool(row) and row[0] is None
+
+    def remove_device(self, device_id: str) -> None:
+        """Forget a device: it can no longer log in. Its stored readings stay where they are."""
+        if not self._write("DELETE FROM devices WHERE id=?", (device_id,)):
+            raise RegistryError(f"no device {device_id!r}: jisaku devices list shows the registered ones")
 
     def get(self, device_id: str) -> DeviceRecord | None:
         row = self.db.connection.execute(
@@ -84,6 +170,17 @@ class Registry:
     def known_ids(self) -> set[str]:
         return {row[0] for row in self.db.connection.execute("SELECT id FROM devices")}
 
+    def account_hashes(self) -> dict[str, str]:
+        """Every account that may log in (service accounts and devices not revoked): name -> hash.
+
+        What the Mosquitto password file is made of, in one query.
+        """
+        rows = self.db.connection.execute(
+            "SELECT username, secret_hash FROM service_accounts"
+            " UNION ALL SELECT id, secret_hash FROM devices WHERE secret_hash IS NOT NULL"
+        )
+        return {row[0]: row[1] for row in rows}
+
     # ------------------------------------------------------------ broker accounts
 
     def check_credentials(self, username: str, secret: str) -> bool:
@@ -95,7 +192,20 @@ class Registry:
         else:
             sql = "SELECT secret_hash FROM devices WHERE id=?"
         row = self.db.connection.execute(sql, (username,)).fetchone()
-        return bool(row) and verify_secret(secret, row[0])
+        if not row or not row[0]:
+            return False
+        # Each check is a PBKDF2 hash; the broker checks every connected client again after
+        # any registry change, so remember which (stored hash, secret) pairs already matched.
+        # A rotation changes the stored hash, so a remembered pair can never outlive it.
+        key = (row[0], hashlib.sha256(secret.encode()).digest())
+        if key in self._verified:
+            return True
+        if not verify_secret(secret, row[0]):
+            return False
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[key] = True
+        return True
 
     def service_secret(self, username: str, secrets_dir: Path) -> str:
         """The secret of a service account such as ``_gateway``, made on first use.
@@ -117,7 +227,7 @@ class Registry:
             "SELECT secret_hash FROM service_accounts WHERE username=?", (username,)
         ).fetchone()
         if not row or not verify_secret(secret, row[0]):
-            self.db.connection.execute(
+            self._write(
                 "INSERT OR REPLACE INTO service_accounts (username, secret_hash) VALUES (?, ?)",
                 (username, hash_secret(secret)),
             )
