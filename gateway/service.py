@@ -41,6 +41,7 @@ from .store import Batch, ConfigAck, Quarantined, SQLiteStore
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 1000
+SHARE_GROUP = "$share/jisaku"
 # How long an unknown device id is remembered as unknown before the registry is asked again.
 UNKNOWN_RECHECK_S = 1.0
 
@@ -63,12 +64,17 @@ def push_config(client: mqtt.Client, store: SQLiteStore, registry: Registry, dev
 
 class Gateway:
     def __init__(self, store: SQLiteStore, registry: Registry, broker_url: str, username: str, password: str,
-                 client_id: str = "jisaku-gateway", readings: InfluxStore | None = None):
+                 client_id: str = "jisaku-gateway", readings: InfluxStore | None = None, shared: bool = False):
         self.store = store
         # Readings go here when it is given (InfluxDB); the SQLite store keeps the rest.
         self.readings = readings
         self.registry = registry
+        self.client_id = client_id
         self.broker = BrokerAddress.parse(broker_url)
+        # Shared: several gateways (each with its own client id) split the messages between
+        # them, each message going to one of them. Mosquitto, EMQX and others do this;
+        # the embedded broker does not. Without it, one gateway takes everything.
+        self.topic_filter = f"{SHARE_GROUP}/{protocol.TOPIC_ROOT}/#" if shared else f"{protocol.TOPIC_ROOT}/#"
         self.connected = threading.Event()
         self._stopping = False
         self.quarantine_counts: Counter[str] = Counter()
@@ -93,6 +99,7 @@ class Gateway:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
 
     def start(self) -> None:
         self._writer.start()
@@ -105,6 +112,8 @@ class Gateway:
         self._client.loop_stop()
         self._inbox.put(None)
         self._writer.join(timeout=10)
+        log.info("gateway %s stopped; it stored %d readings and quarantined %d messages since it started",
+                 self.client_id, self.stored_readings, sum(self.quarantine_counts.values()))
 
     # ------------------------------------------------------------ network thread
 
@@ -114,9 +123,15 @@ class Gateway:
                       self.broker, reason_code)
             return
         self._connection += 1
-        client.subscribe(f"{protocol.TOPIC_ROOT}/#", qos=1)
+        client.subscribe(self.topic_filter, qos=1)
         log.info("gateway connected to %s", self.broker)
         self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if any(code.is_failure for code in reason_codes):
+            log.error("the broker at %s refused the subscription to %s. A shared subscription needs a"
+                      " broker that has them (Mosquitto, not the embedded broker): run one gateway"
+                      " without --shared/--workers, or use Mosquitto.", self.broker, self.topic_filter)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected.is_set() and not self._stopping:

@@ -76,7 +76,9 @@ class SQLiteStore:
         now = time.time()
         connection = self.db.connection
         with connection:  # one transaction: all of the batch or none of it
-            connection.execute("BEGIN")
+            # IMMEDIATE: take the write lock up front, so that two gateways sharing the
+            # file wait for each other instead of failing half-way.
+            connection.execute("BEGIN IMMEDIATE")
             rows = [(device_id, r.ts, r.seq, _json(r.values), now) for device_id, r in batch.readings]
             if self.keep_readings:
                 # Re-sent readings share (device, ts, seq) with the stored ones: kept once.
@@ -138,7 +140,14 @@ class SQLiteStore:
 
     @staticmethod
     def _write_status(connection, device_id: str, status: Status, received: float) -> None:
-        row = connection.execute("SELECT state FROM device_status WHERE device_id=?", (device_id,)).fetchone()
+        row = connection.execute("SELECT state, since FROM device_status WHERE device_id=?", (device_id,)).fetchone()
+        if row is not None and received < row["since"]:
+            # Overtaken (gateways sharing a subscription may store messages out of order):
+            # it belongs in the history, but the current state is newer.
+            if status.state != row["state"]:
+                connection.execute("INSERT INTO status_history (device_id, ts, state) VALUES (?, ?, ?)",
+                                   (device_id, received, status.state))
+            return
         if row is None or row["state"] != status.state:
             connection.execute(
                 "INSERT INTO status_history (device_id, ts, state) VALUES (?, ?, ?)",

@@ -5,6 +5,7 @@ or with the broker restarted under it. The gateway runs as its own process, as
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,8 +28,8 @@ RATE = 2000  # per second: the stream lasts three seconds, long enough to kill s
 
 
 class GatewayProcess:
-    def __init__(self, data, broker_url, log_path):
-        self.data, self.broker_url, self.log_path = data, broker_url, log_path
+    def __init__(self, data, broker_url, log_path, *options: str):
+        self.data, self.broker_url, self.log_path, self.options = data, broker_url, log_path, options
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -36,7 +37,7 @@ class GatewayProcess:
         connections = self.log_path.read_text().count("gateway connected") if self.log_path.exists() else 0
         env = {**os.environ, "JISAKU_BROKER": self.broker_url, "JISAKU_DATA": str(self.data)}
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "jisaku.cli", "gateway"], env=env,
+            self.process = subprocess.Popen([sys.executable, "-m", "jisaku.cli", "gateway", *self.options], env=env,
                                             cwd=self.data.parent, stdout=log, stderr=log)
         wait_until(lambda: self.log_path.read_text().count("gateway connected") > connections, 20,
                    "the gateway process connects")
@@ -50,6 +51,11 @@ class GatewayProcess:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+    def stored_in_last_run(self) -> int:
+        """What the gateway says, as it stops, it stored since it last started."""
+        said = re.findall(r"it stored (\d+) readings", self.log_path.read_text())
+        return int(said[-1]) if said else 0
 
 
 @pytest.fixture
@@ -128,3 +134,26 @@ def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(setup):
     # Mosquitto only: the embedded broker keeps sessions in memory, so a restart of the
     # broker alone (without its gateway, as in jisaku demo) forgets what it held.
     stream_through(setup, setup[1].restart)
+
+
+@pytest.mark.parametrize("broker_kind", ["mosquitto"], indirect=True)
+def test_two_gateways_on_a_shared_subscription_split_the_stream_and_store_it_once(setup, tmp_path):
+    # Shared subscriptions ($share/jisaku/...) are a Mosquitto feature the embedded broker lacks.
+    store, broker, first, secret = setup
+    first.stop()  # the fixture's gateway takes everything; these two share
+    data = first.data
+    one = GatewayProcess(data, broker.url, tmp_path / "one.log", "--shared", "--client-id", "jisaku-gateway-1")
+    two = GatewayProcess(data, broker.url, tmp_path / "two.log", "--shared", "--client-id", "jisaku-gateway-2")
+    one.start()
+    two.start()
+    try:
+        def kill_and_restart_one() -> None:
+            one.kill()
+            time.sleep(1)
+            one.start()
+
+        stream_through(setup, kill_and_restart_one)
+    finally:
+        one.stop()
+        two.stop()
+    assert one.stored_in_last_run() > 0 and two.stored_in_last_run() > 0, "both gateways took a share"
