@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import logging
+import threading
 import time
 from typing import Any
 
@@ -16,9 +19,15 @@ from .models import DeviceSummary, FeatureCollection, Reading
 
 router = APIRouter(prefix="/api/v1", tags=["public"])
 
+log = logging.getLogger(__name__)
+
 GEOJSON = "application/geo+json"
+# How often the shared poller looks for changes for the live streams. Each event is the whole
+# latest.geojson, so this also bounds what a phone on the map downloads (one snapshot a second).
 STREAM_POLL_S = 1.0
 STREAM_HEARTBEAT_S = 15.0
+# latest.geojson may be this old: a burst of requests asks the store once per interval.
+CACHE_MAX_AGE_S = 0.5
 
 
 def position(device: dict[str, Any]) -> tuple[float, float] | None:
@@ -48,20 +57,114 @@ def feature_collection(devices: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class LatestCache:
-    """``latest.geojson`` rendered once per change, not once per request."""
+    """``latest.geojson`` rendered once per change, not once per request.
 
-    def __init__(self, store: SQLiteStore):
+    The store is asked whether anything changed at most every ``max_age_s`` seconds, so a
+    burst of requests (or 500 buses each reporting every second) costs one query and one
+    rendering per interval, not one per request. The body is kept plain and gzipped
+    (a phone on mobile data then downloads a fraction of the bytes).
+
+    Example::
+
+        cache = LatestCache(store)
+        version, body = cache.get()       # bytes of the FeatureCollection
+    """
+
+    def __init__(self, store: SQLiteStore, max_age_s: float = CACHE_MAX_AGE_S):
         self.store = store
-        self._version: float | None = None
-        self._body = b""
+        self.max_age_s = max_age_s
+        # (version, body, gzipped body), replaced as one so a reader never mixes two versions
+        self._rendered: tuple[float | None, bytes, bytes] = (None, b"", b"")
+        self._checked = float("-inf")  # time.monotonic() of the last look at the store
+        self._lock = threading.Lock()  # one thread renders; the others wait for its result
 
-    def get(self) -> tuple[float, bytes]:
+    def fresh(self, max_age_s: float | None = None) -> bool:
+        """True while the cached body may be served without asking the store."""
+        limit = self.max_age_s if max_age_s is None else max_age_s
+        return time.monotonic() - self._checked < limit
+
+    def get(self, max_age_s: float | None = None) -> tuple[float, bytes]:
+        """The version (time of the last change) and the body; may query the store (blocking)."""
+        if not self.fresh(max_age_s):
+            with self._lock:
+                if not self.fresh(max_age_s):  # another thread may have refreshed it meanwhile
+                    self._refresh()
+        return self._rendered[0], self._rendered[1]
+
+    def cached(self) -> tuple[bytes, bytes]:
+        """The body as last rendered, plain and gzipped, without asking the store."""
+        return self._rendered[1], self._rendered[2]
+
+    def _refresh(self) -> None:
         version = self.store.last_update()
-        if version != self._version:
+        if version != self._rendered[0]:
             body = json.dumps(feature_collection(self.store.latest(public_only=True)), separators=(",", ":"),
                               ensure_ascii=False).encode()
-            self._version, self._body = version, body
-        return self._version, self._body
+            self._rendered = (version, body, gzip.compress(body, compresslevel=6))
+        self._checked = time.monotonic()
+
+
+class Broadcaster:
+    """One poller per app for every open ``/api/v1/stream``: one store query per interval,
+    and the same event bytes handed to every subscriber's queue.
+
+    Each subscriber's queue holds one event: every event is a whole snapshot, so a slow
+    reader that has not taken the previous one simply gets the newest one instead, and never
+    holds up the others. The poller runs only while someone listens.
+
+    Example::
+
+        queue = broadcaster.subscribe()
+        try:
+            event = await queue.get()         # b"event: latest\ndata: {...}\n\n"
+        finally:
+            broadcaster.unsubscribe(queue)
+    """
+
+    def __init__(self, cache: LatestCache, poll_s: float = STREAM_POLL_S):
+        self.cache = cache
+        self.poll_s = poll_s
+        self.subscribers: set[asyncio.Queue[bytes]] = set()
+        self._event = b""
+        self._version: float | None = None
+        self._task: asyncio.Task | None = None
+
+    def subscribe(self) -> asyncio.Queue[bytes]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+        if self._event:
+            queue.put_nowait(self._event)  # a new map gets the current state at once
+        self.subscribers.add(queue)
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._poll(), name="jisaku-stream-poller")
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[bytes]) -> None:
+        self.subscribers.discard(queue)
+
+    def publish(self, event: bytes) -> None:
+        """Hand ``event`` to every subscriber without waiting for any of them."""
+        self._event = event
+        for queue in self.subscribers:
+            if queue.full():
+                queue.get_nowait()  # its reader is behind: the newer snapshot replaces the old
+            queue.put_nowait(event)
+
+    async def _poll(self) -> None:
+        while self.subscribers:
+            try:
+                # always a fresh look (one cheap query per interval), so an event follows a
+                # change within one interval plus the rendering
+                version, body = await asyncio.to_thread(self.cache.get, 0.0)
+            except Exception:  # a locked or briefly missing database must not end every stream
+                log.exception("the live stream could not read the latest state; trying again")
+            else:
+                if version != self._version:
+                    self._version = version
+                    self.publish(b"event: latest\ndata: " + body + b"\n\n")
+            await asyncio.sleep(self.poll_s)
+        # Nobody listens: forget the last event, so the next map does not get an old one first.
+        self._task, self._event, self._version = None, b"", None
 
 
 def _store(request: Request) -> SQLiteStore:
@@ -71,9 +174,18 @@ def _store(request: Request) -> SQLiteStore:
 @router.get("/latest.geojson", response_model=FeatureCollection,
             responses={200: {"content": {GEOJSON: {}}}},
             summary="Latest state of every public device, one Feature per device")
-def latest_geojson(request: Request) -> Response:
-    _, body = request.app.state.latest.get()
-    return Response(body, media_type=GEOJSON, headers={"Cache-Control": "no-cache"})
+async def latest_geojson(request: Request) -> Response:
+    # async, and the store is asked in a thread only when the cached body is too old:
+    # most requests are answered from memory without a thread hop.
+    cache: LatestCache = request.app.state.latest
+    if not cache.fresh():
+        await asyncio.to_thread(cache.get)
+    headers = {"Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+    body, gzipped = cache.cached()
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        # gzipped once per change; a phone on mobile data downloads a fraction of the bytes
+        return Response(gzipped, media_type=GEOJSON, headers={**headers, "Content-Encoding": "gzip"})
+    return Response(body, media_type=GEOJSON, headers=headers)
 
 
 @router.get("/devices", response_model=list[DeviceSummary], summary="Public devices with their status")
@@ -107,24 +219,30 @@ def readings(
     return request.app.state.readings.readings(device_id, since=since, until=until, limit=limit)
 
 
+def broadcaster(app) -> Broadcaster:
+    """The app's one :class:`Broadcaster`, made on first use."""
+    if getattr(app.state, "broadcaster", None) is None:
+        app.state.broadcaster = Broadcaster(app.state.latest)
+    return app.state.broadcaster
+
+
 @router.get("/stream", summary="Server-sent events: the latest.geojson body whenever it changes",
+            description="Each change is one event `latest` whose data is the whole latest.geojson body;"
+                        " a comment line every 15 s keeps idle connections open.",
             responses={200: {"content": {"text/event-stream": {}}}})
 async def stream(request: Request) -> StreamingResponse:
-    cache: LatestCache = request.app.state.latest
+    hub = broadcaster(request.app)
+    queue = hub.subscribe()
 
     async def events():
-        sent_version = None
-        quiet_s = 0.0
-        while not await request.is_disconnected():
-            version, body = await asyncio.to_thread(cache.get)
-            if version != sent_version:
-                sent_version, quiet_s = version, 0.0
-                yield b"event: latest\ndata: " + body + b"\n\n"
-            elif quiet_s >= STREAM_HEARTBEAT_S:
-                quiet_s = 0.0
-                yield b": still here\n\n"  # keeps proxies from closing an idle stream
-            await asyncio.sleep(STREAM_POLL_S)
-            quiet_s += STREAM_POLL_S
+        try:
+            while True:
+                try:
+                    yield await asyncio.wait_for(queue.get(), STREAM_HEARTBEAT_S)
+                except TimeoutError:
+                    yield b": still here\n\n"  # keeps proxies from closing an idle stream
+        finally:  # the client went away (Starlette cancels this generator) or the server stops
+            hub.unsubscribe(queue)
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

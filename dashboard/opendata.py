@@ -1,0 +1,274 @@
+"""Open data: readings of public devices as CSV or GeoJSON, under a stated licence.
+
+``GET /api/v1/export.csv`` and ``GET /api/v1/export.geojson`` take the same parameters:
+
+- ``device=bus-1&device=snow-1`` (repeatable) and/or ``kind=bus`` (repeatable): the devices;
+  both together mean "these devices and every device of these kinds"; neither means every
+  public device. A private device is answered exactly like one that does not exist.
+- ``start`` and ``end``: ISO 8601 with a time zone (``2024-11-22T09:00:00+09:00``,
+  ``2024-11-22T00:00:00Z``) or UTC epoch seconds; ``start <= ts < end``. Default: the
+  24 hours before now. At most :data:`MAX_RANGE_DAYS` days per request.
+
+Both are streamed a page of readings at a time, so a month of a busy bus never sits in
+memory. The licence and attribution are in ``GET /api/v1/open-data.json`` (with the schema),
+in a ``Link: <licence URL>; rel="license"`` header of every export, and inside the GeoJSON.
+docs/open-data.md describes it for users.
+
+Example::
+
+    curl -o buses.csv 'http://127.0.0.1:8000/api/v1/export.csv?kind=bus&start=2024-11-22T00:00:00%2B09:00'
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from jisaku import settings as settings_module
+from jisaku.gateway.registry import DeviceRecord
+
+router = APIRouter(prefix="/api/v1", tags=["open data"])
+
+DEFAULT_RANGE_S = 24 * 3600
+MAX_RANGE_DAYS = 31
+CSV_COLUMNS = ["device_id", "kind", "ts", "metric", "value"]
+# Rows per write to the client: big enough to keep the overhead low, small enough to stream.
+ROWS_PER_CHUNK = 500
+
+# Licences a town is likely to choose, with their canonical pages. Anything else is shown as given.
+LICENCES = {
+    "CC-BY-4.0": ("Creative Commons Attribution 4.0 International", "https://creativecommons.org/licenses/by/4.0/"),
+    "CC-BY-SA-4.0": ("Creative Commons Attribution-ShareAlike 4.0 International",
+                     "https://creativecommons.org/licenses/by-sa/4.0/"),
+    "CC0-1.0": ("Creative Commons Zero v1.0 Universal", "https://creativecommons.org/publicdomain/zero/1.0/"),
+    "ODbL-1.0": ("Open Data Commons Open Database License v1.0", "https://opendatacommons.org/licenses/odbl/1-0/"),
+    "PDL-1.0": ("Public Data License (Japan) 1.0 / 公共データ利用規約（第1.0版）",
+                "https://www.digital.go.jp/resources/open_data/public_data_license_v1.0"),
+}
+
+
+class Licence(BaseModel):
+    id: str = Field(examples=["CC-BY-4.0"], description="SPDX identifier, or the licence as the town wrote it")
+    name: str
+    url: str | None = Field(None, description="the licence text")
+    attribution: str = Field(description="whom to credit when the data is reused")
+
+
+class OpenData(BaseModel):
+    """What ``/api/v1/open-data.json`` says: the terms and the shape of the exports."""
+
+    licence: Licence
+    csv_columns: dict[str, str]
+    geojson_feature: dict[str, str]
+    max_range_days: int = MAX_RANGE_DAYS
+    docs: str = "docs/open-data.md in the jisaku repository"
+
+
+CSV_SCHEMA = {
+    "device_id": "the device's id, e.g. bus-1 (stable; the same id as in latest.geojson)",
+    "kind": "bus, garbage_truck, float, snow_gauge, ...",
+    "ts": "when the reading was taken: ISO 8601, UTC, milliseconds (2024-11-22T09:00:00.250Z)",
+    "metric": "what was measured; the unit is the name's suffix (depth_cm, speed_kmh, temp_c); lat/lon in WGS-84 degrees",
+    "value": "a number, true/false, or text",
+}
+GEOJSON_SCHEMA = {
+    "geometry": "Point [lon, lat] (WGS-84) where the reading was taken, else where the device is mounted, else null",
+    "properties.device_id": "the device's id",
+    "properties.kind": "bus, garbage_truck, float, snow_gauge, ...",
+    "properties.ts": "ISO 8601, UTC, milliseconds",
+    "properties.seq": "the device's sequence number of the reading",
+    "properties.values": "every metric of the reading, e.g. {\"depth_cm\": 12.5}",
+}
+
+
+# ---------------------------------------------------------------- settings and licence
+
+
+def app_settings(app) -> settings_module.Settings:
+    """The deployment's settings: ``app.state.settings`` if set, else jisaku.toml and JISAKU_* (once)."""
+    if getattr(app.state, "settings", None) is None:
+        app.state.settings = settings_module.load()
+    return app.state.settings
+
+
+def licence(settings: settings_module.Settings) -> Licence:
+    name, url = LICENCES.get(settings.licence, (settings.licence, None))
+    return Licence(id=settings.licence, name=name, url=url,
+                   attribution=settings.town or "the town's own sensors (jisaku)")
+
+
+def _licence_headers(terms: Licence, filename: str) -> dict[str, str]:
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"',
+               "Link": '</api/v1/open-data.json>; rel="describedby"'}
+    if terms.url:
+        headers["Link"] = f'<{terms.url}>; rel="license", ' + headers["Link"]
+    return headers
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def parse_time(text: str, name: str) -> float:
+    """ISO 8601 with a time zone, or epoch seconds, to epoch seconds; 400 otherwise."""
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(number):
+            raise HTTPException(400, f"{name}={text!r} is not a time")
+        return number
+    try:
+        # A "+09:00" left unencoded in a URL arrives as " 09:00".
+        when = datetime.fromisoformat(re.sub(r" (\d\d:?\d\d)$", r"+\1", text.strip()))
+    except ValueError:
+        raise HTTPException(400, f"{name}={text!r}: give ISO 8601 such as 2024-11-22T09:00:00+09:00"
+                                 " or UTC epoch seconds such as 1732233600") from None
+    if when.tzinfo is None:
+        raise HTTPException(400, f"{name}={text!r} has no time zone: add Z for UTC or +09:00 for Japan time")
+    return when.timestamp()
+
+
+def time_range(start: str | None, end: str | None) -> tuple[float, float]:
+    until = parse_time(end, "end") if end else time.time()
+    since = parse_time(start, "start") if start else until - DEFAULT_RANGE_S
+    if since >= until:
+        raise HTTPException(400, "start must be before end")
+    if until - since > MAX_RANGE_DAYS * 86400:
+        raise HTTPException(400, f"at most {MAX_RANGE_DAYS} days per export: split the range into several"
+                                 " requests (start=...&end=...)")
+    return since, until
+
+
+def chosen_devices(request: Request, ids: list[str], kinds: list[str]) -> list[DeviceRecord]:
+    """The public devices asked for; a private or unknown id is 404 with the same words."""
+    public = {device.id: device for device in request.app.state.registry.devices(public_only=True)}
+    if not ids and not kinds:
+        return list(public.values())
+    for device_id in ids:
+        if device_id not in public:
+            # Word for word the answer of /devices/{id}/readings: a private device does not exist here.
+            raise HTTPException(404, f"no public device {device_id!r}")
+    wanted = set(ids)
+    return [device for device in public.values() if device.id in wanted or device.kind in kinds]
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _readings(request: Request, devices: list[DeviceRecord], since: float, until: float) -> Iterator[
+        tuple[DeviceRecord, dict[str, Any]]]:
+    store = request.app.state.readings
+    for device in devices:
+        for reading in store.readings_in_range(device.id, since, until):
+            yield device, reading
+
+
+# ---------------------------------------------------------------- endpoints
+
+DEVICE_HELP = "a public device's id; repeat for more (device=bus-1&device=bus-2)"
+KIND_HELP = "every public device of this kind; repeatable (kind=bus&kind=float)"
+START_HELP = "ISO 8601 with a time zone, or UTC epoch seconds; default: 24 h before end"
+END_HELP = "exclusive; ISO 8601 with a time zone, or UTC epoch seconds; default: now"
+
+
+@router.get("/open-data.json", response_model=OpenData, summary="Licence, attribution and schema of the exports")
+def open_data(request: Request) -> OpenData:
+    return OpenData(licence=licence(app_settings(request.app)), csv_columns=CSV_SCHEMA,
+                    geojson_feature=GEOJSON_SCHEMA)
+
+
+def _csv_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return "" if value is None else str(value)
+
+
+@router.get("/export.csv", summary="Readings of public devices as CSV, one row per metric",
+            responses={200: {"content": {"text/csv": {}}}, 400: {"description": "bad time or too long a range"},
+                       404: {"description": "no such public device"}})
+def export_csv(request: Request, device: list[str] = Query([], description=DEVICE_HELP),
+               kind: list[str] = Query([], description=KIND_HELP),
+               start: str | None = Query(None, description=START_HELP),
+               end: str | None = Query(None, description=END_HELP)) -> StreamingResponse:
+    since, until = time_range(start, end)
+    devices = chosen_devices(request, device, kind)
+    terms = licence(app_settings(request.app))
+
+    def rows() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180
+        writer.writerow(CSV_COLUMNS)
+        count = 0
+        for record, reading in _readings(request, devices, since, until):
+            ts = iso(reading["ts"])
+            for metric, value in sorted(reading["v"].items()):
+                writer.writerow([record.id, record.kind, ts, metric, _csv_value(value)])
+                count += 1
+            if count >= ROWS_PER_CHUNK:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+                count = 0
+        yield buffer.getvalue()
+
+    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
+                             headers=_licence_headers(terms, f"jisaku-{_day(since)}-{_day(until)}.csv"))
+
+
+@router.get("/export.geojson", summary="Readings of public devices as GeoJSON, one Feature per reading",
+            responses={200: {"content": {"application/geo+json": {}}},
+                       400: {"description": "bad time or too long a range"},
+                       404: {"description": "no such public device"}})
+def export_geojson(request: Request, device: list[str] = Query([], description=DEVICE_HELP),
+                   kind: list[str] = Query([], description=KIND_HELP),
+                   start: str | None = Query(None, description=START_HELP),
+                   end: str | None = Query(None, description=END_HELP)) -> StreamingResponse:
+    since, until = time_range(start, end)
+    devices = chosen_devices(request, device, kind)
+    terms = licence(app_settings(request.app))
+
+    def body() -> Iterator[str]:
+        # Foreign members (RFC 7946 section 6.1) before the features, so they stream first.
+        head = {"type": "FeatureCollection", "license": terms.model_dump(), "start": iso(since), "end": iso(until)}
+        yield json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1] + ',"features":['
+        chunk: list[str] = []
+        first = True
+        for record, reading in _readings(request, devices, since, until):
+            values = reading["v"]
+            if isinstance(values.get("lat"), (int, float)) and isinstance(values.get("lon"), (int, float)):
+                geometry = {"type": "Point", "coordinates": [values["lon"], values["lat"]]}
+            elif record.lat is not None and record.lon is not None:
+                geometry = {"type": "Point", "coordinates": [record.lon, record.lat]}
+            else:
+                geometry = None
+            feature = {"type": "Feature", "geometry": geometry, "properties": {
+                "device_id": record.id, "kind": record.kind, "ts": iso(reading["ts"]), "seq": reading["seq"],
+                "values": values}}
+            chunk.append(("" if first else ",") + json.dumps(feature, ensure_ascii=False, separators=(",", ":")))
+            first = False
+            if len(chunk) >= ROWS_PER_CHUNK:
+                yield "".join(chunk)
+                chunk = []
+        yield "".join(chunk) + "]}"
+
+    return StreamingResponse(body(), media_type="application/geo+json",
+                             headers=_licence_headers(terms, f"jisaku-{_day(since)}-{_day(until)}.geojson"))
+
+
+def _day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%dT%H%MZ")
