@@ -1,23 +1,169 @@
-"""Residents' pages: the live map."""
+"""Residents' pages: the live map, the same data as a plain list, and one page per device.
+
+Everything is in Japanese and English (:mod:`.i18n`), works on a 360 px phone first,
+and shows public devices only: a private device is answered exactly like one that
+does not exist, on every page.
+
+Example::
+
+    GET /                  the live map (folium + Leaflet, markers moved by /api/v1/stream)
+    GET /list              the same, as text: for screen readers and slow phones
+    GET /devices/bus-1     current value, status, and the last 24 h / 7 days
+    GET /?lang=en          any page in English (kept in a cookie); default from Accept-Language
+"""
 
 from __future__ import annotations
 
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import folium
 from branca.element import Element, MacroElement
-from jinja2 import Template
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
+from jinja2 import Template
+
+from . import i18n
+from .api import position
+from .tiles import PMTILES_URL, TileSource
 
 router = APIRouter(tags=["pages"])
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 # Japan, until the first devices report: the map then fits itself to them.
 DEFAULT_CENTER = (36.2, 138.25)
+
+VEHICLES = ("bus", "garbage_truck", "float")
+# How often a kind reports when its registration does not say (interval_s), in seconds.
+DEFAULT_INTERVAL_S = {"bus": 10, "garbage_truck": 10, "float": 10, "snow_gauge": 600, "printer_tray": 60}
+OTHER_INTERVAL_S = 300
+# A vehicle silent this long after going grey is taken off the map: it has gone home.
+HIDE_AFTER_STALE_S = 15 * 60
+# Snow depth colours, unless the gauge's settings (device_config) say otherwise.
+SNOW_WARN_CM, SNOW_ALERT_CM = 20.0, 50.0
+# Metrics that are not worth a chart of their own.
+NOT_CHARTED = {"lat", "lon", "heading", "acc_m", "alt_m"}
+
+
+# ---------------------------------------------------------------- freshness
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When a device counts as silent (greyed) and, for vehicles, when it leaves the map."""
+
+    stale_s: float
+    hide_s: float | None
+
+
+def limits(kind: str, interval_s: float | None) -> Limits:
+    """Stale after four missed reports (at least a minute); vehicles hidden 15 minutes later.
+
+    >>> limits("bus", 5)
+    Limits(stale_s=60, hide_s=960)
+    """
+    interval = interval_s or DEFAULT_INTERVAL_S.get(kind, OTHER_INTERVAL_S)
+    stale_s = max(4 * interval, 60)
+    return Limits(stale_s, stale_s + HIDE_AFTER_STALE_S if kind in VEHICLES else None)
+
+
+def freshness(device: dict[str, Any], now: float) -> str:
+    """What a resident should be told: ``live``, ``stale``, ``offline`` or ``waiting`` (never heard from).
+
+    Judged from the time of the newest reading, because phones (OsmAnd) never send a
+    status of their own; a device that said goodbye (MQTT last will) is ``offline``.
+    """
+    if device["ts"] is None:
+        return "waiting"
+    if now - device["ts"] > limits(device["kind"], device["interval_s"]).stale_s:
+        return "stale"
+    if device["status"] == "offline":
+        return "offline"
+    return "live"
+
+
+def snow_thresholds(store, device_id: str) -> tuple[float, float]:
+    """``(warn_cm, alert_cm)`` from the gauge's settings (``warn_cm``, ``alert_cm``), else the defaults."""
+    state = store.config_state(device_id)
+    settings = state["settings"] if state else {}
+    warn, alert = settings.get("warn_cm", SNOW_WARN_CM), settings.get("alert_cm", SNOW_ALERT_CM)
+    if not isinstance(warn, (int, float)) or not isinstance(alert, (int, float)) or warn >= alert:
+        return SNOW_WARN_CM, SNOW_ALERT_CM
+    return float(warn), float(alert)
+
+
+def compass(heading: float) -> str:
+    """8-point compass key for a heading in degrees: 0 → "n", 100 → "e"."""
+    return ("n", "ne", "e", "se", "s", "sw", "w", "nw")[round((heading % 360) / 45) % 8]
+
+
+def short_label(device_id: str) -> str:
+    """The number a resident would call a vehicle by: "bus-12" → "12"; none → ""."""
+    match = re.search(r"(\d+)$", device_id)
+    return match.group(1) if match else ""
+
+
+# ---------------------------------------------------------------- what every page needs
+
+
+def page_context(request: Request, **extra) -> dict[str, Any]:
+    lang = i18n.pick_language(request)
+    other = "en" if lang == "ja" else "ja"
+    return {"request": request, "lang": lang, "t": i18n.translator(lang), "other_lang": other,
+            "fonts": "noto-sans-jp" not in getattr(request.app.state, "vendor_missing", []), **extra}
+
+
+def render(request: Request, template: str, status_code: int = 200, **extra) -> HTMLResponse:
+    response = templates.TemplateResponse(request, template, page_context(request, **extra), status_code=status_code)
+    i18n.remember_language(request, response)
+    return response
+
+
+def describe(device: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
+    """A device as the list and device pages show it: words in ``lang``, numbers localised."""
+    t = i18n.translator(lang)
+    values = device["values"]
+    lines = []
+    if isinstance(values.get("depth_cm"), (int, float)):
+        lines.append(t("value.depth", depth=i18n.format_number(values["depth_cm"], lang)))
+    if isinstance(values.get("speed_kmh"), (int, float)):
+        lines.append(t("value.speed", speed=i18n.format_number(values["speed_kmh"], lang, 0)))
+    if isinstance(values.get("heading"), (int, float)):
+        lines.append(t("value.heading", direction=t("direction." + compass(values["heading"]))))
+    if "paper" in values:
+        lines.append(t("value.paper") if values["paper"] else t("value.no_paper"))
+    state = freshness(device, now)
+    kind = device["kind"] if f"kind.{device['kind']}" in i18n.catalog("en") else "other"
+    return {
+        "id": device["id"], "name": device["name"] or device["id"], "kind": device["kind"],
+        "kind_label": t(f"kind.{kind}"), "state": state, "state_label": t(f"status.{state}"),
+        "updated": (t("status.updated", ago=i18n.format_ago(device["ts"], lang, now))
+                    if device["ts"] is not None else t("status.never")),
+        "when": i18n.format_datetime(device["ts"], lang) if device["ts"] is not None else "",
+        "lines": lines, "position": position(device),
+        "metrics": [m for m, v in values.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and m not in NOT_CHARTED],
+    }
+
+
+def tiles_config(source: TileSource) -> dict[str, Any]:
+    return {"url": source.url, "attribution": source.attribution, "maxZoom": source.max_zoom,
+            "pmtiles": source.is_pmtiles}
+
+
+# ---------------------------------------------------------------- the live map
 
 
 class LocalMap(folium.Map):
     """A folium map whose JavaScript and CSS come from this server, never a CDN."""
 
-    default_js = [("leaflet", "/static/leaflet/leaflet.js"), ("jisaku_live", "/static/live.js")]
+    default_js = [("leaflet", "/static/leaflet/leaflet.js"), ("jisaku_icons", "/static/icons.js"),
+                  ("jisaku_live", "/static/live.js")]
     default_css = [("leaflet_css", "/static/leaflet/leaflet.css"), ("jisaku_css", "/static/jisaku.css")]
 
 
@@ -26,36 +172,100 @@ class LiveUpdates(MacroElement):
 
     _template = Template("""
         {% macro script(this, kwargs) %}
-        jisakuLive({{ this._parent.get_name() }},
-                   {geojson: "/api/v1/latest.geojson", stream: "/api/v1/stream"});
+        jisakuLive({{ this._parent.get_name() }}, {{ this.config }});
         {% endmacro %}
     """)
 
-
-HEADER = """
-<header class="jisaku-bar">
-  <h1>Town live map <span lang="ja">まちのライブマップ</span></h1>
-  <p id="jisaku-summary" aria-live="polite">Loading…</p>
-</header>
-"""
+    def __init__(self, config: dict[str, Any]):
+        super().__init__()
+        # "</" cannot end the <script> early when written as "<\\/".
+        self.config = json.dumps(config, ensure_ascii=False).replace("</", "<\\/")
 
 
-def render_map(center: tuple[float, float], zoom: int) -> str:
-    live_map = LocalMap(location=center, zoom_start=zoom, tiles="OpenStreetMap", control_scale=True)
+def render_map(request: Request, center: tuple[float, float], zoom: int, config: dict[str, Any]) -> str:
+    source: TileSource = request.app.state.tiles
+    live_map = LocalMap(location=center, zoom_start=zoom, tiles=None, control_scale=False,
+                        zoom_control=False)  # zoom buttons go bottom-right, in reach of a thumb: live.js
+    if not source.is_pmtiles:  # a .pmtiles file is read by live.js with the pmtiles package
+        folium.TileLayer(source.url, attr=source.attribution, max_zoom=source.max_zoom).add_to(live_map)
+    context = page_context(request)
     root = live_map.get_root()
-    root.header.add_child(Element('<title>jisaku live map</title>'
-                                  '<meta name="viewport" content="width=device-width, initial-scale=1">'))
-    root.html.add_child(Element(HEADER))
-    LiveUpdates().add_to(live_map)
-    return root.render()
+    head = templates.get_template("_head.html").render(context)
+    root.header.add_child(Element(head + f"<title>{context['t']('app.title')}</title>"))
+    root.html.add_child(Element(templates.get_template("_map_header.html").render(context)))
+    LiveUpdates(config).add_to(live_map)
+    # folium writes a bare <html>; screen readers need to know the page's language.
+    return root.render().replace("<html>", f'<html lang="{context["lang"]}">', 1)
 
 
 @router.get("/", response_class=HTMLResponse, summary="The live map")
 def live_map(request: Request) -> HTMLResponse:
-    located = [d for d in request.app.state.store.latest(public_only=True) if d["lat"] is not None]
+    store = request.app.state.store
+    lang = i18n.pick_language(request)
+    devices = store.latest(public_only=True)
+    located = [position(d) for d in devices if position(d)]
     if located:
-        center = (sum(d["lat"] for d in located) / len(located), sum(d["lon"] for d in located) / len(located))
+        center = (sum(p[0] for p in located) / len(located), sum(p[1] for p in located) / len(located))
         zoom = 14
     else:
         center, zoom = DEFAULT_CENTER, 5
-    return HTMLResponse(render_map(center, zoom))
+    thresholds = {d["id"]: snow_thresholds(store, d["id"]) for d in devices if d["kind"] == "snow_gauge"}
+    shared = set(thresholds.values())
+    config = {
+        "geojson": "/api/v1/latest.geojson", "stream": "/api/v1/stream", "lang": lang,
+        "words": i18n.js_catalog(lang),
+        "tiles": tiles_config(request.app.state.tiles), "pmtilesScript": "/static/vendor/pmtiles/pmtiles.js",
+        "limits": {d["id"]: vars(limits(d["kind"], d["interval_s"])) for d in devices},
+        "kindLimits": {k: vars(limits(k, None)) for k in (*DEFAULT_INTERVAL_S, "other")},
+        "snow": {"thresholds": thresholds, "defaults": [SNOW_WARN_CM, SNOW_ALERT_CM],
+                 "legend": list(shared.pop()) if len(shared) == 1 else [SNOW_WARN_CM, SNOW_ALERT_CM]},
+    }
+    response = HTMLResponse(render_map(request, center, zoom, config))
+    i18n.remember_language(request, response)
+    return response
+
+
+# ---------------------------------------------------------------- the list, and one device
+
+
+@router.get("/list", response_class=HTMLResponse, summary="Every public device as a plain list")
+def device_list(request: Request) -> HTMLResponse:
+    lang, now = i18n.pick_language(request), time.time()
+    described = [describe(d, lang, now) for d in request.app.state.store.latest(public_only=True)]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for device in described:
+        groups.setdefault(device["kind"], []).append(device)
+    t = i18n.translator(lang)
+    order = [*DEFAULT_INTERVAL_S, *sorted(set(groups) - set(DEFAULT_INTERVAL_S))]
+    sections = [{"kind": k, "title": t(f"kinds.{k}") if f"kinds.{k}" in i18n.catalog("en") else k,
+                 "devices": groups[k]} for k in order if k in groups]
+    return render(request, "list.html", sections=sections)
+
+
+@router.get("/devices/{device_id}", response_class=HTMLResponse, summary="One public device: now and its history")
+def device_page(request: Request, device_id: str) -> HTMLResponse:
+    lang, now = i18n.pick_language(request), time.time()
+    store = request.app.state.store
+    device = next((d for d in store.latest(public_only=True) if d["id"] == device_id), None)
+    if device is None:
+        # Word for word what a device that never existed gets: a private one stays unknown.
+        return render(request, "not_found.html", status_code=404, device_id=device_id)
+    shown = describe(device, lang, now)
+    config = {
+        "id": device_id, "lang": lang, "words": i18n.js_catalog(lang), "kind": device["kind"],
+        "vehicle": device["kind"] in VEHICLES, "metrics": shown["metrics"],
+        "position": shown["position"], "tiles": tiles_config(request.app.state.tiles),
+        "pmtilesScript": "/static/vendor/pmtiles/pmtiles.js",
+        "thresholds": snow_thresholds(store, device_id) if device["kind"] == "snow_gauge" else None,
+    }
+    return render(request, "device.html", device=shown,
+                  config=json.dumps(config, ensure_ascii=False).replace("</", "<\\/"))
+
+
+@router.get(PMTILES_URL, include_in_schema=False)
+def pmtiles_file(request: Request) -> Response:
+    """The operator's .pmtiles base map; FileResponse answers the range requests the reader makes."""
+    source: TileSource = request.app.state.tiles
+    if not source.is_pmtiles:
+        return Response("This map uses no .pmtiles file (setting `tiles`).", status_code=404)
+    return FileResponse(source.pmtiles_file, media_type="application/octet-stream")

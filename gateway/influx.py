@@ -83,6 +83,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -427,6 +428,31 @@ class InfluxStore:
         out.sort(key=lambda r: r["ts"])
         return out
 
+    # ------------------------------------------------------------ open data (dashboard/opendata.py)
+
+    def readings_in_range(self, device_id: str, start: float, end: float,
+                          page: int = 1000) -> Iterator[dict]:
+        """Readings with ``start <= ts < end``, oldest first, fetched ``page`` points per query.
+
+        For exports of any size; the same as ``SQLiteStore.readings_in_range``. InfluxDB keeps
+        one point per (device, time), so paging on the time alone loses nothing.
+        """
+        after = f"time >= {ts_to_ns(start)}"
+        while True:
+            q = (f"SELECT * FROM {_ident(MEASUREMENT)} WHERE {_ident(DEVICE_TAG)} = {_string(device_id)}"
+                 f" AND {after} AND time < {ts_to_ns(end)} ORDER BY time ASC LIMIT {int(page)}")
+            points = []
+            for series in self._query(q):
+                columns = series["columns"]
+                points.extend(dict(zip(columns, row)) for row in series.get("values", []))
+            for point in points:
+                values = {_metric_name(k): v for k, v in point.items()
+                          if k not in ("time", SEQ_FIELD, DEVICE_TAG) and v is not None}
+                yield {"ts": ns_to_ts(point["time"]), "seq": point.get(SEQ_FIELD), "v": values}
+            if len(points) < page:
+                return
+            after = f"time > {int(points[-1]['time'])}"
+
     def reading_count(self, device_id: str | None = None) -> int:
         q = f"SELECT count({_ident(SEQ_FIELD)}) FROM {_ident(MEASUREMENT)}"
         if device_id is not None:
@@ -436,6 +462,41 @@ class InfluxStore:
             for row in series.get("values", []):
                 total += int(row[1] or 0)
         return total
+
+    # ------------------------------------------------------------ down-sampled history (residents' charts)
+    # InfluxDB aggregates with GROUP BY time(): only ~300 rows cross the network for a week.
+
+    def history(self, device_id: str, metric: str, start: float, end: float,
+                bucket_s: float) -> list[dict[str, Any]]:
+        """Numeric ``metric`` in buckets of ``bucket_s`` seconds: ``{"ts", "min", "avg", "max", "n"}`` each.
+
+        Buckets line up on multiples of ``bucket_s`` since the epoch (InfluxDB's rule), so pass
+        a ``start`` that is one too; empty buckets are left out, as in :meth:`SQLiteStore.history`.
+        """
+        field = _ident(_field_key(metric))
+        q = (f"SELECT min({field}), mean({field}), max({field}), count({field}) FROM {_ident(MEASUREMENT)}"
+             f" WHERE {_ident(DEVICE_TAG)} = {_string(device_id)}"
+             f" AND time >= {ts_to_ns(start)} AND time < {ts_to_ns(end)}"
+             f" GROUP BY time({int(bucket_s)}s) fill(none)")
+        out = []
+        for series in self._query(q):
+            for time_ns, lo, mean, hi, n in series.get("values", []):
+                if n:
+                    out.append({"ts": ns_to_ts(time_ns), "min": lo, "avg": mean, "max": hi, "n": n})
+        return out
+
+    def track(self, device_id: str, start: float, end: float, bucket_s: float) -> list[dict[str, Any]]:
+        """Where a vehicle was: its last position in each bucket, ``{"ts", "lat", "lon"}``, oldest first."""
+        q = (f"SELECT last(\"lat\"), last(\"lon\") FROM {_ident(MEASUREMENT)}"
+             f" WHERE {_ident(DEVICE_TAG)} = {_string(device_id)}"
+             f" AND time >= {ts_to_ns(start)} AND time < {ts_to_ns(end)}"
+             f" GROUP BY time({int(bucket_s)}s) fill(none)")
+        out = []
+        for series in self._query(q):
+            for time_ns, lat, lon in series.get("values", []):
+                if isinstance(lat, (int, float)) and isinstance(lon, (int, float)):
+                    out.append({"ts": ns_to_ts(time_ns), "lat": lat, "lon": lon})
+        return out
 
     def close(self) -> None:
         """Nothing stays open between requests; the spool is already on disk."""

@@ -62,6 +62,12 @@ def _json(values: dict[str, Any]) -> str:
     return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
 
 
+# A device silent for this many of its reporting intervals is "stale"; one registered
+# without an interval is expected to say something every DEFAULT_INTERVAL_S.
+STALE_AFTER_INTERVALS = 3
+DEFAULT_INTERVAL_S = 300.0
+
+
 class SQLiteStore:
     """``keep_readings=False`` when readings go to another store (InfluxDB): this one then
     keeps the latest values, status, events and quarantine only."""
@@ -97,6 +103,8 @@ class SQLiteStore:
             )
             for device_id, status, received in batch.statuses:
                 self._write_status(connection, device_id, status, received)
+            self._heard_from(connection, {device_id for device_id, _ in batch.readings}
+                             | {device_id for device_id, _ in batch.events}, now)
             connection.executemany(
                 "INSERT INTO quarantine (received, topic, payload, reason, detail) VALUES (?, ?, ?, ?, ?)",
                 [(q.received, q.topic, q.payload[:QUARANTINE_PAYLOAD_BYTES], q.reason, q.detail)
@@ -137,6 +145,56 @@ class SQLiteStore:
             if newest is not None:
                 rows.append((device_id, newest, _json(merged), now))
         return rows
+
+    @staticmethod
+    def _heard_from(connection, device_ids: set[str], now: float) -> None:
+        """A device that sends readings is online, though it was stale or never said so (phones)."""
+        if not device_ids:
+            return
+        known = dict(connection.execute(
+            f"SELECT device_id, state FROM device_status WHERE device_id IN ({','.join('?' * len(device_ids))})",
+            list(device_ids)).fetchall())
+        for device_id in device_ids:
+            if known.get(device_id, "stale") == "stale":
+                connection.execute("INSERT INTO status_history (device_id, ts, state) VALUES (?, ?, 'online')",
+                                   (device_id, now))
+                connection.execute(
+                    "INSERT INTO device_status (device_id, state, since) VALUES (?, 'online', ?)"
+                    " ON CONFLICT (device_id) DO UPDATE SET state = 'online', since = excluded.since",
+                    (device_id, now))
+
+    def mark_stale(self, now: float | None = None) -> list[str]:
+        """Mark online devices silent for STALE_AFTER_INTERVALS of their reporting interval as stale.
+
+        A device that went offline cleanly (its last will) stays offline; "stale" is for
+        one that still looks connected but says nothing: a hung sensor, a lost GPS, a
+        phone in a drawer. Returns the devices marked.
+        """
+        now = time.time() if now is None else now
+        rows = self.db.connection.execute(
+            "SELECT d.id, coalesce(d.interval_s, ?) AS interval_s, s.since, l.updated"
+            " FROM devices d JOIN device_status s ON s.device_id = d.id"
+            " LEFT JOIN latest l ON l.device_id = d.id WHERE s.state = 'online'",
+            (DEFAULT_INTERVAL_S,)).fetchall()
+        silent = [row["id"] for row in rows
+                  if now - max(row["since"], row["updated"] or 0) > STALE_AFTER_INTERVALS * row["interval_s"]]
+        if silent:
+            connection = self.db.connection
+            with connection:
+                connection.execute("BEGIN IMMEDIATE")
+                for device_id in silent:
+                    changed = connection.execute(
+                        "UPDATE device_status SET state = 'stale', since = ? WHERE device_id = ? AND state = 'online'",
+                        (now, device_id)).rowcount
+                    if changed:
+                        connection.execute("INSERT INTO status_history (device_id, ts, state) VALUES (?, ?, 'stale')",
+                                            (device_id, now))
+        return silent
+
+    def status_history(self, device_id: str, since: float = 0) -> list[dict[str, Any]]:
+        """A device's status changes (online, offline, stale) since ``since``, oldest first."""
+        return [{"ts": row["ts"], "state": row["state"]} for row in self.db.connection.execute(
+            "SELECT ts, state FROM status_history WHERE device_id = ? AND ts >= ? ORDER BY ts", (device_id, since))]
 
     @staticmethod
     def _write_status(connection, device_id: str, status: Status, received: float) -> None:
@@ -304,11 +362,13 @@ class SQLiteStore:
         Each bucket: ``{"ts": bucket start, "min", "avg", "max", "n"}``; empty buckets are left out.
         Example: ``store.history("snow-1", "depth_cm", now - 86400, now, 300)``.
         """
+        # MATERIALIZED: each reading's JSON is parsed once, not once per aggregate (twice as fast).
         rows = self.db.connection.execute(
-            "SELECT CAST((ts - :start) / :bucket AS INTEGER) AS b, min(x), avg(x), max(x), count(x) FROM ("
+            "WITH r AS MATERIALIZED ("
             "  SELECT ts, json_extract(v, :path) AS x FROM readings"
-            "  WHERE device_id = :device AND ts >= :start AND ts < :end"
-            ") WHERE typeof(x) IN ('integer', 'real') GROUP BY b ORDER BY b",
+            "  WHERE device_id = :device AND ts >= :start AND ts < :end)"
+            " SELECT CAST((ts - :start) / :bucket AS INTEGER) AS b, min(x), avg(x), max(x), count(x) FROM r"
+            " WHERE typeof(x) IN ('integer', 'real') GROUP BY b ORDER BY b",
             {"start": start, "end": end, "bucket": bucket_s, "device": device_id, "path": _json_path(metric)},
         ).fetchall()
         return [{"ts": start + b * bucket_s, "min": lo, "avg": mean, "max": hi, "n": n}

@@ -13,10 +13,15 @@ whatever the file says.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jisaku.gateway.retention import RetentionPolicy
 
 CONFIG_FILE = "jisaku.toml"
 
@@ -31,6 +36,21 @@ class Settings:
     store: str = ""  # empty: sqlite:///<data>/jisaku.db
     http: str = "127.0.0.1:8000"
     data: str = "./data"
+    # Base map of the residents' pages: "osm", "gsi" (地理院タイル), a tile URL template
+    # (https://tiles.city.lan/{z}/{x}/{y}.png) or a .pmtiles file; see dashboard/tiles.py.
+    tiles: str = "osm"
+    tiles_attribution: str = ""  # credit shown on the map for a URL template or a .pmtiles file
+    # Open data (docs/open-data.md): the exports' licence (an SPDX id such as CC-BY-4.0,
+    # CC0-1.0, ODbL-1.0, or any text) and whom to credit; the GTFS-Realtime feed's routes
+    # and trips are in <data>/gtfs.toml.
+    town: str = ""  # e.g. "Takayama City / 高山市"
+    licence: str = "CC-BY-4.0"
+    # Readings kept raw in SQLite for this many days, then folded into hourly figures
+    # kept for keep_hourly_days (0: for ever); see gateway/retention.py.
+    keep_raw_days: str = "90"
+    keep_hourly_days: str = "0"
+    # The [notify] table: where alert notifications go (webhook, smtp, mqtt); see gateway/notify.py.
+    notify: dict = field(default_factory=dict, hash=False)
 
     @property
     def data_dir(self) -> Path:
@@ -59,6 +79,16 @@ class Settings:
         return None
 
     @property
+    def retention(self) -> RetentionPolicy:
+        from jisaku.gateway.retention import RetentionPolicy
+
+        try:
+            return RetentionPolicy(float(self.keep_raw_days), float(self.keep_hourly_days))
+        except ValueError:
+            raise SettingsError(f"keep_raw_days and keep_hourly_days are numbers of days (0: for ever), not"
+                                f" {self.keep_raw_days!r} / {self.keep_hourly_days!r}") from None
+
+    @property
     def http_host_port(self) -> tuple[str, int]:
         host, _, port = self.http.rpartition(":")
         if not host or not port.isdigit():
@@ -83,4 +113,9 @@ def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Set
     for name in known:
         if f"JISAKU_{name.upper()}" in environ:
             values[name] = environ[f"JISAKU_{name.upper()}"]
-    return Settings(**{k: str(v) for k, v in values.items()})
+    if isinstance(values.get("notify"), str):  # JISAKU_NOTIFY: the [notify] table as JSON
+        try:
+            values["notify"] = json.loads(values["notify"])
+        except ValueError as err:
+            raise SettingsError(f"JISAKU_NOTIFY should be the [notify] table as a JSON object: {err}") from None
+    return Settings(**{k: v if k == "notify" else str(v) for k, v in values.items()})

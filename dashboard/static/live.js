@@ -1,113 +1,245 @@
-// The live map: draws every public device from latest.geojson and moves the
-// markers whenever the server-sent event stream says something changed.
-// Plain JavaScript and Leaflet only, so that anyone can read and change it.
+// The live map: draws every public device from latest.geojson and moves the markers
+// whenever the server-sent event stream (/api/v1/stream) says something changed; when
+// the stream is unavailable it asks for latest.geojson every POLL_MS instead.
+// Plain JavaScript and Leaflet only (plus icons.js), so that anyone can read and change it.
 "use strict";
 
-var JISAKU_KINDS = {
-  bus: { label: "Bus", plural: "buses", ja: "バス", letter: "B", colour: "#1565c0" },
-  garbage_truck: { label: "Garbage truck", plural: "garbage trucks", ja: "ごみ収集車", letter: "G", colour: "#2e7d32" },
-  "float": { label: "Festival float", plural: "festival floats", ja: "祭り屋台", letter: "F", colour: "#c62828" },
-  snow_gauge: { label: "Snow gauge", plural: "snow gauges", ja: "積雪計", letter: "S", colour: "#0277bd" },
-  printer_tray: { label: "Printer tray", plural: "printer trays", ja: "プリンタートレイ", letter: "P", colour: "#6a1b9a" }
-};
+var JISAKU_POLL_MS = 1500;   // fallback polling: a new position still shows within 2 s
+var JISAKU_VEHICLES = ["bus", "garbage_truck", "float"];
 
-function jisakuKind(kind) {
-  return JISAKU_KINDS[kind] || { label: kind, plural: kind, ja: kind, letter: "?", colour: "#455a64" };
-}
-
-function jisakuEscape(text) {
-  return String(text).replace(/[&<>"']/g, function (c) {
-    return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
-  });
-}
-
-// Deeper snow, darker blue: the value itself is written on the marker.
-function jisakuSnowColour(cm) {
-  if (cm >= 50) return "#1a237e";
-  if (cm >= 20) return "#1565c0";
-  return "#4fc3f7";
-}
-
-function jisakuIcon(feature) {
-  var p = feature.properties, v = p.values || {}, kind = jisakuKind(p.kind);
-  var html, cls = "jisaku-marker jisaku-" + p.kind;
-  if (p.status === "offline") cls += " jisaku-offline";
-  if (p.kind === "snow_gauge" && typeof v.depth_cm === "number") {
-    html = '<span class="jisaku-value" style="background:' + jisakuSnowColour(v.depth_cm) + '">' +
-      Math.round(v.depth_cm) + " cm</span>";
-    return L.divIcon({ className: cls, html: html, iconSize: [64, 28], iconAnchor: [32, 14] });
-  }
-  if (p.kind === "printer_tray") {
-    html = '<span class="jisaku-value" style="background:' + kind.colour + '">' +
-      (v.paper ? "paper on tray" : "tray empty") + "</span>";
-    return L.divIcon({ className: cls, html: html, iconSize: [110, 28], iconAnchor: [55, 14] });
-  }
-  var arrow = typeof v.heading === "number"
-    ? '<span class="jisaku-heading" style="transform:rotate(' + v.heading + 'deg)">&#9650;</span>' : "";
-  html = '<span class="jisaku-badge" style="background:' + kind.colour + '">' + arrow + kind.letter + "</span>";
-  return L.divIcon({ className: cls, html: html, iconSize: [36, 36], iconAnchor: [18, 18] });
-}
-
-function jisakuPopup(feature) {
-  var p = feature.properties, v = p.values || {}, kind = jisakuKind(p.kind);
-  var rows = Object.keys(v).filter(function (k) { return k !== "lat" && k !== "lon"; }).map(function (k) {
-    return "<tr><th>" + jisakuEscape(k) + "</th><td>" + jisakuEscape(v[k]) + "</td></tr>";
-  }).join("");
-  var ago = p.ts ? Math.max(0, Math.round(Date.now() / 1000 - p.ts)) + " s ago" : "no data yet";
-  return "<strong>" + jisakuEscape(p.name || feature.id) + "</strong><br>" +
-    jisakuEscape(kind.label) + " / " + jisakuEscape(kind.ja) + " · " + jisakuEscape(p.status) +
-    "<table>" + rows + "</table><small>updated " + ago + "</small>";
-}
-
-function jisakuLive(map, urls) {
-  var markers = {};
-  var fitted = false;
+function jisakuLive(map, config) {
+  var words = config.words, lang = config.lang;
+  var number = new Intl.NumberFormat(lang, { maximumFractionDigits: 1 });
+  var relative = window.Intl && Intl.RelativeTimeFormat ? new Intl.RelativeTimeFormat(lang, { numeric: "always" }) : null;
+  var markers = {}, features = {}, layers = {}, chips = {};
+  var fitted = false, streamOk = false, pollTimer = null;
+  var chipBar = document.getElementById("jisaku-kinds");
   var summary = document.getElementById("jisaku-summary");
 
-  function show(collection) {
-    var seen = {}, counts = {}, bounds = [];
-    collection.features.forEach(function (feature) {
-      seen[feature.id] = true;
-      if (!feature.geometry) return;
-      var ll = [feature.geometry.coordinates[1], feature.geometry.coordinates[0]];
-      bounds.push(ll);
-      counts[feature.properties.kind] = (counts[feature.properties.kind] || 0) + 1;
-      var marker = markers[feature.id];
-      if (!marker) {
-        marker = markers[feature.id] = L.marker(ll, { title: feature.properties.name || feature.id,
-                                                     keyboard: true }).addTo(map);
-      } else {
-        marker.setLatLng(ll);
-      }
-      marker.setIcon(jisakuIcon(feature));
-      marker.getElement().dataset.deviceId = feature.id;
-      marker.bindPopup(jisakuPopup(feature));
-    });
-    Object.keys(markers).forEach(function (id) {
-      if (!seen[id]) { map.removeLayer(markers[id]); delete markers[id]; }
-    });
-    if (!fitted && bounds.length) { map.fitBounds(bounds, { padding: [30, 30], maxZoom: 16 }); fitted = true; }
-    if (summary) {
-      summary.textContent = Object.keys(counts).sort().map(function (k) {
-        var kind = jisakuKind(k);
-        return counts[k] + " " + (counts[k] > 1 ? kind.plural : kind.label.toLowerCase());
-      }).join(" · ") || "No devices yet";
+  function w(key, values) { return jisakuWord(words, key, values); }
+  function known(kind) { return Object.prototype.hasOwnProperty.call(JISAKU_KINDS, kind) ? kind : "other"; }
+
+  function ago(ts) {
+    var s = Math.max(0, Math.round(Date.now() / 1000 - ts));
+    if (!relative) return s + " s";
+    if (s < 90) return relative.format(-s, "second");
+    if (s < 5400) return relative.format(-Math.round(s / 60), "minute");
+    if (s < 172800) return relative.format(-Math.round(s / 3600), "hour");
+    return relative.format(-Math.round(s / 86400), "day");
+  }
+
+  function limitsOf(feature) {
+    return config.limits[feature.id] || config.kindLimits[known(feature.properties.kind)] || config.kindLimits.other;
+  }
+
+  // live, stale (greyed), hidden (a vehicle silent for long), offline or waiting: like pages.freshness().
+  function stateOf(feature) {
+    var p = feature.properties, lim = limitsOf(feature);
+    if (p.ts === null || p.ts === undefined) return "waiting";
+    var age = Date.now() / 1000 - p.ts;
+    if (lim.hide_s !== null && age > lim.hide_s) return "hidden";
+    if (age > lim.stale_s) return "stale";
+    if (p.status === "offline") return "offline";
+    return "live";
+  }
+
+  function snowLevel(id, cm) {
+    var t = (config.snow.thresholds[id] || config.snow.defaults);
+    return cm >= t[1] ? "alert" : cm >= t[0] ? "warn" : "low";
+  }
+
+  function compass(deg) {
+    return ["n", "ne", "e", "se", "s", "sw", "w", "nw"][Math.round(((deg % 360) + 360) % 360 / 45) % 8];
+  }
+
+  function shortLabel(id) { var m = /(\d+)$/.exec(id); return m ? m[1] : ""; }
+
+  function icon(feature, state) {
+    var p = feature.properties, v = p.values || {}, kind = known(p.kind);
+    var cls = "jisaku-marker jisaku-" + kind + (state === "live" || state === "waiting" ? "" : " jisaku-stale");
+    var html;
+    if (kind === "snow_gauge" && typeof v.depth_cm === "number") {
+      html = '<span class="jisaku-value jisaku-snow-' + snowLevel(feature.id, v.depth_cm) + '">' +
+        jisakuSvg("snow_gauge", 16) + "<span>" + number.format(Math.round(v.depth_cm)) + " cm</span></span>";
+      return L.divIcon({ className: cls, html: html, iconSize: null, iconAnchor: [34, 18] });
     }
+    if (kind === "printer_tray") {
+      html = '<span class="jisaku-value jisaku-tray-' + (v.paper ? "paper" : "empty") + '">' + jisakuSvg(kind, 16) +
+        "<span>" + jisakuEscape(v.paper ? w("value.paper") : w("value.no_paper")) + "</span></span>";
+      return L.divIcon({ className: cls, html: html, iconSize: null, iconAnchor: [20, 18] });
+    }
+    var arrow = typeof v.heading === "number"
+      ? '<span class="jisaku-heading" style="transform:rotate(' + v.heading + 'deg)"></span>' : "";
+    var label = shortLabel(feature.id);
+    html = arrow + '<span class="jisaku-badge" style="background:' + jisakuKind(kind).colour + '">' +
+      jisakuSvg(kind, 26) + "</span>" + (label ? '<span class="jisaku-label">' + jisakuEscape(label) + "</span>" : "");
+    return L.divIcon({ className: cls, html: html, iconSize: [44, 44], iconAnchor: [22, 22], popupAnchor: [0, -20] });
+  }
+
+  function describe(feature, state) {
+    var p = feature.properties, v = p.values || {}, lines = [];
+    if (typeof v.depth_cm === "number") lines.push(w("value.depth", { depth: number.format(v.depth_cm) }));
+    if (typeof v.speed_kmh === "number") lines.push(w("value.speed", { speed: number.format(Math.round(v.speed_kmh)) }));
+    if (typeof v.heading === "number") lines.push(w("value.heading", { direction: w("direction." + compass(v.heading)) }));
+    if ("paper" in v) lines.push(v.paper ? w("value.paper") : w("value.no_paper"));
+    var status = w("status." + (state === "hidden" ? "stale" : state));
+    var when = p.ts ? w("status.updated", { ago: ago(p.ts) }) : w("status.never");
+    return { lines: lines, status: status, when: when };
+  }
+
+  function popup(feature, state) {
+    var p = feature.properties, d = describe(feature, state), kind = known(p.kind);
+    return '<div class="jisaku-popup"><strong>' + jisakuEscape(p.name || feature.id) + "</strong>" +
+      '<span class="jisaku-popup-kind">' + jisakuEscape(w("kind." + kind)) + "</span>" +
+      d.lines.map(function (line) { return "<span>" + jisakuEscape(line) + "</span>"; }).join("") +
+      '<span class="jisaku-state jisaku-state-' + state + '">' + jisakuEscape(d.status) + "</span> " +
+      '<span class="jisaku-ago">' + jisakuEscape(d.when) + "</span>" +
+      '<a class="jisaku-button" href="/devices/' + encodeURIComponent(feature.id) + '">' +
+      jisakuEscape(w("map.details")) + "</a></div>";
+  }
+
+  function layerFor(kind) {
+    if (!layers[kind]) {
+      layers[kind] = L.layerGroup().addTo(map);
+      var chip = document.createElement("button");
+      chip.type = "button";
+      chip.className = "jisaku-chip";
+      chip.dataset.kind = kind;
+      chip.setAttribute("aria-pressed", "true");
+      chip.innerHTML = '<span class="jisaku-chip-icon" style="background:' + jisakuKind(kind).colour + '">' +
+        jisakuSvg(kind, 18) + '</span><span class="jisaku-chip-name">' + jisakuEscape(w("kinds." + kind)) +
+        '</span> <span class="jisaku-chip-count"></span>';
+      chip.addEventListener("click", function () {
+        var on = chip.getAttribute("aria-pressed") !== "true";
+        chip.setAttribute("aria-pressed", on ? "true" : "false");
+        if (on) layers[kind].addTo(map); else map.removeLayer(layers[kind]);
+      });
+      chips[kind] = chip;
+      // Vehicles first: they are what most people open the map for.
+      var order = JISAKU_VEHICLES.concat(["snow_gauge", "printer_tray", "other"]);
+      var after = Object.keys(chips).filter(function (k) { return order.indexOf(k) > order.indexOf(kind); })
+        .map(function (k) { return chips[k]; }).sort(function (a, b) {
+          return order.indexOf(a.dataset.kind) - order.indexOf(b.dataset.kind); })[0];
+      chipBar.insertBefore(chip, after || null);
+    }
+    return layers[kind];
+  }
+
+  // Draw one device, or update it: called on every new collection and once a second.
+  function place(feature) {
+    var kind = known(feature.properties.kind), state = stateOf(feature);
+    var marker = markers[feature.id], layer = layerFor(kind);
+    if (!feature.geometry || state === "hidden") {
+      if (marker) { layer.removeLayer(marker); delete markers[feature.id]; }
+      return state;
+    }
+    var ll = [feature.geometry.coordinates[1], feature.geometry.coordinates[0]];
+    var title = (feature.properties.name || feature.id);
+    if (!marker) {
+      marker = markers[feature.id] = L.marker(ll, { title: title, alt: title, keyboard: true, riseOnHover: true });
+      marker.bindPopup("", { maxWidth: 260, minWidth: 200 });
+      // Leaflet makes a new element each time the marker is shown again (a kind switched back on).
+      marker.on("add", function () { label(marker); });
+      layer.addLayer(marker);
+    } else if (!marker.getLatLng().equals(ll)) {
+      marker.setLatLng(ll);
+    }
+    var d = describe(feature, state);
+    var key = state + JSON.stringify(feature.properties.values);
+    if (marker._jisakuKey !== key) {  // a new icon and popup only when something shown on them changed
+      marker._jisakuKey = key;
+      marker.setIcon(icon(feature, state));
+      marker.setPopupContent(popup(feature, state));
+    } else if (marker.isPopupOpen()) {  // else just the clock, so a finger on the link is not disturbed
+      var clock = marker.getPopup().getElement().querySelector(".jisaku-ago");
+      if (clock) clock.textContent = d.when;
+    }
+    marker._jisakuLabel = { id: feature.id, state: state,
+      text: [title, w("kind." + kind)].concat(d.lines, [d.status, d.when]).join(", ") };
+    label(marker);
+    return state;
+  }
+
+  // What tests and screen readers know a marker by: its device id, state and a sentence.
+  function label(marker) {
+    var element = marker.getElement(), about = marker._jisakuLabel;
+    if (!element || !about) return;
+    element.dataset.deviceId = about.id;
+    element.dataset.state = about.state;
+    element.setAttribute("aria-label", about.text);
+  }
+
+  function refresh() {
+    var counts = {}, hidden = 0, bounds = [];
+    Object.keys(features).forEach(function (id) {
+      var feature = features[id], state = place(feature), kind = known(feature.properties.kind);
+      counts[kind] = (counts[kind] || 0) + (state === "hidden" || !feature.geometry ? 0 : 1);
+      if (state === "hidden") hidden += 1;
+      if (markers[id]) bounds.push(markers[id].getLatLng());
+    });
+    Object.keys(chips).forEach(function (kind) {
+      chips[kind].querySelector(".jisaku-chip-count").textContent = number.format(counts[kind] || 0);
+    });
+    if (!fitted && bounds.length) {
+      // Room at the bottom for the legend and the zoom buttons, so no marker hides behind them.
+      map.fitBounds(bounds, { paddingTopLeft: [40, 40], paddingBottomRight: [40, 130], maxZoom: 16 });
+      fitted = true;
+    }
+    var text = Object.keys(features).length ? "" : w("map.none");
+    if (hidden) text = w("map.hidden_stale", { n: hidden });
+    if (!streamOk && pollTimer === null && Object.keys(features).length) text = w("map.connection_lost");
+    if (summary.textContent !== text) summary.textContent = text;  // aria-live: speak changes only
+    summary.hidden = !text;
+  }
+
+  function show(collection) {
+    var fresh = {};
+    collection.features.forEach(function (feature) { fresh[feature.id] = feature; });
+    Object.keys(markers).forEach(function (id) {  // gone from the public list: gone from the map
+      if (!fresh[id]) { layers[known(features[id].properties.kind)].removeLayer(markers[id]); delete markers[id]; }
+    });
+    features = fresh;
+    refresh();
   }
 
   function poll() {
-    fetch(urls.geojson, { cache: "no-store" })
+    return fetch(config.geojson, { cache: "no-store" })
       .then(function (r) { return r.json(); })
       .then(show)
       .catch(function () {});
   }
 
-  poll();
+  function startPolling() { if (pollTimer === null) pollTimer = setInterval(poll, JISAKU_POLL_MS); }
+  function stopPolling() { if (pollTimer !== null) { clearInterval(pollTimer); pollTimer = null; } }
+
+  L.control.zoom({ position: "bottomright", zoomInTitle: "+", zoomOutTitle: "-" }).addTo(map);
+  jisakuBaseMap(map, config.tiles, config.pmtilesScript);
+  var legend = L.control({ position: "bottomleft" });
+  legend.onAdd = function () {
+    var div = L.DomUtil.create("div", "jisaku-legend"), t = config.snow.legend;
+    var values = { warn: number.format(t[0]), alert: number.format(t[1]) };
+    div.innerHTML = "<strong>" + jisakuEscape(w("snow.legend")) + "</strong>" +
+      ["low", "warn", "alert"].map(function (level) {
+        return '<span><i class="jisaku-snow-' + level + '"></i>' + jisakuEscape(w("snow." + level, values)) + "</span>";
+      }).join("");
+    return div;
+  };
+  var legendShown = false;
+
+  poll().then(function () {
+    var hasSnow = Object.keys(features).some(function (id) { return features[id].properties.kind === "snow_gauge"; });
+    if (hasSnow && !legendShown) { legend.addTo(map); legendShown = true; }
+  });
   if (window.EventSource) {
-    var source = new EventSource(urls.stream);
+    var source = new EventSource(config.stream);
     source.addEventListener("latest", function (e) { show(JSON.parse(e.data)); });
+    source.onopen = function () { streamOk = true; stopPolling(); refresh(); };
+    // The browser reconnects by itself; meanwhile the map keeps moving by polling.
+    source.onerror = function () { streamOk = false; startPolling(); };
   } else {
-    setInterval(poll, 5000);  // browsers without server-sent events
+    startPolling();
   }
+  setInterval(refresh, 1000);  // "updated N s ago", greying and hiding happen as time passes
   window.jisakuMarkers = markers;  // for tests and the curious, in the browser console
+  window.jisakuMap = map;
 }
