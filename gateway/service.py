@@ -36,14 +36,23 @@ from jisaku.device.link import BrokerAddress, new_client
 from .influx import InfluxStore, InfluxWriteError
 from .buffered_client import BufferedClient
 from .registry import Registry
+from .retention import RetentionPolicy
 from .store import Batch, ConfigAck, Quarantined, SQLiteStore
 
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 1000
+HOUSEKEEPING_S = 5.0
+QUARANTINE_LOG_EACH = 5
+QUARANTINE_SUMMARY_S = 60.0
+RETENTION_EVERY_S = 3600.0
 SHARE_GROUP = "$share/jisaku"
 # How long an unknown device id is remembered as unknown before the registry is asked again.
 UNKNOWN_RECHECK_S = 1.0
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{reason} {count:,}" for reason, count in counter.most_common())
 
 
 def push_config(client: mqtt.Client, store: SQLiteStore, registry: Registry, device_id: str, changes: dict) -> dict:
@@ -64,7 +73,8 @@ def push_config(client: mqtt.Client, store: SQLiteStore, registry: Registry, dev
 
 class Gateway:
     def __init__(self, store: SQLiteStore, registry: Registry, broker_url: str, username: str, password: str,
-                 client_id: str = "jisaku-gateway", readings: InfluxStore | None = None, shared: bool = False):
+                 client_id: str = "jisaku-gateway", readings: InfluxStore | None = None, shared: bool = False,
+                 retention: RetentionPolicy | None = None):
         self.store = store
         # Readings go here when it is given (InfluxDB); the SQLite store keeps the rest.
         self.readings = readings
@@ -78,6 +88,10 @@ class Gateway:
         self.connected = threading.Event()
         self._stopping = False
         self.quarantine_counts: Counter[str] = Counter()
+        self._quarantine_lock = threading.Lock()
+        self._quarantine_logged: Counter[str] = Counter()
+        self._quarantine_unlogged: Counter[str] = Counter()
+        self._quarantine_summary_due = 0.0
         self.stored_readings = 0
         # Called with each batch once it is stored (alert rules, for one); in the writer
         # thread, so a listener must be quick and must not raise.
@@ -88,6 +102,9 @@ class Gateway:
         self._known: set[str] = set()
         self._known_checked = 0.0
         self._writer = threading.Thread(target=self._write_loop, name="gateway-writer", daemon=True)
+        self.retention = retention or RetentionPolicy()
+        self._stopped = threading.Event()
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="gateway-housekeeping", daemon=True)
         # A persistent session: while the gateway restarts, the broker keeps its QoS 1 messages.
         self._client = new_client(client_id, username, password, self.broker, clean_session=False,
                                   client_class=BufferedClient)
@@ -103,11 +120,13 @@ class Gateway:
 
     def start(self) -> None:
         self._writer.start()
+        self._housekeeper.start()
         self._client.connect_async(self.broker.host, self.broker.port, keepalive=30)
         self._client.loop_start()
 
     def stop(self) -> None:
         self._stopping = True
+        self._stopped.set()
         self._client.disconnect()
         self._client.loop_stop()
         self._inbox.put(None)
@@ -201,9 +220,46 @@ class Gateway:
                 listener(batch)
             except Exception:  # an alert rule must never stop readings being stored
                 log.exception("a listener failed on a stored batch")
-        for item in batch.quarantined:
-            self.quarantine_counts[item.reason] += 1
-            log.warning("quarantined a message on %s: %s (%s)", item.topic, item.reason, item.detail)
+        with self._quarantine_lock:
+            for item in batch.quarantined:
+                self.quarantine_counts[item.reason] += 1
+                # A broken device can send thousands a minute: the first few of each reason are
+                # logged one by one, the rest counted in a summary once a minute.
+                if self._quarantine_logged[item.reason] < QUARANTINE_LOG_EACH:
+                    self._quarantine_logged[item.reason] += 1
+                    log.warning("quarantined a message on %s: %s (%s)", item.topic, item.reason, item.detail)
+                else:
+                    self._quarantine_unlogged[item.reason] += 1
+
+    def _log_quarantine_summary(self) -> None:
+        if time.monotonic() < self._quarantine_summary_due:
+            return
+        self._quarantine_summary_due = time.monotonic() + QUARANTINE_SUMMARY_S
+        with self._quarantine_lock:
+            unlogged, self._quarantine_unlogged = self._quarantine_unlogged, Counter()
+            self._quarantine_logged.clear()
+        if unlogged:
+            log.warning("quarantined %d more messages in the last minute: %s (jisaku quarantine shows them;"
+                        " totals since start: %s)", sum(unlogged.values()), _counts(unlogged),
+                        _counts(self.quarantine_counts))
+
+    # ------------------------------------------------------------ housekeeping thread
+
+    def _housekeeping(self) -> None:
+        """Every few seconds mark silent devices stale; every hour apply the retention policy."""
+        next_retention = time.monotonic() + 60  # not in the busy first minute after a start
+        while not self._stopped.wait(HOUSEKEEPING_S):
+            try:
+                for device_id in self.store.mark_stale():
+                    log.warning("%s has gone silent: marked stale", device_id)
+                if time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + RETENTION_EVERY_S
+                    folded, deleted = self.retention.apply(self.store.db)
+                    if deleted:
+                        log.info("retention: folded %d old readings into %d hourly rows", deleted, folded)
+                self._log_quarantine_summary()
+            except Exception:  # a locked or full database: try again next round
+                log.exception("housekeeping failed; trying again in %.0f s", HOUSEKEEPING_S)
 
     def sort_into(self, batch: Batch, topic: str, payload: bytes, received: float) -> None:
         """Check one message and put it in the batch where it belongs."""
