@@ -346,9 +346,11 @@ class SQLiteStore:
         rows = self.db.connection.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason")
         return {reason: count for reason, count in rows}
 
-    def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+    def quarantined(self, limit: int = 100, reason: str | None = None) -> list[dict[str, Any]]:
+        """The newest quarantined messages first, of one reason or all."""
         rows = self.db.connection.execute(
-            "SELECT received, topic, payload, reason, detail FROM quarantine ORDER BY id DESC LIMIT ?", (limit,)
+            "SELECT received, topic, payload, reason, detail FROM quarantine"
+            " WHERE ? IS NULL OR reason = ? ORDER BY id DESC LIMIT ?", (reason, reason, limit)
         ).fetchall()
         return [dict(row) for row in rows]
 
