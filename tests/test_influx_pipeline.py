@@ -15,7 +15,7 @@ from .conftest import require
 from .influx_server import InfluxServer, influxd_available
 from .town import EXAMPLES, wait_until
 
-OUTAGE_S = 10
+OUTAGE_S = 30  # the issue asks that an outage of 30 s loses nothing
 
 
 @pytest.fixture
