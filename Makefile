@@ -18,7 +18,12 @@ demo: setup
 test: setup test-packages
 	$(BIN)/python -m pytest
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed node_modules/.package-lock.json
+
+# Browser files the dashboard serves itself (charts, the Japanese font, PMTiles), from npm.
+node_modules/.package-lock.json: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the map's chart and font files: sudo apt-get install npm"; exit 1; }
+	npm ci --no-audit --no-fund
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "jisaku needs Python 3.11 or newer (Debian 12 / Ubuntu 24.04 have it): sudo apt-get install python3")'

@@ -311,6 +311,19 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def _gateway_pids(pid: int) -> list[int]:
+    """The gateway process and, with --workers, its worker processes."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *(int(child) for child in children)]
+
+
+def _total(values: list) -> float | None:
+    return None if not values or any(v is None for v in values) else sum(values)
+
+
 def _count(db: sqlite3.Connection, where: str = "", args: tuple = ()) -> int:
     sql = "SELECT count(*) FROM readings WHERE device_id != ?" + (f" AND {where}" if where else "")
     return db.execute(sql, (WARMUP_DEVICE, *args)).fetchone()[0]
@@ -355,12 +368,13 @@ def _percentile(values: list[float], p: float) -> float:
 
 
 def ingest(readings: int = 100_000, devices: int = 100, publishers: int = 2, rate_for_latency: int = 1000,
-           latency_seconds: float = 10, *, client: str = "raw") -> dict:
+           latency_seconds: float = 10, *, client: str = "raw", gateway_workers: int = 1) -> dict:
     """Run the ingest benchmark, print a report and return its figures (see the module docstring).
 
     ``client`` is what the publishers of the throughput phase speak: "raw" (a minimal MQTT
     writer, so that the load generator is not the bottleneck) or "paho" (what devices use).
-    The latency phase always publishes with paho, at a steady rate.
+    The latency phase always publishes with paho, at a steady rate. ``gateway_workers`` > 1 runs
+    ``jisaku gateway --workers N``: N processes on a shared subscription.
     """
     from jisaku.device import protocol
     from jisaku.gateway.db import Database
@@ -388,6 +402,7 @@ def ingest(readings: int = 100_000, devices: int = 100, publishers: int = 2, rat
     workers: list = []
     files: list = []
     figures: dict[str, Any] = {"client": client, "readings": readings, "devices": devices, "publishers": publishers,
+                               "workers": gateway_workers,
                                "rate_for_latency": rate_for_latency, "latency_seconds": latency_seconds}
     try:
         # ---- registry, accounts, broker
@@ -419,7 +434,7 @@ def ingest(readings: int = 100_000, devices: int = 100, publishers: int = 2, rat
         gateway_log = tmp / "gateway.log"
         files.append(gateway_log.open("ab"))
         gateway = procs["gateway"] = subprocess.Popen(
-            [sys.executable, "-m", "jisaku.cli", "gateway"], cwd=tmp, env=env,
+            [sys.executable, "-m", "jisaku.cli", "gateway", "--workers", str(gateway_workers)], cwd=tmp, env=env,
             stdin=subprocess.DEVNULL, stdout=files[-1], stderr=files[-1])
 
         # ---- the ceiling: mosquitto_sub on the same stream, in the same run
@@ -435,9 +450,16 @@ def ingest(readings: int = 100_000, devices: int = 100, publishers: int = 2, rat
 
         db = sqlite3.connect(data / "jisaku.db", timeout=30)
         deadline = time.monotonic() + START_TIMEOUT_S
+        last_warmup = 0.0
         while True:
-            gateway_ready = db.execute("SELECT count(*) FROM readings WHERE device_id=?",
-                                       (WARMUP_DEVICE,)).fetchone()[0] > 0
+            # A shared subscription gets no retained messages: the gateway is ready once
+            # a warm-up event (which mosquitto_sub does not subscribe to) is stored.
+            gateway_ready = (gateway_log.read_text().count("gateway connected") >= gateway_workers
+                             and db.execute("SELECT count(*) FROM events WHERE device_id=?",
+                                            (WARMUP_DEVICE,)).fetchone()[0] > 0)
+            if not gateway_ready and time.monotonic() - last_warmup > 0.5:
+                _publish_warmup_event(url, bench_secret, protocol)
+                last_warmup = time.monotonic()
             sub_ready = sub_out.stat().st_size > 0
             if gateway_ready and sub_ready:
                 break
@@ -448,7 +470,8 @@ def ingest(readings: int = 100_000, devices: int = 100, publishers: int = 2, rat
                 raise RuntimeError(f"not subscribed within {START_TIMEOUT_S:.0f} s (gateway: {gateway_ready},"
                                    f" mosquitto_sub: {sub_ready})\n{_tail(gateway_log)}\n{_tail(sub_err)}")
             time.sleep(0.05)
-        cpu_before = _cpu_seconds(gateway.pid)
+        gateway_pids = _gateway_pids(gateway.pid)
+        cpu_before = _total([_cpu_seconds(pid) for pid in gateway_pids])
 
         # ---- phase 1: N readings as fast as the publishers go
         counts = {name: readings // devices + (1 if i < readings % devices else 0) for i, name in enumerate(names)}
@@ -474,7 +497,7 @@ def ingest(readings: int = 100_000, devices: int = 100, publishers: int = 2, rat
         # batch's commit is a few ms later, well inside the 0.2 s polling step.
         stored_elapsed = last_received - t0
         stored_rate = stored / stored_elapsed if stored_elapsed > 0 else 0.0
-        cpu_after = _cpu_seconds(gateway.pid)
+        cpu_after = _total([_cpu_seconds(pid) for pid in gateway_pids])
 
         # exactly once?
         rows = db.execute("SELECT count(*), count(DISTINCT device_id || '/' || seq) FROM readings"
@@ -549,7 +572,8 @@ def ingest(readings: int = 100_000, devices: int = 100, publishers: int = 2, rat
         )
 
         # ---- peak RSS of the gateway process, over the whole run
-        hwm = _proc_status(gateway.pid, "VmHWM")
+        # With workers: the sum of each worker's peak (and the parent's), an upper bound.
+        hwm = _total([_proc_status(pid, "VmHWM") for pid in gateway_pids])
         figures["peak_rss_mb"] = hwm / 1024 if hwm is not None else None
         figures["gateway_alive"] = gateway.poll() is None
         # Mosquitto drops QoS 1 messages for a client whose queue is full (max_queued_messages).
@@ -632,6 +656,22 @@ def _publish_retained_warmup(url: str, secret: str, protocol) -> None:
         client.loop_stop()
 
 
+def _publish_warmup_event(url: str, secret: str, protocol) -> None:
+    from jisaku.device.link import BrokerAddress, new_client
+
+    broker = BrokerAddress.parse(url)
+    client = new_client(f"jisaku-bench-warmup-{os.getpid()}", BENCH_USER, secret, broker)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        client.publish(protocol.topic(WARMUP_DEVICE, "event"),
+                       protocol.encode_event(int(time.time() * 1000), "warmup", ts=time.time()),
+                       qos=1).wait_for_publish(timeout=START_TIMEOUT_S)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 def _wait_ready(results, n: int, workers: list) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S * 2
     ready = 0
@@ -671,7 +711,9 @@ def _report(f: dict) -> None:
     n = f["readings"]
     print()
     print(f"jisaku bench ingest: {n:,} QoS 1 readings from {f['devices']} devices, {f['publishers']} publisher"
-          f" process(es) ({f['client']} MQTT), Mosquitto, gateway in its own process; {os.cpu_count()} CPU(s)")
+          f" process(es) ({f['client']} MQTT), Mosquitto, gateway in its own process"
+          f"{' with ' + str(f['workers']) + ' workers on a shared subscription' if f['workers'] > 1 else ''};"
+          f" {os.cpu_count()} CPU(s)")
     if f.get("exactly_once"):
         print(f"  all {n:,} stored exactly once")
     else:
@@ -720,7 +762,8 @@ def _report(f: dict) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> None:
     figures = ingest(readings=args.readings, devices=args.devices, publishers=args.publishers,
-                     rate_for_latency=args.rate, latency_seconds=args.latency_seconds, client=args.client)
+                     rate_for_latency=args.rate, latency_seconds=args.latency_seconds, client=args.client,
+                     gateway_workers=args.workers)
     if not figures.get("exactly_once"):
         sys.exit(1)
 
@@ -738,7 +781,10 @@ def add_parser(commands) -> None:
     ingest_parser.add_argument("--latency-seconds", type=float, default=10, help="length of the latency phase")
     ingest_parser.add_argument("--client", choices=("raw", "paho"), default="raw",
                                help="publishers of the throughput phase: a minimal MQTT writer (raw), or paho")
+    ingest_parser.add_argument("--workers", type=int, default=2,
+                               help="gateway processes on a shared subscription (jisaku gateway --workers N)")
     ingest_parser.set_defaults(run=cmd_ingest)
+    __import__("jisaku.bench_web").bench_web.add_parser(bench)  # jisaku bench web (jisaku/bench_web.py)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,17 @@
 
     jisaku demo                         the whole system with simulated devices
     jisaku broker                       the embedded MQTT broker on its own
-    jisaku gateway                      subscribe, check and store
+    jisaku gateway [--workers N]        subscribe, check and store (N processes on a shared subscription)
     jisaku dashboard                    the web pages and the API
     jisaku device run FOLDER            run a device (add --simulate to run it without hardware)
     jisaku devices add ID --kind KIND   register a device and print its secret once
     jisaku devices list                 the registered devices
     jisaku devices configure ID NAME=VALUE...   change a device's settings from afar
+    jisaku devices rotate|revoke ID     a new secret / no secret; a connected device is cut off
+    jisaku mosquitto sync --dir DIR     keep Mosquitto's passwd/acl in step with the registry
+    jisaku quarantine                   messages the gateway set aside, and why
     jisaku bench ingest                 how fast the gateway stores readings through Mosquitto
+    jisaku flash EXAMPLE --id ID        put a firmware example on a MicroPython board over USB
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ def cmd_broker(args: argparse.Namespace) -> None:
     address = BrokerAddress.parse(settings.broker)
 
     async def serve() -> None:
-        broker = EmbeddedBroker(address.host, address.port, authenticate=registry.check_credentials)
+        broker = EmbeddedBroker(address.host, address.port, authenticate=registry.check_credentials,
+                                version=registry.version)  # cuts off rotated/revoked devices
         await broker.start()
         print(f"embedded broker listening on {address}; Ctrl-C stops it", flush=True)
         try:
@@ -77,21 +82,32 @@ def cmd_gateway(args: argparse.Namespace) -> None:
 
     from .stores import open_stores
 
+    if args.workers > 1:
+        from .workers import run_workers
+
+        run_workers(args.workers)
+        return
     settings = _settings()
     registry, store, influx = open_stores(settings)
     secret = os.environ.get("JISAKU_GATEWAY_SECRET") or registry.service_secret("_gateway", settings.secrets_dir)
-    gateway = Gateway(store, registry, settings.broker, "_gateway", secret, readings=influx)
+    gateway = Gateway(store, registry, settings.broker, "_gateway", secret, readings=influx,
+                      client_id=args.client_id, shared=args.shared, retention=settings.retention)
+    from jisaku.gateway.alerts import start_alerts
+
+    alerts = start_alerts(gateway, settings.notify)  # alert rules, and notifications from [notify]
     gateway.start()
     where = influx or settings.sqlite_path
-    print(f"gateway storing from {settings.broker} into {where}; Ctrl-C stops it", flush=True)
+    print(f"gateway {args.client_id} storing from {settings.broker} into {where}; Ctrl-C stops it", flush=True)
     _wait_for_ctrl_c()
     gateway.stop()
+    alerts.stop()
 
 
 def cmd_dashboard(args: argparse.Namespace) -> None:
     import uvicorn
 
     from jisaku.dashboard.app import create_app
+    from jisaku.dashboard.operator import ConfigPublisher
     from jisaku.dashboard.osmand import PhonePublisher
 
     from .stores import open_stores
@@ -102,11 +118,13 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     secret = os.environ.get("JISAKU_DASHBOARD_SECRET") or registry.service_secret("_dashboard", settings.secrets_dir)
     phones = PhonePublisher(settings.broker, "_dashboard", secret)  # positions from phones, via the broker
     phones.start()
+    config = ConfigPublisher(settings.broker, "_dashboard", secret)  # operators' settings for devices
     try:
-        uvicorn.run(create_app(settings.sqlite_path, phones, readings=influx), host=host, port=port,
-                    log_level="info")
+        uvicorn.run(create_app(settings.sqlite_path, phones, readings=influx, config_publisher=config),
+                    host=host, port=port, log_level="info")
     finally:
         phones.stop()
+        config.stop()
 
 
 def cmd_device_run(args: argparse.Namespace) -> None:
@@ -217,7 +235,14 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--city", default="examples/demo-city/city.toml", help="the demo town's devices")
     demo.set_defaults(run=cmd_demo)
     commands.add_parser("broker", help="the embedded MQTT broker").set_defaults(run=cmd_broker)
-    commands.add_parser("gateway", help="subscribe, check and store").set_defaults(run=cmd_gateway)
+    gateway = commands.add_parser("gateway", help="subscribe, check and store")
+    gateway.add_argument("--workers", type=int, default=1, metavar="N",
+                         help="run N gateway processes sharing the load (needs Mosquitto's shared subscriptions)")
+    gateway.add_argument("--shared", action="store_true",
+                         help="take a share of the messages ($share/jisaku/jisaku/#) beside other gateways")
+    gateway.add_argument("--client-id", default="jisaku-gateway",
+                         help="MQTT client id; each gateway on a shared subscription needs its own")
+    gateway.set_defaults(run=cmd_gateway)
     commands.add_parser("dashboard", help="the web pages and the API").set_defaults(run=cmd_dashboard)
 
     device = commands.add_parser("device", help="run a device").add_subparsers(dest="action", required=True)
@@ -228,6 +253,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--secret-file", help="read the device's secret from this file")
     run.set_defaults(run=cmd_device_run)
 
+    from . import devices_cli
+
     devices = commands.add_parser("devices", help="the device registry").add_subparsers(dest="action", required=True)
     add = devices.add_parser("add", help="register a device and print its secret once")
     add.add_argument("id")
@@ -237,16 +264,22 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--interval", type=float, help="expected seconds between readings")
     add.add_argument("--location", help="LAT,LON for a device that does not move")
     add.set_defaults(run=cmd_devices_add)
+    devices_cli.add_options(add)  # audit log, ready-to-copy settings
     devices.add_parser("list", help="the registered devices").set_defaults(run=cmd_devices_list)
     configure = devices.add_parser("configure", help="change a device's settings from afar, e.g. left_after_s=45")
     configure.add_argument("id")
     configure.add_argument("settings", nargs="+", metavar="NAME=VALUE")
     configure.add_argument("--wait", type=float, default=10, help="seconds to wait for the device's answer")
     configure.set_defaults(run=cmd_devices_configure)
+    devices_cli.add_parser(devices)  # rotate, revoke, remove
 
-    from . import bench
+    from . import bench, flash
 
     bench.add_parser(commands)
+    flash.add_parser(commands)
+    from . import quarantine_cli; quarantine_cli.add_parser(commands)  # noqa: E702 (jisaku quarantine)
+    from . import mosquitto_cli; mosquitto_cli.add_parser(commands)  # noqa: E702 (jisaku mosquitto files/sync)
+    from . import users_cli; users_cli.add_parser(commands)  # noqa: E702 (jisaku users add NAME --role admin)
     return top
 
 

@@ -19,10 +19,12 @@ from pathlib import Path
 import uvicorn
 
 from jisaku.dashboard.app import create_app
+from jisaku.dashboard.operator import ConfigPublisher
 from jisaku.dashboard.osmand import PhonePublisher
 from jisaku.device.config import DeviceConfig, load_device_config
 from jisaku.device.link import BrokerAddress
 from jisaku.device.runner import run_device
+from jisaku.gateway.alerts import ensure_rules, start_alerts
 from jisaku.gateway.broker import EmbeddedBroker
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.secrets import new_secret
@@ -30,6 +32,7 @@ from jisaku.gateway.service import Gateway
 
 from .settings import Settings
 from .stores import open_stores
+from .users_cli import first_admin
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +83,14 @@ def register(registry: Registry, devices: list[DeviceConfig], secrets_file: Path
     return secrets
 
 
-async def _serve(settings: Settings, devices: list[DeviceConfig]) -> None:
+async def _serve(settings: Settings, devices: list[DeviceConfig], rules: list[dict] = ()) -> None:
     registry, store, influx = open_stores(settings)
     secrets = register(registry, devices, settings.secrets_dir / "demo-devices.json")
     gateway_secret = registry.service_secret("_gateway", settings.secrets_dir)
 
     broker_address = BrokerAddress.parse(settings.broker)
-    broker = EmbeddedBroker(broker_address.host, broker_address.port, authenticate=registry.check_credentials)
+    broker = EmbeddedBroker(broker_address.host, broker_address.port, authenticate=registry.check_credentials,
+                            version=registry.version)  # cuts off rotated and revoked devices
     try:
         await broker.start()
     except OSError as err:
@@ -98,13 +102,19 @@ async def _serve(settings: Settings, devices: list[DeviceConfig]) -> None:
             ) from None
         raise
 
-    gateway = Gateway(store, registry, settings.broker, "_gateway", gateway_secret, readings=influx)
+    gateway = Gateway(store, registry, settings.broker, "_gateway", gateway_secret, readings=influx,
+                      retention=settings.retention)
+    alerts = start_alerts(gateway, settings.notify)
+    ensure_rules(alerts.book, rules)  # the town's [[alert_rule]]s, added once; operators may change them
     gateway.start()
     # Devices start once the gateway listens: what they kept from the last run must not
     # reach a broker with nobody subscribed.
     await asyncio.to_thread(gateway.connected.wait, 10)
     phones = PhonePublisher(settings.broker, "_dashboard", registry.service_secret("_dashboard", settings.secrets_dir))
     phones.start()
+    config_publisher = ConfigPublisher(settings.broker, "_dashboard",
+                                       registry.service_secret("_dashboard", settings.secrets_dir))
+    admin_password = first_admin(registry.db)  # only when there is no operator account yet
 
     stop = threading.Event()
     threads = [
@@ -116,11 +126,16 @@ async def _serve(settings: Settings, devices: list[DeviceConfig]) -> None:
         thread.start()
 
     host, port = settings.http_host_port
-    server = uvicorn.Server(uvicorn.Config(create_app(settings.sqlite_path, phones, readings=influx), host=host, port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(settings.sqlite_path, phones, readings=influx,
+                                                      config_publisher=config_publisher), host=host, port=port,
                                            log_level="warning"))
     print(f"\n  jisaku demo: {len(devices)} simulated devices in town.\n"
           f"  Open http://{host}:{port}/  (API: http://{host}:{port}/docs)\n"
           f"  Data is kept in {settings.data_dir.resolve()}. Press Ctrl-C to stop.\n", flush=True)
+    print(f"  Operators: http://{host}:{port}/operator  " + (
+        f"user admin, password {admin_password} (shown once; change it: jisaku users passwd admin)\n"
+        if admin_password else "(log in with your account; jisaku users add NAME --role admin makes one)\n"),
+        flush=True)
     try:
         await server.serve()
         if not server.started:
@@ -132,12 +147,15 @@ async def _serve(settings: Settings, devices: list[DeviceConfig]) -> None:
         # Let the devices' last "offline" reach the gateway before it leaves too.
         await asyncio.sleep(1)
         phones.stop()
+        config_publisher.stop()
         gateway.stop()
+        alerts.stop()
         await broker.stop()
         print("  jisaku demo stopped; its data is kept for next time.", flush=True)
 
 
 def run_demo(settings: Settings, city_file: Path = DEFAULT_CITY) -> None:
     devices = load_city(city_file)
-    asyncio.run(_serve(settings, devices))
+    rules = tomllib.loads(city_file.read_text(encoding="utf-8")).get("alert_rule", [])
+    asyncio.run(_serve(settings, devices, rules))
 

@@ -21,6 +21,7 @@ from jisaku.dashboard.app import create_app
 from jisaku.device.config import DeviceConfig
 from jisaku.device.link import DeviceLink
 from jisaku.device.runner import run_device
+from jisaku.gateway.alerts import start_alerts
 from jisaku.gateway.db import Database
 from jisaku.gateway.influx import InfluxStore
 from jisaku.gateway.registry import DeviceRecord, Registry
@@ -48,7 +49,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 class Town:
     def __init__(self, directory: Path, broker_kind: str, devices: list[DeviceConfig] = (),
-                 readings: InfluxStore | None = None):
+                 readings: InfluxStore | None = None, notify: dict | None = None):
         self.directory = directory
         self.db_path = directory / "jisaku.db"
         db = Database(self.db_path)
@@ -69,6 +70,8 @@ class Town:
         self.broker_url = self.broker.url
         self.gateway = Gateway(self.store, self.registry, self.broker_url, "_gateway", self.gateway_secret,
                                readings=readings)
+        # Alert rules and notifications, as `jisaku gateway` runs them ([notify] of jisaku.toml).
+        self.alerts = start_alerts(self.gateway, notify)
         self.gateway.start()
         wait_until(self.gateway.connected.is_set, 10, "the gateway connects to the broker")
         self.stop_devices = threading.Event()
@@ -132,4 +135,5 @@ class Town:
         if self._server is not None:
             self._server.should_exit = True
         self.gateway.stop()
+        self.alerts.stop()
         self.broker.stop()

@@ -1,0 +1,120 @@
+"""Settings: config.json at boot, and the operators' changes from the ``config`` topic.
+
+``config.json`` at the board's root holds what the board needs to start::
+
+    {"device_id": "snow-3", "secret": "...",
+     "wifi": {"ssid": "office", "password": "..."},
+     "broker": {"host": "192.168.1.10", "port": 1883},
+     "settings": {"interval_s": 600},       # optional: the example's settings
+     "pins": {"trigger": 5}}                # optional: other pins than the example's
+
+Operators change settings from afar: the gateway sends ``{"rev": 7, "interval_s": 300}``
+(retained) on ``jisaku/<id>/config``. :class:`Settings` checks every value
+against the example's limits; if one is wrong nothing changes and the answer
+says why. Accepted settings are saved to ``/settings.json``, so a board that
+restarts with no network still uses the operators' last word.
+
+Example::
+
+    boot = config.load()                                  # or ConfigError saying what to fix
+    settings = Settings({"interval_s": (1, 86400)}, {"interval_s": 600})
+    settings.apply({"rev": 7, "interval_s": 0})   # {"rev": 7, "ok": False, "reason": "interval_s must be ..."}
+"""
+
+import json
+import os
+
+CONFIG_FILE = "/config.json"
+SAVED_FILE = "/settings.json"
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load(path=CONFIG_FILE):
+    """config.json as a dict, checked; ConfigError with what to fix."""
+    try:
+        with open(path) as f:
+            boot = json.load(f)
+    except OSError:
+        raise ConfigError("no %s on the board: copy config.example.json there and fill it in" % path)
+    except ValueError:
+        raise ConfigError("%s is not valid JSON: check commas and quotes" % path)
+    if not isinstance(boot, dict):
+        raise ConfigError("%s must be a JSON object" % path)
+    for key, inner in (("device_id", None), ("secret", None), ("wifi", "ssid"), ("broker", "host")):
+        value = boot.get(key)
+        if inner:
+            value = value.get(inner) if isinstance(value, dict) else None
+            key = key + "." + inner
+        if not isinstance(value, str) or not value:
+            raise ConfigError("%s needs %s (see config.example.json)" % (path, key))
+    boot["wifi"].setdefault("password", "")
+    boot["broker"].setdefault("port", 1883)
+    boot.setdefault("settings", {})
+    boot.setdefault("pins", {})
+    return boot
+
+
+def _write_atomic(path, text):
+    # A power cut mid-write leaves the old file: rename replaces it all at once.
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(path + ".tmp", path)
+
+
+class Settings:
+    """The example's settings: defaults, then config.json, then saved remote changes.
+
+    ``limits`` are the settings operators may change, e.g. ``{"interval_s": (1, 86400)}``.
+    ``values`` holds every current setting; read them as ``settings.values["interval_s"]``.
+    """
+
+    def __init__(self, limits, values, path=SAVED_FILE):
+        self.limits = limits
+        self.values = dict(values)
+        self.path = path
+        self.rev = None
+
+    def problems(self, changes):
+        found = []
+        for name, value in changes.items():
+            if name not in self.limits:
+                found.append("unknown setting %r (this device takes %s)" % (name, ", ".join(sorted(self.limits))))
+                continue
+            low, high = self.limits[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                found.append("%s must be a number from %s to %s, not %r" % (name, low, high, value))
+        return found
+
+    def restore(self):
+        """At start: the last accepted settings from flash, if any."""
+        try:
+            with open(self.path) as f:
+                saved = json.load(f)
+            changes = saved["settings"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if isinstance(changes, dict) and not self.problems(changes):
+            self.values.update(changes)
+            self.rev = saved.get("rev")
+
+    def apply(self, message):
+        """A ``config`` message in, the ``config/ack`` answer out (a dict)."""
+        rev = message.get("rev")
+        changes = {}
+        for name in message:
+            if name != "rev":
+                changes[name] = message[name]
+        if isinstance(rev, bool) or not isinstance(rev, int):
+            return {"rev": rev, "ok": False, "reason": "config needs a whole-number rev"}
+        found = self.problems(changes)
+        if found:
+            return {"rev": rev, "ok": False, "reason": "; ".join(found)}
+        self.values.update(changes)
+        if rev != self.rev:
+            # The retained config comes again at every reconnect: write flash only when it is new.
+            self.rev = rev
+            _write_atomic(self.path, json.dumps({"rev": rev, "settings": changes}))
+        return {"rev": rev, "ok": True}

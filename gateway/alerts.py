@@ -1,0 +1,797 @@
+"""Alert rules and alerts: raised when a rule's condition holds, acknowledged by an operator, cleared.
+
+Four kinds of rule, each for one device (``device_id``) or for every device of
+a kind (``kind``, e.g. ``snow_gauge``):
+
+- ``above`` / ``below`` a threshold, with separate raise and clear levels so a
+  value wobbling around the threshold raises one alert, not fifty, and
+  optionally only after the value has stayed there ``for_min`` minutes::
+
+      {"name": "Deep snow", "kind": "snow_gauge",
+       "condition": {"type": "above", "metric": "depth_cm", "raise_at": 30, "clear_at": 25}}
+
+  An ``above`` alert is raised when the value reaches ``raise_at`` (≥) and
+  cleared when it falls below ``clear_at`` (<); ``below`` is the mirror image.
+- ``no_data``: no reading for ``minutes`` (``{"type": "no_data", "minutes": 30}``).
+- ``not_moved``: a vehicle that keeps reporting its position but has stayed
+  within ``radius_m`` (default 50 m) for ``minutes``.
+- ``area``: a vehicle ``inside`` (or ``outside``) an area, a circle or a GeoJSON
+  polygon (see :mod:`jisaku.gateway.areas`)::
+
+      {"type": "area", "alert_when": "inside", "area": {"type": "circle", "lat": 36.146,
+       "lon": 137.252, "radius_m": 300}}
+
+  ``inside`` raises on entering and clears on leaving; ``outside`` the reverse.
+
+Each alert goes raised → (acknowledged) → cleared; every step is kept in the
+history and queued as a notification (:mod:`jisaku.gateway.notify`).
+
+Two classes:
+
+- :class:`AlertBook` is what the operator pages use, in any process: rules,
+  alerts and history, all in SQLite::
+
+      book = AlertBook(Database(Path("data/jisaku.db")))
+      rule = book.add_rule({"name": "Deep snow", "kind": "snow_gauge", "condition": {
+          "type": "above", "metric": "depth_cm", "raise_at": 30, "clear_at": 25}})
+      book.update_rule(rule.id, {**rule.model_dump(), "enabled": False})
+      book.delete_rule(rule.id, user="tanaka")
+      book.alerts(active_only=True)              # list[Alert], newest first
+      book.acknowledge(alert_id, user="tanaka")  # AlertNotFound / AlertError if it cannot be
+      book.history(device_id="snow-1")           # list[AlertChange], newest first
+
+  Bad rules raise ``pydantic.ValidationError`` (a ValueError; ``err.errors()``
+  for a form) or :class:`RuleError` (an unknown device or rule).
+
+- :class:`AlertEngine` runs in the gateway and does the judging. It has the
+  same methods (they go to its book) and picks up rule changes made by another
+  process within a few seconds::
+
+      engine = AlertEngine(db, Registry(db), notifier)
+      gateway.listeners.append(engine.on_batch)
+      engine.start()       # the clock for no-data and minimum-duration rules, and the notifier
+      ...
+      engine.stop()
+
+What the engine remembers between readings (a pending minimum duration, where a
+vehicle stopped) lives in memory; rules and open alerts live in SQLite, so
+after a restart an open alert stays open and is cleared, not raised again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from jisaku.device import protocol
+from jisaku.device.geo import distance_m
+
+from . import notify
+from .areas import Area, AreaError, parse_area
+from .db import Database
+from .registry import Registry
+from .store import Batch
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert_rules (
+    id        INTEGER PRIMARY KEY,
+    name      TEXT NOT NULL,
+    device_id TEXT,                  -- the rule is for this device, or
+    kind      TEXT,                  -- for every device of this kind
+    enabled   INTEGER NOT NULL DEFAULT 1,
+    condition TEXT NOT NULL,         -- JSON, see Rule.condition
+    created   REAL NOT NULL,
+    updated   REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id              INTEGER PRIMARY KEY,
+    rule_id         INTEGER NOT NULL,
+    rule_name       TEXT NOT NULL,   -- kept, so history reads well after the rule is gone
+    device_id       TEXT NOT NULL,
+    state           TEXT NOT NULL,   -- raised | acknowledged | cleared
+    message         TEXT NOT NULL,   -- why it was raised
+    value           TEXT,            -- JSON: the value that raised it
+    raised          REAL NOT NULL,
+    acknowledged    REAL,
+    acknowledged_by TEXT,
+    cleared         REAL,
+    cleared_message TEXT
+);
+-- At most one open alert per rule and device.
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_open ON alerts (rule_id, device_id) WHERE state != 'cleared';
+CREATE INDEX IF NOT EXISTS alerts_raised ON alerts (raised);
+CREATE TABLE IF NOT EXISTS alert_history (
+    id       INTEGER PRIMARY KEY,
+    alert_id INTEGER NOT NULL,
+    ts       REAL NOT NULL,
+    state    TEXT NOT NULL,          -- raised | acknowledged | cleared
+    actor    TEXT,                   -- the operator, or NULL for the gateway
+    message  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_history_alert ON alert_history (alert_id);
+CREATE TABLE IF NOT EXISTS alert_meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL           -- rules_rev: +1 on every rule change, for the engine to reload
+);
+"""
+
+# How often the engine's clock runs tick() (no data, minimum durations, rule changes).
+TICK_S = 5.0
+
+
+class RuleError(ValueError):
+    """A rule that cannot be saved: an unknown device, an unknown rule id."""
+
+
+class AlertNotFound(LookupError):
+    pass
+
+
+class AlertError(ValueError):
+    """An alert that cannot be acknowledged: already cleared, or already acknowledged."""
+
+
+# ---------------------------------------------------------------- rules
+
+
+class Threshold(BaseModel):
+    """Above or below a level, with hysteresis and an optional minimum duration."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["above", "below"]
+    metric: str = Field(description="the value to watch, e.g. depth_cm")
+    raise_at: float
+    clear_at: float | None = Field(None, description="defaults to raise_at (no hysteresis)")
+    for_min: float = Field(0, ge=0, description="raise only once the value has stayed there this long")
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, metric: str) -> str:
+        if not protocol.METRIC_NAME.match(metric):
+            raise ValueError(f"metric {metric!r} should be a name like depth_cm (a-z, 0-9, _)")
+        return metric
+
+    @model_validator(mode="after")
+    def _clear_on_the_safe_side(self) -> "Threshold":
+        if self.clear_at is None:
+            self.clear_at = self.raise_at
+        if self.type == "above" and self.clear_at > self.raise_at:
+            raise ValueError(f"clear_at ({self.clear_at:g}) must be at or below raise_at ({self.raise_at:g}) for an"
+                             " 'above' rule: the alert clears once the value falls back below clear_at")
+        if self.type == "below" and self.clear_at < self.raise_at:
+            raise ValueError(f"clear_at ({self.clear_at:g}) must be at or above raise_at ({self.raise_at:g}) for a"
+                             " 'below' rule: the alert clears once the value rises back above clear_at")
+        return self
+
+
+class NoData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["no_data"]
+    minutes: float = Field(gt=0)
+
+
+class NotMoved(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["not_moved"]
+    minutes: float = Field(gt=0)
+    radius_m: float = Field(50, gt=0, description="moving less than this counts as standing still (GPS wanders)")
+
+
+class InArea(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["area"]
+    area: dict[str, Any] = Field(description="a circle or a GeoJSON Polygon / MultiPolygon / Feature")
+    alert_when: Literal["inside", "outside"] = "inside"
+    for_min: float = Field(0, ge=0)
+
+    @field_validator("area")
+    @classmethod
+    def _area(cls, area: dict[str, Any]) -> dict[str, Any]:
+        try:
+            parse_area(area)
+        except AreaError as err:
+            raise ValueError(str(err)) from None
+        return area
+
+
+Condition = Annotated[Threshold | NoData | NotMoved | InArea, Field(discriminator="type")]
+
+
+class Rule(BaseModel):
+    """An alert rule, as stored and as the operator pages send it (JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: int | None = None
+    name: str = Field(min_length=1, max_length=200)
+    device_id: str | None = None
+    kind: str | None = None
+    enabled: bool = True
+    condition: Condition
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> "Rule":
+        if (self.device_id is None) == (self.kind is None):
+            raise ValueError("a rule is for one device (device_id) or for every device of a kind (kind): give one")
+        return self
+
+    def applies_to(self, device_id: str, kind: str | None) -> bool:
+        return self.enabled and (self.device_id == device_id if self.device_id else self.kind == kind)
+
+
+class Alert(BaseModel):
+    id: int
+    rule_id: int
+    rule_name: str
+    device_id: str
+    state: Literal["raised", "acknowledged", "cleared"]
+    message: str
+    value: Any = None
+    raised: float
+    acknowledged: float | None = None
+    acknowledged_by: str | None = None
+    cleared: float | None = None
+    cleared_message: str | None = None
+
+
+class AlertChange(BaseModel):
+    """One line of an alert's history."""
+
+    id: int
+    alert_id: int
+    ts: float
+    state: Literal["raised", "acknowledged", "cleared"]
+    actor: str | None
+    message: str
+    rule_name: str
+    device_id: str
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")
+
+
+# ---------------------------------------------------------------- the book
+
+
+class AlertBook:
+    """Rules, alerts and their history in the SQLite database; safe from any thread or process."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        db.connection.executescript(SCHEMA)
+        notify.create_tables(db.connection)
+
+    # ------------------------------------------------------------ rules
+
+    def rules(self) -> list[Rule]:
+        rows = self.db.connection.execute("SELECT * FROM alert_rules ORDER BY id").fetchall()
+        return [_rule(row) for row in rows]
+
+    def rule(self, rule_id: int) -> Rule | None:
+        row = self.db.connection.execute("SELECT * FROM alert_rules WHERE id=?", (rule_id,)).fetchone()
+        return _rule(row) if row else None
+
+    def add_rule(self, rule: Rule | dict[str, Any]) -> Rule:
+        """Save a new rule and return it with its id."""
+        rule = self._checked(rule)
+        now = time.time()
+        connection = self.db.connection
+        with connection:
+            connection.execute("BEGIN IMMEDIATE")
+            cursor = connection.execute(
+                "INSERT INTO alert_rules (name, device_id, kind, enabled, condition, created, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (rule.name, rule.device_id, rule.kind, int(rule.enabled), rule.condition.model_dump_json(), now, now))
+            self._bump(connection)
+        return rule.model_copy(update={"id": cursor.lastrowid})
+
+    def update_rule(self, rule_id: int, rule: Rule | dict[str, Any], user: str | None = None) -> Rule:
+        """Replace a rule. Its open alerts stay open and are judged by the new levels from the next
+        reading on; those of devices the rule no longer covers, or of a disabled rule, are cleared."""
+        rule = self._checked(rule).model_copy(update={"id": rule_id})
+        connection = self.db.connection
+        with connection:
+            connection.execute("BEGIN IMMEDIATE")
+            updated = connection.execute(
+                "UPDATE alert_rules SET name=?, device_id=?, kind=?, enabled=?, condition=?, updated=? WHERE id=?",
+                (rule.name, rule.device_id, rule.kind, int(rule.enabled), rule.condition.model_dump_json(),
+                 time.time(), rule_id)).rowcount
+            if not updated:
+                raise RuleError(f"there is no rule {rule_id}")
+            kinds = {row["id"]: row["kind"] for row in connection.execute("SELECT id, kind FROM devices")}
+            for alert in self._open(connection, "rule_id=?", (rule_id,)):
+                if not rule.applies_to(alert.device_id, kinds.get(alert.device_id)):
+                    why = "the rule was disabled" if not rule.enabled else "the rule no longer covers this device"
+                    self._clear(connection, alert, time.time(), why, None, actor=user)
+            self._bump(connection)
+        return rule
+
+    def delete_rule(self, rule_id: int, user: str | None = None) -> None:
+        """Remove a rule; its open alerts are cleared. Their history stays."""
+        connection = self.db.connection
+        with connection:
+            connection.execute("BEGIN IMMEDIATE")
+            for alert in self._open(connection, "rule_id=?", (rule_id,)):
+                self._clear(connection, alert, time.time(), "the rule was deleted", None, actor=user)
+            if not connection.execute("DELETE FROM alert_rules WHERE id=?", (rule_id,)).rowcount:
+                raise RuleError(f"there is no rule {rule_id}")
+            self._bump(connection)
+
+    def rules_revision(self) -> int:
+        row = self.db.connection.execute("SELECT value FROM alert_meta WHERE key='rules_rev'").fetchone()
+        return row[0] if row else 0
+
+    def _checked(self, rule: Rule | dict[str, Any]) -> Rule:
+        rule = rule if isinstance(rule, Rule) else Rule.model_validate(rule)
+        if rule.device_id is not None and self.db.connection.execute(
+                "SELECT 1 FROM devices WHERE id=?", (rule.device_id,)).fetchone() is None:
+            raise RuleError(f"device {rule.device_id!r} is not registered: check the id, or add it first")
+        return rule
+
+    @staticmethod
+    def _bump(connection: sqlite3.Connection) -> None:
+        connection.execute("INSERT INTO alert_meta (key, value) VALUES ('rules_rev', 1)"
+                           " ON CONFLICT (key) DO UPDATE SET value = value + 1")
+
+    # ------------------------------------------------------------ alerts
+
+    def alerts(self, active_only: bool = False, device_id: str | None = None, limit: int = 200) -> list[Alert]:
+        """Alerts, newest first; ``active_only``: raised or acknowledged, not yet cleared."""
+        where, args = ["1=1"], []
+        if active_only:
+            where.append("state != 'cleared'")
+        if device_id is not None:
+            where.append("device_id = ?")
+            args.append(device_id)
+        rows = self.db.connection.execute(
+            f"SELECT * FROM alerts WHERE {' AND '.join(where)} ORDER BY raised DESC, id DESC LIMIT ?",
+            (*args, limit)).fetchall()
+        return [_alert(row) for row in rows]
+
+    def alert(self, alert_id: int) -> Alert | None:
+        row = self.db.connection.execute("SELECT * FROM alerts WHERE id=?", (alert_id,)).fetchone()
+        return _alert(row) if row else None
+
+    def acknowledge(self, alert_id: int, user: str) -> Alert:
+        """An operator has seen the alert. It stays open until its condition clears."""
+        if not user:
+            raise AlertError("say who acknowledges the alert")
+        connection = self.db.connection
+        now = time.time()
+        with connection:
+            connection.execute("BEGIN IMMEDIATE")
+            row = connection.execute("SELECT * FROM alerts WHERE id=?", (alert_id,)).fetchone()
+            if row is None:
+                raise AlertNotFound(f"there is no alert {alert_id}")
+            alert = _alert(row)
+            if alert.state == "cleared":
+                raise AlertError(f"alert {alert_id} is already cleared")
+            if alert.state == "acknowledged":
+                raise AlertError(f"alert {alert_id} was already acknowledged by {alert.acknowledged_by}")
+            connection.execute("UPDATE alerts SET state='acknowledged', acknowledged=?, acknowledged_by=? WHERE id=?",
+                               (now, user, alert_id))
+            alert = alert.model_copy(update={"state": "acknowledged", "acknowledged": now, "acknowledged_by": user})
+            self._record(connection, alert, now, "acknowledged", f"acknowledged by {user}", user, alert.value)
+        return alert
+
+    def history(self, device_id: str | None = None, alert_id: int | None = None, rule_id: int | None = None,
+                since: float | None = None, limit: int = 200) -> list[AlertChange]:
+        """Every raise, acknowledgement and clear, newest first."""
+        where, args = ["1=1"], []
+        for column, value in (("a.device_id", device_id), ("h.alert_id", alert_id), ("a.rule_id", rule_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("h.ts >= ?")
+            args.append(since)
+        rows = self.db.connection.execute(
+            "SELECT h.id, h.alert_id, h.ts, h.state, h.actor, h.message, a.rule_name, a.device_id"
+            f" FROM alert_history h JOIN alerts a ON a.id = h.alert_id WHERE {' AND '.join(where)}"
+            " ORDER BY h.ts DESC, h.id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [AlertChange(**dict(row)) for row in rows]
+
+    # ------------------------------------------------------------ for the engine
+
+    def open_alerts(self) -> dict[tuple[int, str], Alert]:
+        """Open alerts by (rule id, device id)."""
+        return {(a.rule_id, a.device_id): a for a in self._open(self.db.connection, "1=1", ())}
+
+    def raise_alert(self, rule: Rule, device_id: str, ts: float, message: str, value: Any) -> Alert | None:
+        """Open an alert (None if one is already open for this rule and device)."""
+        connection = self.db.connection
+        with connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = connection.execute(
+                    "INSERT INTO alerts (rule_id, rule_name, device_id, state, message, value, raised)"
+                    " VALUES (?, ?, ?, 'raised', ?, ?, ?)",
+                    (rule.id, rule.name, device_id, message, json.dumps(value), ts))
+            except sqlite3.IntegrityError:
+                return None  # raised meanwhile (another gateway, or the same one before a restart)
+            alert = Alert(id=cursor.lastrowid, rule_id=rule.id, rule_name=rule.name, device_id=device_id,
+                          state="raised", message=message, value=value, raised=ts)
+            self._record(connection, alert, ts, "raised", message, None, value)
+        log.info("alert %d raised: %s, %s: %s", alert.id, rule.name, device_id, message)
+        return alert
+
+    def clear_alert(self, alert: Alert, ts: float, message: str, value: Any) -> None:
+        connection = self.db.connection
+        with connection:
+            connection.execute("BEGIN IMMEDIATE")
+            self._clear(connection, alert, ts, message, value)
+        log.info("alert %d cleared: %s, %s: %s", alert.id, alert.rule_name, alert.device_id, message)
+
+    def _clear(self, connection: sqlite3.Connection, alert: Alert, ts: float, message: str, value: Any,
+               actor: str | None = None) -> None:
+        changed = connection.execute(
+            "UPDATE alerts SET state='cleared', cleared=?, cleared_message=? WHERE id=? AND state != 'cleared'",
+            (ts, message, alert.id)).rowcount
+        if changed:
+            alert = alert.model_copy(update={"state": "cleared", "cleared": ts, "cleared_message": message})
+            self._record(connection, alert, ts, "cleared", message, actor, value)
+
+    def _open(self, connection: sqlite3.Connection, where: str, args: tuple) -> list[Alert]:
+        rows = connection.execute(f"SELECT * FROM alerts WHERE state != 'cleared' AND {where}", args).fetchall()
+        return [_alert(row) for row in rows]
+
+    def _record(self, connection: sqlite3.Connection, alert: Alert, ts: float, state: str, message: str,
+                actor: str | None, value: Any) -> None:
+        """Keep the step in the history and queue its notification, in the caller's transaction."""
+        connection.execute("INSERT INTO alert_history (alert_id, ts, state, actor, message) VALUES (?, ?, ?, ?, ?)",
+                           (alert.id, ts, state, actor, message))
+        device = connection.execute("SELECT kind, name FROM devices WHERE id=?", (alert.device_id,)).fetchone()
+        name = (device["name"] if device else "") or alert.device_id
+        title = f"{state.upper()}: {alert.rule_name} ({name})"
+        lines = [f"{alert.rule_name}: {alert.device_id}" + (f" ({name})" if name != alert.device_id else ""),
+                 message, f"{state} at {_iso(ts)}"]
+        if state == "cleared":
+            lines.append(f"raised at {_iso(alert.raised)}, because {alert.message}")
+        notify.enqueue(connection, {
+            "event": state, "title": title, "text": "\n".join(lines),
+            "alert_id": alert.id, "state": alert.state, "rule_id": alert.rule_id, "rule": alert.rule_name,
+            "device_id": alert.device_id, "device_kind": device["kind"] if device else None,
+            "device_name": name, "message": message, "value": value, "actor": actor,
+            "ts": ts, "time": _iso(ts), "raised": alert.raised, "raised_message": alert.message,
+        })
+
+
+def _rule(row: sqlite3.Row) -> Rule:
+    return Rule(id=row["id"], name=row["name"], device_id=row["device_id"], kind=row["kind"],
+                enabled=bool(row["enabled"]), condition=json.loads(row["condition"]))
+
+
+def _alert(row: sqlite3.Row) -> Alert:
+    return Alert(**{**dict(row), "value": json.loads(row["value"]) if row["value"] else None})
+
+
+# ---------------------------------------------------------------- the engine
+
+
+@dataclass
+class _Track:
+    """What the engine remembers about one rule and one device between readings."""
+
+    pending_since: float | None = None   # the condition has held since then (for for_min)
+    pending_message: str = ""
+    pending_value: Any = None
+    last_ts: float = 0.0                 # newest position judged (older, back-filled ones are skipped)
+    anchor: tuple[float, float] | None = None   # not_moved: where the vehicle stopped...
+    anchor_ts: float = 0.0                      # ...and since when
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+class AlertEngine:
+    """Judges every stored batch against the rules; see the module's docstring."""
+
+    def __init__(self, db: Database, registry: Registry | None = None,
+                 notifier: notify.Notifier | None = None, tick_s: float = TICK_S):
+        self.book = AlertBook(db)
+        self.registry = registry or Registry(db)
+        self.notifier = notifier
+        self.tick_s = tick_s
+        self._lock = threading.RLock()
+        self._rules: list[Rule] = []
+        self._rules_rev = -1
+        self._kinds: dict[str, str] = {}
+        self._tracks: dict[tuple[int, str], _Track] = {}
+        # Newest reading per device (no_data); devices never heard from count from when first seen here.
+        self._last_seen: dict[str, float] = {
+            row["device_id"]: row["ts"] for row in db.connection.execute("SELECT device_id, ts FROM latest")}
+        self._first_seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._clock: threading.Thread | None = None
+        self._reload(time.time())
+
+    # ------------------------------------------------------------ the operator pages' API
+
+    def rules(self) -> list[Rule]:
+        return self.book.rules()
+
+    def add_rule(self, rule: Rule | dict[str, Any]) -> Rule:
+        rule = self.book.add_rule(rule)
+        self._reload_soon()
+        return rule
+
+    def update_rule(self, rule_id: int, rule: Rule | dict[str, Any], user: str | None = None) -> Rule:
+        rule = self.book.update_rule(rule_id, rule, user)
+        self._reload_soon()
+        return rule
+
+    def delete_rule(self, rule_id: int, user: str | None = None) -> None:
+        self.book.delete_rule(rule_id, user)
+        self._reload_soon()
+
+    def acknowledge(self, alert_id: int, user: str) -> Alert:
+        alert = self.book.acknowledge(alert_id, user)
+        self._notified()
+        return alert
+
+    def alerts(self, active_only: bool = False, device_id: str | None = None, limit: int = 200) -> list[Alert]:
+        return self.book.alerts(active_only, device_id, limit)
+
+    def history(self, **filters: Any) -> list[AlertChange]:
+        return self.book.history(**filters)
+
+    # ------------------------------------------------------------ running
+
+    def start(self) -> None:
+        """Start the clock thread (and the notifier's sender, when there is one)."""
+        if self.notifier is not None:
+            self.notifier.start()
+        self._stop.clear()
+        self._clock = threading.Thread(target=self._clock_loop, name="alert-clock", daemon=True)
+        self._clock.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._clock is not None:
+            self._clock.join(timeout=10)
+            self._clock = None
+        if self.notifier is not None:
+            self.notifier.stop()
+
+    def _clock_loop(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            try:
+                self.tick(time.time())
+            except Exception:  # keep the clock going; the next tick may well work
+                log.exception("alert tick failed")
+
+    # ------------------------------------------------------------ judging
+
+    def on_batch(self, batch: Batch) -> None:
+        """Judge a stored batch's readings (the gateway's writer thread calls this: no network here)."""
+        if not batch.readings:
+            return
+        with self._lock:
+            now = time.time()
+            self._reload_if_changed(now)
+            by_device: dict[str, list[protocol.Reading]] = {}
+            for device_id, reading in batch.readings:
+                by_device.setdefault(device_id, []).append(reading)
+            if any(device_id not in self._kinds for device_id in by_device):
+                self._reload_devices(now)
+            open_alerts: dict[tuple[int, str], Alert] | None = None
+            changed = False
+            for device_id, readings in by_device.items():
+                readings.sort(key=lambda r: r.ts)
+                self._last_seen[device_id] = max(self._last_seen.get(device_id, 0.0), readings[-1].ts)
+                rules = [r for r in self._rules if r.applies_to(device_id, self._kinds.get(device_id))]
+                if not rules:
+                    continue
+                if open_alerts is None:  # only when some rule applies: most batches need no query
+                    open_alerts = self.book.open_alerts()
+                for rule in rules:
+                    for reading in readings:
+                        changed |= self._judge(rule, device_id, reading, open_alerts)
+            if changed:
+                self._notified()
+
+    def tick(self, now: float) -> None:
+        """Judge what depends on time passing: no data for N minutes, minimum durations."""
+        with self._lock:
+            self._reload_if_changed(now)
+            self._reload_devices(now)
+            open_alerts = self.book.open_alerts()
+            # Other gateway workers (jisaku gateway --workers) store readings this one never sees.
+            for device_id, ts in self.book.db.connection.execute("SELECT device_id, ts FROM latest"):
+                self._last_seen[device_id] = max(self._last_seen.get(device_id, 0.0), ts)
+            changed = False
+            for (_, device_id), alert in list(open_alerts.items()):
+                if device_id not in self._kinds:
+                    self.book.clear_alert(alert, now, "the device was removed", None)
+                    changed = True
+            # A revoked device may not send: its silence is no news.
+            revoked = {row[0] for row in self.book.db.connection.execute(
+                "SELECT id FROM devices WHERE secret_hash IS NULL")}
+            for rule in self._rules:
+                if not rule.enabled:
+                    continue
+                condition = rule.condition
+                for device_id, kind in self._kinds.items():
+                    if not rule.applies_to(device_id, kind):
+                        continue
+                    key = (rule.id, device_id)
+                    if condition.type == "no_data" and device_id not in revoked:
+                        heard = device_id in self._last_seen
+                        last = self._last_seen[device_id] if heard else self._first_seen.get(device_id, now)
+                        silent_min = (now - last) / 60
+                        if key not in open_alerts and silent_min >= condition.minutes:
+                            why = f"the last at {_iso(last)}" if heard else "none since the gateway started"
+                            changed |= self._raise(rule, device_id, now, open_alerts,
+                                                   f"no readings for {silent_min:.0f} min ({why})",
+                                                   {"last_reading": last if heard else None})
+                    elif getattr(condition, "for_min", 0) > 0:
+                        track = self._tracks.get(key)
+                        if (track and track.pending_since is not None and key not in open_alerts
+                                and now - track.pending_since >= condition.for_min * 60):
+                            held_min = (now - track.pending_since) / 60
+                            changed |= self._raise(rule, device_id, now, open_alerts,
+                                                   f"{track.pending_message} for {held_min:.0f} min",
+                                                   track.pending_value)
+            if changed:
+                self._notified()
+
+    def _judge(self, rule: Rule, device_id: str, reading: protocol.Reading,
+               open_alerts: dict[tuple[int, str], Alert]) -> bool:
+        """One reading against one rule: raise or clear an alert; True if either happened."""
+        key = (rule.id, device_id)
+        track = self._tracks.setdefault(key, _Track())
+        active = key in open_alerts
+        condition = rule.condition
+        # verdict: True = the alarming condition holds, False = all clear, None = nothing to say
+        verdict, message, value = None, "", None
+        if condition.type in ("above", "below"):
+            v = reading.values.get(condition.metric)
+            if not _number(v):
+                return False
+            value = v
+            sign = 1 if condition.type == "above" else -1  # "below" is "above" for -value
+            if active:
+                verdict = sign * v >= sign * condition.clear_at
+                message = (f"{condition.metric} {v:g} is back {'below' if sign > 0 else 'above'}"
+                           f" {condition.clear_at:g}")
+            else:
+                verdict = sign * v >= sign * condition.raise_at
+                message = f"{condition.metric} {v:g} {'≥' if sign > 0 else '≤'} {condition.raise_at:g}"
+        elif condition.type == "no_data":
+            verdict, message = False, "readings arrive again"
+        else:
+            position = reading.position
+            if position is None or reading.ts < track.last_ts:
+                return False
+            track.last_ts = reading.ts
+            value = {"lat": position[0], "lon": position[1]}
+            if condition.type == "not_moved":
+                verdict, message = self._stood_still(condition, track, reading.ts, position)
+            else:
+                area = self._areas.get(rule.id) or parse_area(condition.area)
+                inside = area.contains(*position)
+                verdict = inside == (condition.alert_when == "inside")
+                message = "entered the area" if inside else "left the area"
+        if verdict is None:
+            return False
+        if active:
+            track.pending_since = None
+            if not verdict:
+                self.book.clear_alert(open_alerts.pop(key), reading.ts, message, value)
+                return True
+            return False
+        if not verdict:
+            track.pending_since = None
+            return False
+        for_min = getattr(condition, "for_min", 0)
+        if track.pending_since is None:
+            track.pending_since = reading.ts
+        track.pending_message, track.pending_value = message, value
+        if reading.ts - track.pending_since >= for_min * 60:
+            if for_min:
+                message += f" for {(reading.ts - track.pending_since) / 60:.0f} min"
+            return self._raise(rule, device_id, reading.ts, open_alerts, message, value)
+        return False
+
+    @staticmethod
+    def _stood_still(condition: NotMoved, track: _Track, ts: float,
+                     position: tuple[float, float]) -> tuple[bool | None, str]:
+        if track.anchor is None:
+            # The first position since start: no idea yet how long it has stood here.
+            track.anchor, track.anchor_ts = position, ts
+            return None, ""
+        moved_m = distance_m(*track.anchor, *position)
+        if moved_m > condition.radius_m:
+            track.anchor, track.anchor_ts = position, ts
+            return False, f"moving again ({moved_m:.0f} m)"
+        still_min = (ts - track.anchor_ts) / 60
+        if still_min >= condition.minutes:
+            return True, f"has stayed within {condition.radius_m:g} m for {still_min:.0f} min"
+        return None, ""
+
+    def _raise(self, rule: Rule, device_id: str, ts: float, open_alerts: dict[tuple[int, str], Alert],
+               message: str, value: Any) -> bool:
+        alert = self.book.raise_alert(rule, device_id, ts, message, value)
+        track = self._tracks.get((rule.id, device_id))
+        if track is not None:
+            track.pending_since = None
+        if alert is None:
+            return False
+        open_alerts[(rule.id, device_id)] = alert
+        return True
+
+    # ------------------------------------------------------------ keeping up with changes
+
+    def _reload_soon(self) -> None:
+        with self._lock:
+            self._rules_rev = -1
+
+    def _reload_if_changed(self, now: float) -> None:
+        if self.book.rules_revision() != self._rules_rev:
+            self._reload(now)
+
+    def _reload(self, now: float) -> None:
+        with self._lock:
+            self._rules_rev = self.book.rules_revision()
+            old = {rule.id: rule for rule in self._rules}
+            self._rules = self.book.rules()
+            self._areas: dict[int, Area] = {}
+            for rule in self._rules:
+                if rule.condition.type == "area":
+                    self._areas[rule.id] = parse_area(rule.condition.area)
+            # A changed rule starts afresh (a pending duration under old levels means nothing now).
+            keep = {rule.id for rule in self._rules if old.get(rule.id) == rule}
+            self._tracks = {key: track for key, track in self._tracks.items() if key[0] in keep}
+            self._reload_devices(now)
+
+    def _reload_devices(self, now: float) -> None:
+        self._kinds = {device.id: device.kind for device in self.registry.devices()}
+        for device_id in self._kinds:
+            self._first_seen.setdefault(device_id, now)
+
+    def _notified(self) -> None:
+        if self.notifier is not None:
+            self.notifier.wake()
+
+
+# ---------------------------------------------------------------- wiring
+
+
+def ensure_rules(book: AlertBook, rules: list[dict[str, Any]]) -> list[Rule]:
+    """Add each of ``rules`` (e.g. a demo town's) the first time only: one an operator changed or
+    deleted is left as the operator left it. Returns the rules added now."""
+    added = []
+    for rule in rules:
+        key = f"seeded:{Rule.model_validate(rule).name}"
+        if book.db.connection.execute("SELECT 1 FROM alert_meta WHERE key=?", (key,)).fetchone() is None:
+            added.append(book.add_rule(rule))
+            book.db.connection.execute("INSERT OR IGNORE INTO alert_meta (key, value) VALUES (?, 1)", (key,))
+    return added
+
+
+
+def start_alerts(gateway: Any, notify_settings: dict[str, Any] | None = None) -> AlertEngine:
+    """Attach an alert engine (and its notifier) to a gateway and start it; stop it with ``.stop()``.
+
+    ``notify_settings`` is the ``[notify]`` table of ``jisaku.toml`` (``settings.notify``).
+    """
+    db = gateway.store.db
+    config = notify.NotifyConfig.from_settings(notify_settings)
+    notifier = notify.Notifier(db, config, publish=getattr(gateway, "publish", None))
+    engine = AlertEngine(db, gateway.registry, notifier)
+    gateway.listeners.append(engine.on_batch)
+    engine.start()
+    return engine

@@ -1,0 +1,110 @@
+"""Test stand-in for umqtt.simple: a client talking to an in-memory broker.
+
+Not shipped to boards (they get the real one with ``mip install umqtt.simple``).
+``broker`` keeps what was published, retained messages, and the credentials it accepts.
+"""
+
+
+class MQTTException(Exception):
+    pass
+
+
+class Broker:
+    def __init__(self):
+        self.up = True
+        self.users = {}          # user -> password; empty: refuse everyone
+        self.published = []      # (topic, payload bytes, retain, qos)
+        self.retained = {}
+        self.queued = []         # (topic, payload) waiting for the connected client
+        self.client = None
+        self.connects = 0
+
+    def deliver(self, topic, payload, retain=False):
+        """Something the gateway sends to the device."""
+        if retain:
+            self.retained[topic] = payload
+        if self.client is not None and topic in self.client.subscribed:
+            self.queued.append((topic, payload))
+
+    def _store(self, topic, payload, retain, qos):
+        if isinstance(payload, str):
+            payload = payload.encode()
+        self.published.append((topic, payload, retain, qos))
+        if retain:
+            self.retained[topic] = payload
+
+    def go_down(self):
+        """The broker stops; it sends the connected client's last will first."""
+        if self.client is not None and self.client.lw_topic:
+            self._store(self.client.lw_topic, self.client.lw_msg, self.client.lw_retain, self.client.lw_qos)
+        self.client = None
+        self.up = False
+
+    def on(self, topic):
+        return [p for t, p, r, q in self.published if t == topic]
+
+
+broker = Broker()
+
+
+class _Sock:
+    def settimeout(self, seconds):
+        pass
+
+    def close(self):
+        pass
+
+
+class MQTTClient:
+    def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0, ssl=None):
+        self.client_id, self.user, self.pswd, self.keepalive = client_id, user, password, keepalive
+        self.cb = None
+        self.sock = None
+        self.lw_topic = self.lw_msg = None
+        self.lw_retain, self.lw_qos = False, 0
+        self.subscribed = []
+
+    def set_callback(self, f):
+        self.cb = f
+
+    def set_last_will(self, topic, msg, retain=False, qos=0):
+        self.lw_topic, self.lw_msg, self.lw_retain, self.lw_qos = topic, msg, retain, qos
+
+    def connect(self, clean_session=True, timeout=None):
+        if not broker.up:
+            raise OSError(113)  # EHOSTUNREACH
+        if broker.users.get(self.user) != self.pswd:
+            raise MQTTException(5)  # not authorised
+        broker.connects += 1
+        broker.client = self
+        self.sock = _Sock()
+        return False
+
+    def _check(self):
+        if broker.client is not self or not broker.up:
+            raise OSError(104)  # ECONNRESET
+
+    def publish(self, topic, msg, retain=False, qos=0):
+        self._check()
+        broker._store(topic, msg, retain, qos)
+
+    def subscribe(self, topic, qos=0):
+        self._check()
+        self.subscribed.append(topic)
+        if topic in broker.retained:
+            broker.queued.append((topic, broker.retained[topic]))
+
+    def ping(self):
+        self._check()
+
+    def check_msg(self):
+        self._check()
+        for i in range(len(broker.queued)):
+            topic, payload = broker.queued[i]
+            if topic in self.subscribed:
+                broker.queued.pop(i)
+                self.cb(topic.encode(), payload)
+                return
+
+    def disconnect(self):
+        broker.client = None

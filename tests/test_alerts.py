@@ -1,0 +1,339 @@
+"""Alert rules: hysteresis through the whole pipeline, and every kind of rule on the engine itself.
+
+The engine is fed Batches made by the real wire-protocol decoder, and driven with
+``tick(now)`` at chosen times, so "no data for 30 minutes" takes no 30 minutes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from pydantic import ValidationError
+
+from jisaku.device import protocol
+from jisaku.device.config import load_device_config
+from jisaku.gateway.alerts import AlertBook, AlertEngine, AlertError, AlertNotFound, RuleError
+from jisaku.gateway.db import Database
+from jisaku.gateway.registry import DeviceRecord, Registry
+from jisaku.gateway.store import Batch
+
+from .brokers import HOST, free_port
+from .receivers import MailReceiver, WebhookReceiver
+from .town import EXAMPLES, wait_until
+
+T0 = 1_750_000_000.0  # a June 2025 afternoon
+DEEP_SNOW = {"name": "Deep snow", "kind": "snow_gauge",
+             "condition": {"type": "above", "metric": "depth_cm", "raise_at": 30, "clear_at": 25}}
+WOBBLE = [10, 20, 31, 29, 31, 28, 31, 24]
+
+
+# ---------------------------------------------------------------- through the pipeline
+
+
+def _alert_listener(town) -> tuple[mqtt.Client, list[dict]]:
+    received: list[dict] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-alerts", protocol=mqtt.MQTTv311)
+    client.username_pw_set("_tester", town.tester_secret)
+    subscribed = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe("jisaku/_alerts/#", qos=1)
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.on_message = lambda c, u, m: received.append({"topic": m.topic, **json.loads(m.payload)})
+    host, port = town.broker_url.removeprefix("mqtt://").split(":")
+    client.connect(host, int(port))
+    client.loop_start()
+    assert subscribed.wait(10), "the test client subscribes to the alert topic"
+    return client, received
+
+
+def test_a_value_wobbling_round_the_threshold_raises_once_notifies_once_and_clears_once(make_town):
+    webhook, mail = WebhookReceiver(), MailReceiver()
+    dead_url = f"http://{HOST}:{free_port()}/services/T000/B000/SECRETTOKEN"  # nobody listens there
+    gauge = load_device_config(EXAMPLES / "snow-gauge")
+    try:
+        town = make_town([gauge], notify={
+            "webhook": [{"name": "office", "url": webhook.url + "/hook"}, {"name": "dead", "url": dead_url}],
+            "smtp": {"host": HOST, "port": mail.port, "starttls": False,
+                     "from": "jisaku@city.example", "to": ["road@city.example"]},
+            "mqtt": {"topic": "jisaku/_alerts"},
+            "retry_first_s": 0.2,
+        })
+        listener, on_mqtt = _alert_listener(town)
+        town.alerts.add_rule(DEEP_SNOW)
+        link = town.link("snow-1")
+        link.start()
+        start = time.time() - 60
+        for i, depth in enumerate(WOBBLE):
+            link.publish_reading({"depth_cm": depth}, ts=start + i)
+        try:
+            # The dead webhook holds up nothing: every reading is stored.
+            wait_until(lambda: town.store.reading_count("snow-1") == len(WOBBLE), 20, "all 8 readings are stored")
+            wait_until(lambda: [c.state for c in town.alerts.history()][:1] == ["cleared"], 20,
+                       "the alert clears at 24 cm")
+            live = lambda: [d for d in town.alerts.notifier.deliveries() if d["channel"] != "dead"]  # noqa: E731
+            wait_until(lambda: len(live()) == 6 and all(d["state"] == "sent" for d in live()), 20,
+                       "raised and cleared reach the webhook, the mail server and MQTT")
+            wait_until(lambda: len(on_mqtt) == 2, 10, "both MQTT messages arrive")
+        finally:
+            link.stop()
+            listener.loop_stop()
+            listener.disconnect()
+
+        (alert,) = town.alerts.alerts()
+        assert (alert.device_id, alert.state, alert.value) == ("snow-1", "cleared", 31)
+        assert [c.state for c in reversed(town.alerts.history())] == ["raised", "cleared"]
+
+        raised, cleared = webhook.delivered("/hook")
+        assert (raised["event"], raised["device_id"], raised["rule"], raised["value"]) == (
+            "raised", "snow-1", "Deep snow", 31)
+        assert (cleared["event"], cleared["value"]) == ("cleared", 24)
+        assert len(webhook.posts) == 2  # no retries were needed
+
+        assert len(mail.messages) == 2
+        assert mail.subjects()[0].startswith("[jisaku] RAISED: Deep snow")
+        assert mail.subjects()[1].startswith("[jisaku] CLEARED: Deep snow")
+        assert "depth_cm 31 ≥ 30" in mail.messages[0].get_content()
+
+        assert [(m["topic"], m["event"]) for m in on_mqtt] == [
+            ("jisaku/_alerts/snow-1", "raised"), ("jisaku/_alerts/snow-1", "cleared")]
+        assert town.store.quarantine_counts() == {}  # the gateway leaves its own alert topic alone
+
+        # The dead webhook is tried again and again; its "cleared" waits behind its "raised",
+        # so that it never arrives first.
+        dead = lambda: sorted((d["id"], d["state"], d["attempts"]) for d in town.alerts.notifier.deliveries()  # noqa: E731
+                              if d["channel"] == "dead")
+        wait_until(lambda: dead()[0][2] >= 2, 10, "the dead webhook has been tried twice")
+        (_, first_state, _), (_, second_state, second_attempts) = dead()
+        assert (first_state, second_state, second_attempts) == ("pending", "pending", 0)
+    finally:
+        webhook.close()
+        mail.close()
+
+
+# ---------------------------------------------------------------- on the engine
+
+
+_seq = itertools.count()
+
+
+def batch(device_id: str, start: float, *values: dict | float, step: float = 60.0) -> Batch:
+    """Readings as the gateway decodes them off the wire; a number is a depth_cm."""
+    out = Batch()
+    for i, v in enumerate(values):
+        ts = start + i * step
+        payload = protocol.encode_reading(next(_seq), v if isinstance(v, dict) else {"depth_cm": v}, ts=ts)
+        out.readings += [(device_id, r) for r in protocol.decode_readings(payload, received_at=ts)]
+    return out
+
+
+@pytest.fixture
+def db(tmp_path) -> Database:
+    db = Database(tmp_path / "jisaku.db")
+    registry = Registry(db)
+    for device_id, kind in [("snow-1", "snow_gauge"), ("snow-2", "snow_gauge"), ("bus-1", "bus"), ("tray-1", "printer_tray")]:
+        registry.add_device(DeviceRecord(device_id, kind, name=device_id.upper()))
+    return db
+
+
+@pytest.fixture
+def engine(db) -> AlertEngine:
+    return AlertEngine(db, Registry(db))
+
+
+def queued(db: Database) -> list[tuple[str, str]]:
+    """The notifications queued so far: (event, device id)."""
+    rows = db.connection.execute("SELECT payload FROM notify_outbox ORDER BY id")
+    return [(p["event"], p["device_id"]) for p in (json.loads(row[0]) for row in rows)]
+
+
+def test_hysteresis_on_every_device_of_a_kind(engine, db):
+    engine.add_rule(DEEP_SNOW)
+    engine.on_batch(batch("snow-1", T0, *WOBBLE))
+    engine.on_batch(batch("snow-2", T0, 10, 31, 33))
+    engine.on_batch(batch("bus-1", T0, {"depth_cm": 99.0}))  # not a snow gauge
+    alerts = {a.device_id: a for a in engine.alerts()}
+    assert set(alerts) == {"snow-1", "snow-2"}
+    assert (alerts["snow-1"].state, alerts["snow-1"].raised, alerts["snow-1"].cleared) == ("cleared", T0 + 120, T0 + 420)
+    assert alerts["snow-2"].state == "raised"
+    assert [a.device_id for a in engine.alerts(active_only=True)] == ["snow-2"]
+    assert queued(db) == [("raised", "snow-1"), ("cleared", "snow-1"), ("raised", "snow-2")]
+
+
+def test_below_mirrors_above(engine):
+    engine.add_rule({"name": "Battery low", "device_id": "snow-1",
+                     "condition": {"type": "below", "metric": "battery_pct", "raise_at": 20, "clear_at": 30}})
+    engine.on_batch(batch("snow-1", T0, *({"battery_pct": v} for v in (50, 19, 25, 21, 29, 31))))
+    (alert,) = engine.alerts()
+    assert (alert.value, alert.state, alert.cleared) == (19, "cleared", T0 + 300)
+
+
+def test_minimum_duration(engine, db):
+    engine.add_rule({"name": "Deep snow for 10 min", "device_id": "snow-1", "condition": {
+        "type": "above", "metric": "depth_cm", "raise_at": 30, "clear_at": 25, "for_min": 10}})
+    engine.on_batch(batch("snow-1", T0, 31, 32, 29, 31, 33, step=240))  # dips below 30 after 4 min
+    assert engine.alerts() == []
+    engine.tick(T0 + 12 * 60 + 9 * 60)  # above since T0+12 min: not yet 10 minutes
+    assert engine.alerts() == []
+    engine.tick(T0 + 12 * 60 + 10 * 60)  # no new reading, but it has stayed above 30 for 10 minutes
+    (alert,) = engine.alerts()
+    assert alert.state == "raised" and "for 10 min" in alert.message
+    engine.on_batch(batch("snow-1", T0 + 30 * 60, 40, 41, 42))
+    assert len(engine.alerts()) == 1 and queued(db) == [("raised", "snow-1")]
+
+
+def test_no_data_for_n_minutes(engine, db):
+    engine.add_rule({"name": "Gauge silent", "kind": "snow_gauge", "condition": {"type": "no_data", "minutes": 30}})
+    engine.on_batch(batch("snow-1", T0, 12))
+    engine.tick(T0 + 29 * 60)
+    assert [a.device_id for a in engine.alerts()] == []
+    engine.tick(T0 + 31 * 60)
+    (alert,) = [a for a in engine.alerts() if a.device_id == "snow-1"]
+    assert alert.state == "raised" and "no readings for 31 min" in alert.message
+    engine.tick(T0 + 40 * 60)  # still silent: still one alert
+    engine.on_batch(batch("snow-1", T0 + 41 * 60, 13))
+    assert [(a.device_id, a.state) for a in engine.alerts() if a.device_id == "snow-1"] == [("snow-1", "cleared")]
+    assert [e for e in queued(db) if e[1] == "snow-1"] == [("raised", "snow-1"), ("cleared", "snow-1")]
+
+
+def test_a_vehicle_that_has_not_moved(engine):
+    engine.add_rule({"name": "Bus stuck", "kind": "bus", "condition": {"type": "not_moved", "minutes": 15}})
+    depot = (36.1400, 137.2500)
+    # GPS wanders a few metres while the bus stands still for 20 minutes, then it drives off.
+    standing = [{"lat": depot[0] + 0.00002 * (i % 3), "lon": depot[1], "speed_kmh": 0} for i in range(21)]
+    engine.on_batch(batch("bus-1", T0, *standing))
+    (alert,) = engine.alerts()
+    assert (alert.state, alert.raised) == ("raised", T0 + 15 * 60)
+    engine.on_batch(batch("bus-1", T0 + 21 * 60, {"lat": depot[0] + 0.002, "lon": depot[1]}))  # 220 m on
+    (alert,) = engine.alerts()
+    assert alert.state == "cleared" and "moving again" in alert.cleared_message
+
+
+# Old town of Takayama, as a Feature pasted from a map tool ([lon, lat]).
+OLD_TOWN = {"type": "Feature", "properties": {"name": "Sanmachi"}, "geometry": {"type": "Polygon", "coordinates": [
+    [[137.2580, 36.1440], [137.2620, 36.1440], [137.2620, 36.1400], [137.2580, 36.1400], [137.2580, 36.1440]]]}}
+
+
+def test_a_vehicle_entering_and_leaving_an_area(engine, db):
+    engine.add_rule({"name": "Truck in the old town", "device_id": "bus-1",
+                     "condition": {"type": "area", "area": OLD_TOWN, "alert_when": "inside"}})
+    engine.add_rule({"name": "Bus left town", "device_id": "bus-1", "condition": {
+        "type": "area", "alert_when": "outside",
+        "area": {"type": "circle", "lat": 36.1420, "lon": 137.2550, "radius_m": 2000}}})
+    route = [(36.1420, 137.2550), (36.1420, 137.2600), (36.1425, 137.2610), (36.1420, 137.2700), (36.1700, 137.2550)]
+    engine.on_batch(batch("bus-1", T0, *({"lat": lat, "lon": lon} for lat, lon in route)))
+    alerts = {a.rule_name: a for a in engine.alerts()}
+    assert (alerts["Truck in the old town"].raised, alerts["Truck in the old town"].cleared) == (T0 + 60, T0 + 180)
+    assert alerts["Truck in the old town"].cleared_message == "left the area"
+    assert (alerts["Bus left town"].state, alerts["Bus left town"].raised) == ("raised", T0 + 240)  # 3 km north
+    assert queued(db) == [("raised", "bus-1"), ("cleared", "bus-1"), ("raised", "bus-1")]
+
+
+def test_an_open_alert_stays_open_over_a_restart(db):
+    first = AlertEngine(db, Registry(db))
+    first.add_rule(DEEP_SNOW)
+    first.on_batch(batch("snow-1", T0, 20, 31))
+    again = AlertEngine(db, Registry(db))  # the gateway restarted
+    again.on_batch(batch("snow-1", T0 + 600, 31, 28, 33))  # still in alarm, or in the band
+    (alert,) = again.alerts(active_only=True)
+    assert alert.raised == T0 + 60
+    again.on_batch(batch("snow-1", T0 + 900, 24))
+    assert [(a.state, a.cleared) for a in again.alerts()] == [("cleared", T0 + 900)]
+    assert queued(db) == [("raised", "snow-1"), ("cleared", "snow-1")]
+
+
+def test_acknowledged_by_an_operator_then_cleared_with_history(engine, db):
+    engine.add_rule(DEEP_SNOW)
+    engine.on_batch(batch("snow-1", T0, 35))
+    (alert,) = engine.alerts()
+    acknowledged = engine.acknowledge(alert.id, "tanaka")
+    assert (acknowledged.state, acknowledged.acknowledged_by) == ("acknowledged", "tanaka")
+    with pytest.raises(AlertError, match="already acknowledged by tanaka"):
+        engine.acknowledge(alert.id, "suzuki")
+    engine.on_batch(batch("snow-1", time.time(), 20))  # after the acknowledgement, which is stamped now
+    with pytest.raises(AlertError, match="already cleared"):
+        engine.acknowledge(alert.id, "suzuki")
+    with pytest.raises(AlertNotFound):
+        engine.acknowledge(999, "suzuki")
+    assert [(c.state, c.actor) for c in engine.history(device_id="snow-1")] == [
+        ("cleared", None), ("acknowledged", "tanaka"), ("raised", None)]
+    assert engine.alerts()[0].acknowledged_by == "tanaka"
+
+
+def test_rules_changed_by_another_process_are_picked_up(engine, db):
+    pages = AlertBook(db)  # what the dashboard's operator pages use
+    rule = pages.add_rule(DEEP_SNOW)
+    engine.on_batch(batch("snow-1", T0, 31))
+    assert [a.state for a in engine.alerts()] == ["raised"]
+    pages.update_rule(rule.id, {**DEEP_SNOW, "condition": {**DEEP_SNOW["condition"], "raise_at": 50, "clear_at": 40}})
+    engine.on_batch(batch("snow-1", T0 + 60, 45, 35))  # under the new levels 35 clears it
+    assert [a.state for a in engine.alerts()] == ["cleared"]
+    pages.update_rule(rule.id, {**DEEP_SNOW, "enabled": False})
+    engine.on_batch(batch("snow-1", T0 + 200, 80))
+    assert len(engine.alerts()) == 1
+    pages.update_rule(rule.id, DEEP_SNOW)
+    engine.on_batch(batch("snow-1", T0 + 300, 80))
+    pages.delete_rule(rule.id, user="tanaka")  # its open alert is cleared, and said so
+    assert [(a.state, a.cleared_message) for a in engine.alerts()][0] == ("cleared", "the rule was deleted")
+    assert engine.rules() == []
+
+
+@pytest.mark.parametrize("rule, error", [
+    ({**DEEP_SNOW, "condition": {**DEEP_SNOW["condition"], "clear_at": 35}}, "clear_at .35. must be at or below"),
+    ({**DEEP_SNOW, "condition": {"type": "below", "metric": "battery_pct", "raise_at": 20, "clear_at": 10}},
+     "clear_at .10. must be at or above"),
+    ({**DEEP_SNOW, "device_id": "snow-1"}, "for one device .device_id. or for every device of a kind"),
+    ({**DEEP_SNOW, "condition": {"type": "area", "area": {"type": "Polygon", "coordinates": [
+        [[137.25, 36.14], [137.26, 36.14], [137.26, 36.15]]]}}}, "must end where it starts"),
+    ({**DEEP_SNOW, "condition": {"type": "area", "area": {"type": "Polygon", "coordinates": [
+        [[36.14, 137.25], [36.14, 137.26], [36.15, 137.26], [36.14, 137.25]]]}}}, "GeoJSON puts lon first"),
+    ({**DEEP_SNOW, "condition": {"type": "no_data", "minutes": 0}}, "greater than 0"),
+    ({**DEEP_SNOW, "condition": {"type": "rain"}}, "does not match any of the expected tags"),
+])
+def test_a_bad_rule_is_refused_saying_what_to_fix(engine, rule, error):
+    with pytest.raises(ValidationError, match=error):
+        engine.add_rule(rule)
+    assert engine.rules() == []
+
+
+def test_a_rule_for_an_unknown_device_is_refused(engine):
+    with pytest.raises(RuleError, match="device 'snow-9' is not registered"):
+        engine.add_rule({**DEEP_SNOW, "kind": None, "device_id": "snow-9"})
+    with pytest.raises(RuleError, match="there is no rule 7"):
+        engine.update_rule(7, DEEP_SNOW)
+
+
+def test_rules_are_plain_json(engine):
+    rule = engine.add_rule({"name": "Old town", "device_id": "bus-1",
+                            "condition": {"type": "area", "area": OLD_TOWN}})
+    as_json = json.loads(rule.model_dump_json())
+    assert as_json["condition"] == {"type": "area", "area": OLD_TOWN, "alert_when": "inside", "for_min": 0.0}
+    assert engine.rules() == [rule]
+
+
+def test_the_demo_towns_rules_are_added_once(db):
+    import tomllib
+
+    from jisaku.gateway.alerts import ensure_rules
+
+    rules = tomllib.loads((EXAMPLES / "demo-city" / "city.toml").read_text(encoding="utf-8"))["alert_rule"]
+    book = AlertBook(db)
+    assert [r.name for r in ensure_rules(book, rules)] == ["Deep snow", "Bus in the festival procession area"]
+    book.delete_rule(book.rules()[0].id, user="tanaka")
+    assert ensure_rules(book, rules) == []  # the next demo run leaves the operator's choice alone
+    assert [r.name for r in book.rules()] == ["Bus in the festival procession area"]
+
+
+def test_a_removed_device_takes_its_alerts_with_it_and_a_revoked_one_raises_no_no_data(engine, db):
+    engine.add_rule({"name": "Silent", "kind": "snow_gauge", "condition": {"type": "no_data", "minutes": 30}})
+    engine.add_rule(DEEP_SNOW)
+    engine.on_batch(batch("snow-1", T0, 40))
+    engine.on_batch(batch("snow-2", T0, 10))
+    db.connection.execute("UPDATE devices SET secret_hash = NULL WHERE id = 'snow-2'")  # revoked
+    db.connection.execute("DELETE FROM devices WHERE id = 'snow-1'")                    # removed
+    engine.tick(T0 + 3600)
+    assert [(a.device_id, a.rule_name, a.state, a.cleared_message) for a in engine.alerts()] == [
+        ("snow-1", "Deep snow", "cleared", "the device was removed")]
