@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 SCHEMA = """
@@ -97,6 +98,31 @@ def connect(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA foreign_keys=ON")
     connection.executescript(SCHEMA)
     return connection
+
+
+BUSY_TIMEOUT_S = 30.0
+
+
+def begin_write(connection: sqlite3.Connection, timeout: float = BUSY_TIMEOUT_S) -> None:
+    """Start a write transaction, waiting for another process's to end.
+
+    SQLite's own wait sleeps in steps growing to 100 ms, so two gateways sharing
+    the file would take turns slowly, and one could starve the other for a second
+    or more. Asking again every half millisecond keeps the wait to the other's commit.
+    """
+    connection.execute("PRAGMA busy_timeout = 0")
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.0005)
+    finally:
+        connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
 
 
 class Database:

@@ -21,7 +21,7 @@ from typing import Any
 
 from jisaku.device.protocol import Event, Reading, Status
 
-from .db import Database
+from .db import Database, begin_write
 
 # Enough of a bad payload to see what went wrong, not enough to fill a disk.
 QUARANTINE_PAYLOAD_BYTES = 4096
@@ -82,9 +82,9 @@ class SQLiteStore:
         now = time.time()
         connection = self.db.connection
         with connection:  # one transaction: all of the batch or none of it
-            # IMMEDIATE: take the write lock up front, so that two gateways sharing the
-            # file wait for each other instead of failing half-way.
-            connection.execute("BEGIN IMMEDIATE")
+            # The write lock up front, so that two gateways sharing the file wait for
+            # each other instead of failing half-way.
+            begin_write(connection)
             rows = [(device_id, r.ts, r.seq, _json(r.values), now) for device_id, r in batch.readings]
             if self.keep_readings:
                 # Re-sent readings share (device, ts, seq) with the stored ones: kept once.
