@@ -12,7 +12,7 @@ rows are deleted. Set it in ``jisaku.toml``::
 
 Positions are folded too (an hour's mean position says little, but it is small).
 Events, device status and the latest state are not touched. InfluxDB has its own
-retention policies and continuous queries; set them there (docs/influxdb.md).
+retention policies; set them there (docs/gateway.md).
 
 Example::
 

@@ -83,10 +83,8 @@ def cmd_gateway(args: argparse.Namespace) -> None:
     from .stores import open_stores
 
     if args.workers > 1:
-        from .workers import run_workers
-
-        run_workers(args.workers)
-        return
+        # The supervisor needs none of what this process has imported: start it afresh, small.
+        os.execv(sys.executable, [sys.executable, "-m", "jisaku.workers", str(args.workers)])
     settings = _settings()
     registry, store, influx = open_stores(settings)
     secret = os.environ.get("JISAKU_GATEWAY_SECRET") or registry.service_secret("_gateway", settings.secrets_dir)

@@ -54,3 +54,9 @@ def run_workers(count: int) -> None:
                 worker.wait(15)
             except subprocess.TimeoutExpired:
                 worker.kill()
+
+
+if __name__ == "__main__":
+    # `jisaku gateway --workers N` becomes this small process (stdlib only) to watch the workers.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    run_workers(int(sys.argv[1]))
