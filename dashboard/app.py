@@ -19,18 +19,27 @@ from jisaku.gateway.influx import InfluxStore
 from jisaku.gateway.registry import Registry
 from jisaku.gateway.store import SQLiteStore
 
-from . import api, osmand, pages
+from jisaku import settings as jisaku_settings
+
+from . import api, history, osmand, pages
+from . import gtfs_rt, opendata
+from . import operator
+from .tiles import tile_source
+from .vendor import mount_vendor_files
 
 STATIC = Path(__file__).parent / "static"
 
 
 def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None,
-               readings: InfluxStore | None = None) -> FastAPI:
+               readings: InfluxStore | None = None, tiles: str | None = None,
+               tiles_attribution: str = "", config_publisher: "operator.ConfigPublisher | None" = None,
+               alerts=None) -> FastAPI:
     """The app on the SQLite file at ``database_path``.
 
     ``phones`` passes positions from phones (``/osmand``) on to the broker; without
     it, ``/osmand`` answers 503. Its caller starts and stops it. ``readings`` is
-    where readings are kept when that is not the SQLite file (InfluxDB).
+    where readings are kept when that is not the SQLite file (InfluxDB). ``tiles`` is
+    the base map (see dashboard/tiles.py); None: the ``tiles`` setting of jisaku.toml.
     """
     app = FastAPI(
         title="jisaku",
@@ -43,10 +52,20 @@ def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None,
     app.state.latest = api.LatestCache(app.state.store)
     app.state.readings = readings or app.state.store
     app.state.phones = phones
+    if tiles is None:
+        loaded = jisaku_settings.load()
+        tiles, tiles_attribution = loaded.tiles, loaded.tiles_attribution
+    app.state.tiles = tile_source(tiles, tiles_attribution)
     osmand.hide_keys_in_access_log()
     app.include_router(api.router)
     app.include_router(osmand.router)
     app.include_router(pages.router)
+    app.include_router(history.router)
+    app.include_router(opendata.router)  # /api/v1/export.csv, export.geojson, open-data.json
+    app.include_router(gtfs_rt.router)  # /gtfs-rt/vehicle-positions.pb
+    # /operator pages and /api/v1/operator: behind login; config_publisher sends devices settings
+    operator.install(app, db, app.state.store, app.state.registry, config_publisher, alerts)
+    mount_vendor_files(app)  # uPlot, the Japanese font, PMTiles: from npm (`npm ci`)
     # Leaflet comes from the XStatic-Leaflet package on PyPI, so nothing loads from a CDN.
     app.mount("/static/leaflet", StaticFiles(directory=xstatic.pkg.leaflet.BASE_DIR), name="leaflet")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

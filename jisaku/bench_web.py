@@ -7,7 +7,7 @@ One run, everything on this machine, each part in its own process as in a deploy
   position for every vehicle every ``--report-every`` seconds, in small batches as the
   gateway does;
 - the dashboard under uvicorn in its own process, started the way ``jisaku dashboard``
-  starts it (one process, access log on), with one extra trivial FastAPI JSON endpoint
+  starts it (one process, access log off), with one extra trivial FastAPI JSON endpoint
   (``/bench/trivial``) used as the yardstick;
 - (a) requests/s of ``GET /api/v1/latest.geojson`` and of the trivial endpoint, measured
   with the same load generator in the same run, and their ratio. The load generator is
@@ -21,7 +21,8 @@ Why one uvicorn process by default: ``jisaku dashboard`` runs one, and on a 2-co
 the second core is what the gateway (and here the load generator) uses. ``--workers 2``
 shows what a second process buys; each worker then polls the database for its own streams.
 uvicorn's access log costs about as much as the request itself (one log line and one write
-per request); ``--no-access-log`` measures a deployment behind nginx, which logs instead.
+per request); ``jisaku dashboard`` leaves it off unless given ``--access-log``, and so does
+this benchmark unless given ``--access-log``.
 
 Example::
 
@@ -155,7 +156,7 @@ def _raise_open_files() -> int:
 class Server:
     """``uvicorn`` serving :func:`bench_app` in its own process, as ``jisaku dashboard`` runs it."""
 
-    def __init__(self, db_path: Path, workers: int, log_path: Path, access_log: bool = True):
+    def __init__(self, db_path: Path, workers: int, log_path: Path, access_log: bool = False):
         self.port = _free_port()
         self.url = f"http://{HOST}:{self.port}"
         code = ("import uvicorn; uvicorn.run('jisaku.bench_web:bench_app', factory=True, host=%r, port=%d,"
@@ -355,7 +356,7 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 def web(vehicles: int = 500, streams: int = 1000, seconds: float = 5.0, connections: int = 64,
         workers: int = 1, report_every: float = 2.0, loader: str = "auto",
-        access_log: bool = True) -> dict[str, Any]:
+        access_log: bool = False) -> dict[str, Any]:
     """Run the benchmark, print the figures and return them."""
     _raise_open_files()
     if loader == "auto":
@@ -437,6 +438,6 @@ def add_parser(bench) -> None:
     web_parser.add_argument("--report-every", type=float, default=2.0, help="seconds between a vehicle's reports")
     web_parser.add_argument("--loader", choices=("auto", "wrk", "python"), default="auto",
                             help="load generator: wrk if installed (auto), or the asyncio one")
-    web_parser.add_argument("--no-access-log", dest="access_log", action="store_false",
-                            help="as behind nginx, which keeps the access log itself")
+    web_parser.add_argument("--access-log", action="store_true",
+                            help="as jisaku dashboard --access-log: a log line per request")
     web_parser.set_defaults(run=cmd_web)

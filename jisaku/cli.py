@@ -119,7 +119,10 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     config = ConfigPublisher(settings.broker, "_dashboard", secret)  # operators' settings for devices
     try:
         uvicorn.run(create_app(settings.sqlite_path, phones, readings=influx, config_publisher=config),
-                    host=host, port=port, log_level="info")
+                    host=host, port=port, log_level="info",
+                    # Off unless asked: residents' addresses stay out of the logs, and a line per
+                    # request costs about as much as serving it (jisaku bench web).
+                    access_log=args.access_log)
     finally:
         phones.stop()
         config.stop()
@@ -241,7 +244,10 @@ def parser() -> argparse.ArgumentParser:
     gateway.add_argument("--client-id", default="jisaku-gateway",
                          help="MQTT client id; each gateway on a shared subscription needs its own")
     gateway.set_defaults(run=cmd_gateway)
-    commands.add_parser("dashboard", help="the web pages and the API").set_defaults(run=cmd_dashboard)
+    dashboard = commands.add_parser("dashboard", help="the web pages and the API")
+    dashboard.add_argument("--access-log", action="store_true",
+                           help="log every request, with the visitor's address (off by default)")
+    dashboard.set_defaults(run=cmd_dashboard)
 
     device = commands.add_parser("device", help="run a device").add_subparsers(dest="action", required=True)
     run = device.add_parser("run", help="run the device described in FOLDER/device.toml")

@@ -41,8 +41,8 @@ def test_bench_web_command_line():
     top = argparse.ArgumentParser(prog="jisaku")
     bench.add_parser(top.add_subparsers(dest="command", required=True))
     args = top.parse_args(["bench", "web", "--vehicles", "50", "--streams", "100", "--workers", "2",
-                           "--no-access-log"])
-    assert (args.vehicles, args.streams, args.workers, args.access_log) == (50, 100, 2, False)
+                           "--access-log"])
+    assert (args.vehicles, args.streams, args.workers, args.access_log) == (50, 100, 2, True)
     assert args.run is bench_web.cmd_web
 
 

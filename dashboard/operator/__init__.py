@@ -1,0 +1,75 @@
+"""The operators' side of the dashboard: log in, devices, settings, quarantine, users, audit log.
+
+``install`` adds it to the dashboard app: the pages under ``/operator`` and the
+JSON API under ``/api/v1/operator``. Nothing there answers without a session.
+
+Example::
+
+    app = FastAPI()
+    install(app, Database(Path("data/jisaku.db")), config_publisher=ConfigPublisher(...))
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+
+from jisaku.gateway.accounts import Accounts
+from jisaku.gateway.alerts import AlertBook
+from jisaku.gateway.db import Database
+from jisaku.gateway.registry import Registry
+from jisaku.gateway.store import SQLiteStore
+
+from . import alerts as alert_pages
+from . import api, pages
+from .auth import Auth, Forbidden, NotLoggedIn
+from .operations import Operations
+from .publisher import ConfigPublisher
+
+API_PREFIX = "/api/v1/operator"
+
+__all__ = ["install", "ConfigPublisher"]
+
+
+def install(app: FastAPI, db: Database, store: SQLiteStore, registry: Registry,
+            config_publisher: ConfigPublisher | None = None, alerts=None) -> None:
+    """Add the operator pages and API to ``app``.
+
+    ``config_publisher`` sends settings to devices; without it the settings forms say
+    so. ``alerts`` is an ``AlertBook`` or ``AlertEngine`` (jisaku.gateway.alerts); by default
+    an AlertBook on ``db``.
+    """
+    accounts = Accounts(db)
+    app.state.operator_auth = Auth(db, accounts)
+    app.state.operator_ops = Operations(db, store, registry, accounts, app.state.operator_auth, config_publisher)
+    # The engine in the gateway does the judging; rules and alerts are in SQLite for any process.
+    app.state.operator_alerts = alerts if alerts is not None else AlertBook(db)
+    app.include_router(api.login_router)
+    app.include_router(api.router)
+    app.include_router(pages.login_router)
+    app.include_router(pages.router)
+    app.include_router(alert_pages.api_router)
+    app.include_router(alert_pages.page_router)
+    app.add_exception_handler(NotLoggedIn, _not_logged_in)
+    app.add_exception_handler(Forbidden, _forbidden)
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith(API_PREFIX)
+
+
+async def _not_logged_in(request: Request, exc: NotLoggedIn):
+    if _is_api(request):
+        return JSONResponse({"detail": f"log in first: POST {API_PREFIX}/login"}, status_code=401)
+    back = request.url.path if request.method == "GET" else "/operator/devices"
+    return RedirectResponse(f"/operator/login?next={quote(back)}", status_code=303)
+
+
+async def _forbidden(request: Request, exc: Forbidden):
+    if _is_api(request):
+        detail = ("this needs an admin account" if exc.reason == "admin_only"
+                  else "the X-CSRF-Token header is missing or wrong: take it from the login answer or GET /me")
+        return JSONResponse({"detail": detail}, status_code=403)
+    return pages.render(request, "forbidden.html", 403, reason=exc.reason)

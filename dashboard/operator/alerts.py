@@ -1,0 +1,254 @@
+"""Alerts and alert rules for operators: the pages (``/operator/alerts``, ``/operator/rules``)
+and the API (``/api/v1/operator/alerts``, ``/api/v1/operator/rules``).
+
+The rules and alerts themselves live in :class:`jisaku.gateway.alerts.AlertBook`; the
+gateway's alert engine judges readings against them. Every rule change and every
+acknowledgement is written to the audit log.
+
+A rule form has every field of every kind of condition; only those of the chosen
+type are used, so the form works without JavaScript.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from jisaku.dashboard import i18n
+from jisaku.gateway.alerts import Alert, AlertBook, AlertChange, AlertError, AlertNotFound, Rule, RuleError
+
+from .api import ERRORS
+from .auth import Session, check_csrf, require_operator
+from .operations import Operations
+from .pages import render, see
+
+api_router = APIRouter(prefix="/api/v1/operator", tags=["operator alerts"], responses=ERRORS,
+                       dependencies=[Depends(require_operator), Depends(check_csrf)])
+page_router = APIRouter(prefix="/operator", include_in_schema=False,
+                        dependencies=[Depends(require_operator), Depends(check_csrf)])
+
+RuleId = Annotated[int, PathParam(ge=1, le=2**53)]
+AlertId = Annotated[int, PathParam(ge=1, le=2**53)]
+CONDITION_TYPES = ("above", "below", "no_data", "not_moved", "area")
+
+
+def _book(request: Request) -> AlertBook:
+    return request.app.state.operator_alerts
+
+
+def _ops(request: Request) -> Operations:
+    return request.app.state.operator_ops
+
+
+def _json(rule: Rule) -> dict[str, Any]:
+    return rule.model_dump(mode="json", exclude={"id"})
+
+
+def add_rule(request: Request, actor: str, rule: Rule | dict) -> Rule:
+    saved = _book(request).add_rule(rule)
+    _ops(request).audit.record(actor, "rule.add", str(saved.id), None, _json(saved))
+    return saved
+
+
+def update_rule(request: Request, actor: str, rule_id: int, rule: Rule | dict) -> Rule:
+    book = _book(request)
+    before = book.rule(rule_id)
+    if before is None:
+        raise AlertNotFound(f"there is no rule {rule_id}")
+    saved = book.update_rule(rule_id, rule, user=actor)
+    _ops(request).audit.record(actor, "rule.update", str(rule_id), _json(before), _json(saved))
+    return saved
+
+
+def delete_rule(request: Request, actor: str, rule_id: int) -> None:
+    book = _book(request)
+    before = book.rule(rule_id)
+    if before is None:
+        raise AlertNotFound(f"there is no rule {rule_id}")
+    book.delete_rule(rule_id, user=actor)
+    _ops(request).audit.record(actor, "rule.delete", str(rule_id), _json(before), None)
+
+
+def acknowledge(request: Request, actor: str, alert_id: int) -> Alert:
+    alert = _book(request).acknowledge(alert_id, actor)
+    _ops(request).audit.record(actor, "alert.acknowledge", str(alert_id), {"state": "raised"},
+                               {"state": "acknowledged"})
+    return alert
+
+
+def _refused(err: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(err)}, status_code=404 if isinstance(err, AlertNotFound) else 400)
+
+
+# ---------------------------------------------------------------- API
+
+
+@api_router.get("/alerts", response_model=list[Alert], summary="Alerts, newest first")
+def alerts(request: Request, active_only: bool = False,
+           device_id: Annotated[str | None, Query(max_length=64)] = None,
+           limit: Annotated[int, Query(ge=1, le=10000)] = 200):
+    return _book(request).alerts(active_only=active_only, device_id=device_id, limit=limit)
+
+
+@api_router.get("/alerts/history", response_model=list[AlertChange],
+                summary="Every raise, acknowledgement and clear, newest first")
+def alert_history(request: Request, device_id: Annotated[str | None, Query(max_length=64)] = None,
+                  limit: Annotated[int, Query(ge=1, le=10000)] = 200):
+    return _book(request).history(device_id=device_id, limit=limit)
+
+
+@api_router.post("/alerts/{alert_id}/acknowledge", response_model=Alert,
+                 summary="Mark an alert as seen (it stays open until its condition clears)")
+def acknowledge_alert(alert_id: AlertId, request: Request, session: Annotated[Session, Depends(require_operator)]):
+    try:
+        return acknowledge(request, session.user.name, alert_id)
+    except (AlertNotFound, AlertError) as err:
+        return _refused(err)
+
+
+@api_router.get("/rules", response_model=list[Rule], summary="The alert rules")
+def rules(request: Request):
+    return _book(request).rules()
+
+
+@api_router.post("/rules", response_model=Rule, status_code=201, summary="Add an alert rule")
+def new_rule(body: Rule, request: Request, session: Annotated[Session, Depends(require_operator)]):
+    try:
+        return add_rule(request, session.user.name, body.model_copy(update={"id": None}))
+    except (RuleError, ValueError) as err:
+        return _refused(err)
+
+
+@api_router.put("/rules/{rule_id}", response_model=Rule, summary="Replace an alert rule")
+def replace_rule(rule_id: RuleId, body: Rule, request: Request,
+                 session: Annotated[Session, Depends(require_operator)]):
+    try:
+        return update_rule(request, session.user.name, rule_id, body)
+    except (AlertNotFound, RuleError, ValueError) as err:
+        return _refused(err)
+
+
+@api_router.delete("/rules/{rule_id}", status_code=204, summary="Delete an alert rule (its open alerts clear)")
+def remove_rule(rule_id: RuleId, request: Request, session: Annotated[Session, Depends(require_operator)]):
+    try:
+        delete_rule(request, session.user.name, rule_id)
+    except (AlertNotFound, RuleError) as err:
+        return _refused(err)
+    return Response(status_code=204)
+
+
+# ---------------------------------------------------------------- pages
+
+
+@page_router.get("/alerts")
+def alerts_page(request: Request):
+    book = _book(request)
+    return render(request, "alerts.html", active=book.alerts(active_only=True),
+                   history=book.history(limit=50))
+
+
+@page_router.post("/alerts/{alert_id}/acknowledge")
+def acknowledge_page(request: Request, alert_id: AlertId, session: Session = Depends(require_operator)):
+    try:
+        acknowledge(request, session.user.name, alert_id)
+    except (AlertNotFound, AlertError):
+        pass  # cleared or seen by someone else meanwhile: the list shows how it stands now
+    return see("/operator/alerts?done=acknowledged")
+
+
+def _rules_page(request: Request, status: int = 200, form: dict | None = None, error: str | None = None,
+                editing: int | None = None):
+    return render(request, "rules.html", status, rules=_book(request).rules(), form=form or {"type": "above"},
+                   error=error, editing=editing, types=CONDITION_TYPES)
+
+
+@page_router.get("/rules")
+def rules_page(request: Request, edit: Annotated[int | None, Query(ge=1, le=2**53)] = None):
+    form = None
+    if edit is not None:
+        rule = _book(request).rule(edit)
+        if rule is not None:
+            form = _form_of(rule)
+    return _rules_page(request, form=form, editing=edit if form else None)
+
+
+def _form_of(rule: Rule) -> dict[str, Any]:
+    condition = rule.condition.model_dump(mode="json")
+    form = {"name": rule.name, "scope": rule.device_id or rule.kind or "",
+            "scope_is": "device" if rule.device_id else "kind", "enabled": "1" if rule.enabled else "", **condition}
+    if "area" in form:
+        form["area"] = json.dumps(form["area"], ensure_ascii=False)
+    return form
+
+
+def _rule_from_form(form) -> Rule:
+    """The rule the form describes; ValueError (pydantic's, with each field) if it is not one."""
+    values = {key: str(value).strip() for key, value in form.items()}
+    kind = values.get("type", "")
+    condition: dict[str, Any] = {"type": kind}
+    fields = {"above": ("metric", "raise_at", "clear_at", "for_min"), "below": ("metric", "raise_at", "clear_at", "for_min"),
+              "no_data": ("minutes",), "not_moved": ("minutes", "radius_m"),
+              "area": ("area", "alert_when", "for_min")}.get(kind, ())
+    for field in fields:
+        if values.get(field):
+            condition[field] = values[field].replace(",", ".") if field not in ("area", "metric", "alert_when") \
+                else values[field]
+    if "area" in condition:
+        try:
+            condition["area"] = json.loads(condition["area"])
+        except ValueError:
+            raise ValueError("area: paste a circle {\"type\": \"circle\", \"lat\": …, \"lon\": …, \"radius_m\": …}"
+                             " or a GeoJSON polygon") from None
+    scope = values.get("scope", "")
+    return Rule.model_validate({
+        "name": values.get("name", ""), "enabled": values.get("enabled") == "1",
+        "device_id" if values.get("scope_is") == "device" else "kind": scope or None,
+        "condition": condition,
+    })
+
+
+def _problem(err: Exception) -> str:
+    if isinstance(err, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p not in ('condition',)) or 'rule'}: {e['msg']}"
+                         for e in err.errors())
+    return str(err)
+
+
+@page_router.post("/rules")
+async def add_rule_page(request: Request, session: Session = Depends(require_operator)):
+    form = await request.form()
+    try:
+        add_rule(request, session.user.name, _rule_from_form(form))
+    except (RuleError, ValueError) as err:
+        return _rules_page(request, 400, form=dict(form), error=_problem(err))
+    return see("/operator/rules?done=rule_saved")
+
+
+@page_router.post("/rules/{rule_id}")
+async def save_rule_page(request: Request, rule_id: RuleId, session: Session = Depends(require_operator)):
+    form = await request.form()
+    try:
+        update_rule(request, session.user.name, rule_id, _rule_from_form(form))
+    except AlertNotFound:
+        return render(request, "not_found.html", 404, what=str(rule_id))
+    except (RuleError, ValueError) as err:
+        return _rules_page(request, 400, form=dict(form), error=_problem(err), editing=rule_id)
+    return see("/operator/rules?done=rule_saved")
+
+
+@page_router.post("/rules/{rule_id}/delete")
+async def delete_rule_page(request: Request, rule_id: RuleId, session: Session = Depends(require_operator)):
+    form = await request.form()
+    t = i18n.translator(i18n.pick_language(request))
+    if form.get("confirm") != "yes":
+        return _rules_page(request, 400, error=t("op.secret.confirm_first"))
+    try:
+        delete_rule(request, session.user.name, rule_id)
+    except (AlertNotFound, RuleError):
+        return render(request, "not_found.html", 404, what=str(rule_id))
+    return see("/operator/rules?done=rule_deleted")

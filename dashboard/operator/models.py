@@ -1,0 +1,160 @@
+"""The operator API's shapes (``/api/v1/operator/…``), as they appear in ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from jisaku.gateway.accounts import MAX_PASSWORD
+
+DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", examples=["snow-5"])]
+Kind = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$", examples=["snow_gauge"],
+                            description="bus, garbage_truck, float, snow_gauge, printer_tray, ...")]
+UserName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", examples=["tanaka"])]
+Role = Literal["operator", "admin"]
+Latitude = Annotated[float, Field(ge=-90, le=90)]
+Longitude = Annotated[float, Field(ge=-180, le=180)]
+Interval = Annotated[float, Field(gt=0, le=7 * 86400, description="expected seconds between readings")]
+Number = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class LoginRequest(BaseModel):
+    name: Annotated[str, Field(max_length=64)]
+    password: Annotated[str, Field(max_length=MAX_PASSWORD)]
+
+
+class SessionInfo(BaseModel):
+    name: str
+    role: Role
+    csrf_token: str = Field(description="send it as the X-CSRF-Token header with every POST, PATCH and DELETE")
+    expires: float = Field(description="UTC epoch seconds; log in again after that")
+
+
+class ConfigState(BaseModel):
+    rev: int
+    settings: dict[str, Any]
+    state: Literal["applied", "refused", "pending"]
+    reason: str | None = Field(None, description="why the device refused, in its own words")
+    acked: float | None = None
+
+
+class SettingLimit(BaseModel):
+    name: str
+    low: float
+    high: float
+    current: float | None = None
+
+
+class OperatorDevice(BaseModel):
+    id: str
+    kind: str
+    name: str
+    public: bool
+    interval_s: float | None
+    lat: float | None
+    lon: float | None
+    state: Literal["online", "offline", "stale", "never", "revoked"] = Field(
+        description="stale: silent for 3 expected intervals; never: not heard from yet; revoked: has no secret")
+    last_seen: float | None
+    battery_pct: float | None
+    firmware: str | None
+    values: dict[str, Any]
+    config: ConfigState | None
+    settings: list[SettingLimit] = Field(description="what can be changed from afar, with its limits")
+
+
+class _Place(BaseModel):
+    @model_validator(mode="after")
+    def _both_or_neither(self):
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("give both lat and lon, or neither")
+        return self
+
+
+class NewDevice(_Place):
+    id: DeviceId
+    kind: Kind
+    name: Annotated[str, Field(max_length=200)] = ""
+    public: bool = True
+    interval_s: Interval | None = None
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+
+
+class DeviceChange(_Place):
+    """What to change; fields left out stay as they are (give lat and lon together)."""
+
+    kind: Kind | None = None
+    name: Annotated[str, Field(max_length=200)] | None = None
+    public: bool | None = None
+    interval_s: Interval | None = None
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+
+
+class Snippets(BaseModel):
+    config_json: str = Field(description="MicroPython board: save as /config.json")
+    device_toml: str = Field(description="Raspberry Pi: the [device] table of device.toml")
+    pi_command: str
+    traccar_url: str | None = Field(description="phone: Traccar Client's Server URL")
+    traccar_identifier: str | None
+    warnings: list[str]
+
+
+class DeviceSecret(BaseModel):
+    device: OperatorDevice
+    secret: str = Field(description="shown only this once; the server keeps only its hash")
+    snippets: Snippets
+
+
+class SettingsChange(BaseModel):
+    settings: dict[Annotated[str, Field(max_length=64)], Number] = Field(examples=[{"left_after_s": 45}])
+
+
+class SettingsSent(BaseModel):
+    rev: int
+    settings: dict[str, Any]
+    state: ConfigState | None = Field(description="usually pending: the device answers within seconds when online")
+
+
+class QuarantinedMessage(BaseModel):
+    received: float
+    topic: str
+    payload: str = Field(description="the message's first bytes, as text")
+    reason: str
+    detail: str
+
+
+class Quarantine(BaseModel):
+    counts: dict[str, int] = Field(description="messages kept aside, per reason")
+    messages: list[QuarantinedMessage] = Field(description="newest first")
+
+
+class AuditEntry(BaseModel):
+    id: int
+    ts: float
+    actor: str
+    action: str
+    target: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class UserInfo(BaseModel):
+    name: str
+    role: Role
+    disabled: bool
+    created: float
+    changed: float
+
+
+class NewUser(BaseModel):
+    name: UserName
+    password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD)]
+    role: Role = "operator"
+
+
+class UserChange(BaseModel):
+    role: Role | None = None
+    disabled: bool | None = None

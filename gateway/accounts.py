@@ -1,0 +1,161 @@
+"""Operator accounts: who may log in to the operator pages, and with which role.
+
+Two roles: an ``operator`` looks after devices (add them, change their settings,
+rotate secrets); an ``admin`` does that and also manages the accounts. Residents
+have no account: their pages are public and read-only.
+
+Passwords are kept only as argon2id hashes (the ``argon2-cffi`` package), a slow
+hash made for passwords, so a copied database does not give them away.
+
+Example::
+
+    accounts = Accounts(Database(Path("data/jisaku.db")))
+    accounts.add("tanaka", "a long passphrase", role="admin")
+    accounts.verify("tanaka", "a long passphrase")     # User(name="tanaka", role="admin", ...)
+    accounts.verify("tanaka", "wrong")                 # None
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from .db import Database
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name          TEXT PRIMARY KEY,
+    role          TEXT NOT NULL,          -- operator or admin
+    password_hash TEXT NOT NULL,          -- argon2id, never the password
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    created       REAL NOT NULL,
+    changed       REAL NOT NULL           -- password or role last changed
+);
+"""
+
+ROLES = ("operator", "admin")
+USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+MIN_PASSWORD = 10
+MAX_PASSWORD = 1024  # argon2 takes any length; this keeps a request from being a denial of service
+
+_hasher = PasswordHasher()  # argon2id with the library's recommended (RFC 9106) costs
+# Checked against when the name is unknown, so that a wrong name takes as long as a wrong password.
+_NOBODY = _hasher.hash("no such user, same time")
+
+
+class AccountError(ValueError):
+    """A request about accounts that cannot be done; the message says what to do instead."""
+
+
+@dataclass
+class User:
+    name: str
+    role: str
+    disabled: bool = False
+    created: float = 0.0
+    changed: float = 0.0
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def check_name(name: str) -> None:
+    if not isinstance(name, str) or not USER_NAME.fullmatch(name):
+        raise AccountError(f"user name {name!r} must be 1-64 of a-z 0-9 . _ - starting with a letter or digit")
+
+
+def check_role(role: str) -> None:
+    if role not in ROLES:
+        raise AccountError(f"role {role!r} must be one of: {', '.join(ROLES)}")
+
+
+def check_password(password: str) -> None:
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise AccountError(f"the password must be at least {MIN_PASSWORD} characters; a few words make a good one")
+    if len(password) > MAX_PASSWORD:
+        raise AccountError(f"the password must be at most {MAX_PASSWORD} characters")
+
+
+class Accounts:
+    def __init__(self, db: Database):
+        self.db = db
+        self.db.connection.executescript(SCHEMA)
+
+    def add(self, name: str, password: str, role: str = "operator") -> User:
+        check_name(name)
+        check_role(role)
+        check_password(password)
+        if self.get(name) is not None:
+            raise AccountError(f"user {name!r} already exists; use `jisaku users passwd {name}` to change the password")
+        now = time.time()
+        self.db.connection.execute(
+            "INSERT INTO users (name, role, password_hash, created, changed) VALUES (?, ?, ?, ?, ?)",
+            (name, role, _hasher.hash(password), now, now),
+        )
+        return self.get(name)
+
+    def get(self, name: str) -> User | None:
+        row = self.db.connection.execute("SELECT * FROM users WHERE name=?", (name,)).fetchone()
+        return _user(row) if row else None
+
+    def users(self) -> list[User]:
+        return [_user(row) for row in self.db.connection.execute("SELECT * FROM users ORDER BY name")]
+
+    def verify(self, name: str, password: str) -> User | None:
+        """The user, if the name and password are right and the account is not disabled."""
+        row = self.db.connection.execute("SELECT * FROM users WHERE name=?", (name,)).fetchone()
+        stored = row["password_hash"] if row else _NOBODY
+        try:
+            _hasher.verify(stored, password[:MAX_PASSWORD] if isinstance(password, str) else "")
+        except (VerificationError, InvalidHashError):
+            return None
+        if row is None or row["disabled"]:
+            return None
+        if _hasher.check_needs_rehash(stored):  # the costs were raised since: upgrade quietly
+            self.db.connection.execute("UPDATE users SET password_hash=? WHERE name=?",
+                                       (_hasher.hash(password), name))
+        return _user(row)
+
+    def set_password(self, name: str, password: str) -> None:
+        check_password(password)
+        self._must_exist(name)
+        self.db.connection.execute("UPDATE users SET password_hash=?, changed=? WHERE name=?",
+                                   (_hasher.hash(password), time.time(), name))
+
+    def set_role(self, name: str, role: str) -> None:
+        check_role(role)
+        user = self._must_exist(name)
+        if user.is_admin and role != "admin":
+            self._keep_one_admin(name)
+        self.db.connection.execute("UPDATE users SET role=?, changed=? WHERE name=?", (role, time.time(), name))
+
+    def set_disabled(self, name: str, disabled: bool) -> None:
+        user = self._must_exist(name)
+        if disabled and user.is_admin:
+            self._keep_one_admin(name)
+        self.db.connection.execute("UPDATE users SET disabled=?, changed=? WHERE name=?",
+                                   (int(disabled), time.time(), name))
+
+    def _must_exist(self, name: str) -> User:
+        user = self.get(name)
+        if user is None:
+            raise AccountError(f"no user {name!r}; `jisaku users list` shows who there is")
+        return user
+
+    def _keep_one_admin(self, leaving: str) -> None:
+        # Without an enabled admin nobody could manage accounts from the web pages any more.
+        others = self.db.connection.execute(
+            "SELECT count(*) FROM users WHERE role='admin' AND disabled=0 AND name<>?", (leaving,)
+        ).fetchone()[0]
+        if not others:
+            raise AccountError(f"{leaving!r} is the last admin: make another user admin first")
+
+
+def _user(row) -> User:
+    return User(name=row["name"], role=row["role"], disabled=bool(row["disabled"]),
+                created=row["created"], changed=row["changed"])

@@ -1,0 +1,122 @@
+"""``jisaku users …``: operator accounts from the command line.
+
+The first admin is made here; after that an admin can also add people on the
+operator pages (``/operator/users``)::
+
+    jisaku users add tanaka --role admin      # asks for the password twice
+    echo "$PASSWORD" | jisaku users add bot   # a script gives it on stdin
+    jisaku users list
+    jisaku users passwd tanaka
+    jisaku users role suzuki admin
+    jisaku users disable suzuki
+
+The password is never shown and never passed on the command line (where other
+users of the machine could see it in the process list).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import getpass
+import sys
+
+from jisaku.gateway.accounts import ROLES, Accounts, AccountError
+from jisaku.gateway.audit import AuditLog, cli_actor
+
+from . import settings as settings_module
+
+
+def _open() -> tuple[Accounts, AuditLog]:
+    from jisaku.gateway.db import Database
+
+    db = Database(settings_module.load().sqlite_path)
+    return Accounts(db), AuditLog(db)
+
+
+def read_password(prompt: str = "Password: ") -> str:
+    """Asked twice on a terminal (not echoed); the first line of stdin otherwise."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass(prompt)
+    if getpass.getpass("Again: ") != first:
+        raise AccountError("the two passwords differ; nothing was changed")
+    return first
+
+
+def cmd_add(args: argparse.Namespace) -> None:
+    accounts, audit = _open()
+    accounts.add(args.name, read_password(f"Password for {args.name}: "), role=args.role)
+    audit.record(cli_actor(), "user.add", args.name, None, {"role": args.role, "disabled": False})
+    print(f"added {args.role} {args.name}; they can log in at /operator/login")
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    accounts, _ = _open()
+    print(f"{'name':20} {'role':9} {'state':9} changed")
+    for user in accounts.users():
+        changed = datetime.datetime.fromtimestamp(user.changed).strftime("%Y-%m-%d %H:%M")
+        print(f"{user.name:20} {user.role:9} {'disabled' if user.disabled else 'active':9} {changed}")
+
+
+def cmd_passwd(args: argparse.Namespace) -> None:
+    accounts, audit = _open()
+    accounts.set_password(args.name, read_password(f"New password for {args.name}: "))
+    audit.record(cli_actor(), "user.password", args.name, None, None)  # that it changed, never what to
+    print(f"changed the password of {args.name}")
+
+
+def cmd_role(args: argparse.Namespace) -> None:
+    accounts, audit = _open()
+    before = accounts.get(args.name)
+    accounts.set_role(args.name, args.role)
+    audit.record(cli_actor(), "user.update", args.name, {"role": before.role}, {"role": args.role})
+    print(f"{args.name} is now {args.role}")
+
+
+def _set_disabled(name: str, disabled: bool) -> None:
+    accounts, audit = _open()
+    accounts.set_disabled(name, disabled)
+    before = not disabled
+    audit.record(cli_actor(), "user.update", name, {"disabled": before}, {"disabled": disabled})
+    print(f"{name} is now {'disabled' if disabled else 'enabled'}")
+
+
+def add_parser(commands) -> None:
+    """Add ``jisaku users add|list|passwd|role|disable|enable`` to the ``jisaku`` subcommands."""
+    users = commands.add_parser("users", help="operator accounts").add_subparsers(dest="action", required=True)
+    add = users.add_parser("add", help="add an operator account (the password is asked for)")
+    add.add_argument("name")
+    add.add_argument("--role", choices=ROLES, default="operator",
+                     help="operator: devices and settings; admin: also the accounts")
+    add.set_defaults(run=cmd_add)
+    users.add_parser("list", help="the operator accounts").set_defaults(run=cmd_list)
+    passwd = users.add_parser("passwd", help="change an account's password")
+    passwd.add_argument("name")
+    passwd.set_defaults(run=cmd_passwd)
+    role = users.add_parser("role", help="make an account operator or admin")
+    role.add_argument("name")
+    role.add_argument("role", choices=ROLES)
+    role.set_defaults(run=cmd_role)
+    disable = users.add_parser("disable", help="stop an account from logging in")
+    disable.add_argument("name")
+    disable.set_defaults(run=lambda args: _set_disabled(args.name, True))
+    enable = users.add_parser("enable", help="let a disabled account log in again")
+    enable.add_argument("name")
+    enable.set_defaults(run=lambda args: _set_disabled(args.name, False))
+
+
+def first_admin(db) -> str | None:
+    """For ``jisaku demo``: with no account yet, make ``admin`` and return its password (print it once).
+
+    Returns None when accounts exist already; they keep their passwords.
+    """
+    import secrets
+
+    accounts = Accounts(db)
+    if accounts.users():
+        return None
+    password = secrets.token_urlsafe(12)
+    accounts.add("admin", password, role="admin")
+    AuditLog(db).record("demo", "user.add", "admin", None, {"role": "admin", "disabled": False})
+    return password
