@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -42,9 +43,18 @@ USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 takes any length; this keeps a request from being a denial of service
 
-_hasher = PasswordHasher()  # argon2id with the library's recommended (RFC 9106) costs
-# Checked against when the name is unknown, so that a wrong name takes as long as a wrong password.
-_NOBODY = _hasher.hash("no such user, same time")
+# argon2id at OWASP's recommended minimum (19 MiB, 2 passes): slow for someone guessing, and
+# within what a Raspberry Pi can give each login. (The library's default takes 64 MiB a hash.)
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+
+
+@functools.cache
+def _nobody() -> str:
+    """Checked against when the name is unknown, so that a wrong name takes as long as a wrong password.
+
+    Made on first use, not at import: every ``jisaku`` command imports this module.
+    """
+    return _hasher.hash("no such user, same time")
 
 
 class AccountError(ValueError):
@@ -109,7 +119,7 @@ class Accounts:
     def verify(self, name: str, password: str) -> User | None:
         """The user, if the name and password are right and the account is not disabled."""
         row = self.db.connection.execute("SELECT * FROM users WHERE name=?", (name,)).fetchone()
-        stored = row["password_hash"] if row else _NOBODY
+        stored = row["password_hash"] if row else _nobody()
         try:
             _hasher.verify(stored, password[:MAX_PASSWORD] if isinstance(password, str) else "")
         except (VerificationError, InvalidHashError):
