@@ -68,37 +68,13 @@ def cmd_broker(args: argparse.Namespace) -> None:
     asyncio.run(serve())
 
 
-def _wait_for_ctrl_c() -> None:
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    try:
-        done.wait()
-    except KeyboardInterrupt:
-        pass
-
-
 def cmd_gateway(args: argparse.Namespace) -> None:
-    from jisaku.gateway.service import Gateway
-
-    from .stores import open_stores
-
     if args.workers > 1:
         # The supervisor needs none of what this process has imported: start it afresh, small.
         os.execv(sys.executable, [sys.executable, "-m", "jisaku.workers", str(args.workers)])
-    settings = _settings()
-    registry, store, influx = open_stores(settings)
-    secret = os.environ.get("JISAKU_GATEWAY_SECRET") or registry.service_secret("_gateway", settings.secrets_dir)
-    gateway = Gateway(store, registry, settings.broker, "_gateway", secret, readings=influx,
-                      client_id=args.client_id, shared=args.shared, retention=settings.retention)
-    from jisaku.gateway.alerts import start_alerts
+    from .gateway_run import run_gateway
 
-    alerts = start_alerts(gateway, settings.notify)  # alert rules, and notifications from [notify]
-    gateway.start()
-    where = influx or settings.sqlite_path
-    print(f"gateway {args.client_id} storing from {settings.broker} into {where}; Ctrl-C stops it", flush=True)
-    _wait_for_ctrl_c()
-    gateway.stop()
-    alerts.stop()
+    run_gateway(args.client_id, args.shared)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> None:

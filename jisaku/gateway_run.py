@@ -1,0 +1,58 @@
+"""Running one gateway process: what ``jisaku gateway`` does.
+
+Kept apart from the rest of the command line so that each worker of
+``jisaku gateway --workers N`` (started as ``python -m jisaku.gateway_run``)
+imports only what a gateway needs, and stays small on a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from .settings import SettingsError, load
+from .stores import open_stores
+
+
+def wait_for_stop() -> None:
+    """Until Ctrl-C or SIGTERM."""
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+
+
+def run_gateway(client_id: str = "jisaku-gateway", shared: bool = False) -> None:
+    from jisaku.gateway.alerts import start_alerts
+    from jisaku.gateway.service import Gateway
+
+    settings = load()
+    registry, store, influx = open_stores(settings)
+    secret = os.environ.get("JISAKU_GATEWAY_SECRET") or registry.service_secret("_gateway", settings.secrets_dir)
+    gateway = Gateway(store, registry, settings.broker, "_gateway", secret, readings=influx,
+                      client_id=client_id, shared=shared, retention=settings.retention)
+    alerts = start_alerts(gateway, settings.notify)  # alert rules, and notifications from [notify]
+    gateway.start()
+    where = influx or settings.sqlite_path
+    print(f"gateway {client_id} storing from {settings.broker} into {where}; Ctrl-C stops it", flush=True)
+    wait_for_stop()
+    gateway.stop()
+    alerts.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m jisaku.gateway_run", description="one gateway process")
+    parser.add_argument("--shared", action="store_true")
+    parser.add_argument("--client-id", default="jisaku-gateway")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    try:
+        run_gateway(args.client_id, args.shared)
+    except SettingsError as err:
+        sys.exit(f"jisaku: {err}")
