@@ -274,6 +274,11 @@ class Step:
 PORT_PLACEHOLDER = "PORT"
 
 
+# The board keeps the settings operators last sent in /settings.json, and they win over
+# config.json's; a fresh flash starts from config.json (the retained config comes back online).
+FORGET_SETTINGS = "import os\ntry: os.remove('/settings.json')\nexcept OSError: pass"
+
+
 def mkdir_code(folders: list[str]) -> str:
     """MicroPython code that makes ``folders`` on the board, leaving those that exist."""
     return f"import os\nfor d in {tuple(folders)!r}:\n try: os.mkdir(d)\n except OSError: pass"
@@ -343,7 +348,9 @@ def build_plan(request: FlashRequest, firmware: Path, port: str | None, port_not
     steps.append(Step("Write config.json (a temporary file only you can read) and copy it to /config.json",
                       "config", ["    " + line for line in shown_config.splitlines()]
                       + [shown_command(port, ["cp", "<temporary file>", ":/config.json"]),
-                         "the temporary file is removed afterwards"]))
+                         "the temporary file is removed afterwards",
+                         "settings the board kept from operators (/settings.json) are removed, so these count;"
+                         " operators' retained settings reach it again once it is online"]))
 
     for package in MIP_PACKAGES:
         mip = ["mip", "install", package]
@@ -436,7 +443,7 @@ def run_step(step: Step, request: FlashRequest, port: str, registry, watch, done
     elif step.do == "config":
         path = write_config(board_config(request, done["secret"]))
         try:
-            board.run_mpremote(port, ["cp", str(path), ":/config.json"])
+            board.run_mpremote(port, ["exec", FORGET_SETTINGS, "+", "cp", str(path), ":/config.json"])
         finally:
             path.unlink()
     elif step.do == "copy" and step.args["files"]:
