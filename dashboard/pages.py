@@ -28,6 +28,8 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Template
 
+from jisaku.gateway.store import DEFAULT_INTERVAL_S, stale_after
+
 from . import i18n
 from .api import position
 from .tiles import PMTILES_URL, TileSource
@@ -39,9 +41,6 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 DEFAULT_CENTER = (36.2, 138.25)
 
 VEHICLES = ("bus", "garbage_truck", "float")
-# How often a kind reports when its registration does not say (interval_s), in seconds.
-DEFAULT_INTERVAL_S = {"bus": 10, "garbage_truck": 10, "float": 10, "snow_gauge": 600, "printer_tray": 60}
-OTHER_INTERVAL_S = 300
 # A vehicle silent this long after going grey is taken off the map: it has gone home.
 HIDE_AFTER_STALE_S = 15 * 60
 # Snow depth colours, unless the gauge's settings (device_config) say otherwise.
@@ -62,13 +61,12 @@ class Limits:
 
 
 def limits(kind: str, interval_s: float | None) -> Limits:
-    """Stale after four missed reports (at least a minute); vehicles hidden 15 minutes later.
+    """Stale when the gateway would call it so (:func:`stale_after`); vehicles hidden 15 minutes later.
 
     >>> limits("bus", 5)
-    Limits(stale_s=60, hide_s=960)
+    Limits(stale_s=60.0, hide_s=960.0)
     """
-    interval = interval_s or DEFAULT_INTERVAL_S.get(kind, OTHER_INTERVAL_S)
-    stale_s = max(4 * interval, 60)
+    stale_s = stale_after(kind, interval_s)
     return Limits(stale_s, stale_s + HIDE_AFTER_STALE_S if kind in VEHICLES else None)
 
 
@@ -88,9 +86,9 @@ def freshness(device: dict[str, Any], now: float) -> str:
 
 
 def snow_thresholds(store, device_id: str) -> tuple[float, float]:
-    """``(warn_cm, alert_cm)`` from the gauge's settings (``warn_cm``, ``alert_cm``), else the defaults."""
+    """``(warn_cm, alert_cm)`` the gauge runs with (the settings it applied), else the defaults."""
     state = store.config_state(device_id)
-    settings = state["settings"] if state else {}
+    settings = state["applied"] if state else {}
     warn, alert = settings.get("warn_cm", SNOW_WARN_CM), settings.get("alert_cm", SNOW_ALERT_CM)
     if not isinstance(warn, (int, float)) or not isinstance(alert, (int, float)) or warn >= alert:
         return SNOW_WARN_CM, SNOW_ALERT_CM

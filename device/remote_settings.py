@@ -5,10 +5,12 @@ Each app lists what may be changed and within which limits, e.g.::
     class PrinterTray:
         SETTINGS = {"left_after_s": (1, 3600), "report_every_s": (5, 86400)}
 
-A new config is applied only if every value is known and within its limits;
-otherwise the device answers ``ok: false`` with the reason and keeps what it
-had. Accepted settings are saved, so a device that starts with no network
-still uses the operators' last word.
+A new config is applied only if every value is known and within its limits
+(and, if the app has ``settings_problems(changes)`` for checks across settings,
+such as "alert_cm above warn_cm", that it returns no problems); otherwise the
+device answers ``ok: false`` with the reason and keeps what it had. Accepted
+settings are saved, so a device that starts with no network still uses the
+operators' last word.
 
 Example::
 
@@ -43,6 +45,9 @@ class RemoteSettings:
             low, high = self.limits[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 found.append(f"{name} must be a number from {low:g} to {high:g}, not {value!r}")
+        across = getattr(self.app, "settings_problems", None)
+        if not found and across is not None:
+            found.extend(across(settings))  # only once each value is known to be a number in range
         return found
 
     def apply(self, settings: dict[str, Any]) -> tuple[bool, str | None]:

@@ -62,10 +62,23 @@ def _json(values: dict[str, Any]) -> str:
     return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
 
 
-# A device silent for this many of its reporting intervals is "stale"; one registered
-# without an interval is expected to say something every DEFAULT_INTERVAL_S.
+# A device silent for this many of its reporting intervals (and at least a minute) is
+# "stale". One registered without an interval (interval_s) is expected to report as
+# often as its kind usually does.
 STALE_AFTER_INTERVALS = 3
-DEFAULT_INTERVAL_S = 300.0
+MIN_STALE_S = 60.0
+DEFAULT_INTERVAL_S = {"bus": 10.0, "garbage_truck": 10.0, "float": 10.0, "snow_gauge": 600.0, "printer_tray": 60.0}
+OTHER_INTERVAL_S = 300.0
+
+
+def stale_after(kind: str, interval_s: float | None) -> float:
+    """Seconds of silence after which a device of ``kind`` counts as stale.
+
+    >>> stale_after("snow_gauge", None), stale_after("bus", 5)
+    (1800.0, 60.0)
+    """
+    interval = interval_s or DEFAULT_INTERVAL_S.get(kind, OTHER_INTERVAL_S)
+    return max(STALE_AFTER_INTERVALS * interval, MIN_STALE_S)
 
 
 class SQLiteStore:
@@ -164,7 +177,7 @@ class SQLiteStore:
                     (device_id, now))
 
     def mark_stale(self, now: float | None = None) -> list[str]:
-        """Mark online devices silent for STALE_AFTER_INTERVALS of their reporting interval as stale.
+        """Mark online devices silent for longer than :func:`stale_after` as stale.
 
         A device that went offline cleanly (its last will) stays offline; "stale" is for
         one that still looks connected but says nothing: a hung sensor, a lost GPS, a
@@ -172,12 +185,11 @@ class SQLiteStore:
         """
         now = time.time() if now is None else now
         rows = self.db.connection.execute(
-            "SELECT d.id, coalesce(d.interval_s, ?) AS interval_s, s.since, l.updated"
+            "SELECT d.id, d.kind, d.interval_s, s.since, l.updated"
             " FROM devices d JOIN device_status s ON s.device_id = d.id"
-            " LEFT JOIN latest l ON l.device_id = d.id WHERE s.state = 'online'",
-            (DEFAULT_INTERVAL_S,)).fetchall()
+            " LEFT JOIN latest l ON l.device_id = d.id WHERE s.state = 'online'").fetchall()
         silent = [row["id"] for row in rows
-                  if now - max(row["since"], row["updated"] or 0) > STALE_AFTER_INTERVALS * row["interval_s"]]
+                  if now - max(row["since"], row["updated"] or 0) > stale_after(row["kind"], row["interval_s"])]
         if silent:
             connection = self.db.connection
             with connection:
@@ -253,7 +265,9 @@ class SQLiteStore:
         else:
             state = "applied" if row["ok"] else "refused"
         return {"rev": row["rev"], "settings": json.loads(row["settings"]), "state": state,
-                "reason": row["reason"] if state == "refused" else None, "acked": row["acked"]}
+                "reason": row["reason"] if state == "refused" else None, "acked": row["acked"],
+                # what the device is running with: the settings of the newest revision it applied
+                "applied": json.loads(row["applied"])}
 
     # ------------------------------------------------------------ reading
 

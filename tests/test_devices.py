@@ -226,3 +226,118 @@ def test_a_student_app_in_the_device_folder_runs_on_the_same_runtime(tmp_path, f
     pin.drive_high()
     assert link.readings == [{"opened": 1}]
     app.close()
+
+
+# ---------------------------------------------------------------- the snow gauge's own alarm
+
+# A simulated snowy day, one point an hour: up past alert_cm (50), wobbling between warn_cm (20)
+# and alert_cm, down below warn_cm, and up again. Every depth is well clear of either level.
+SNOWY_DAY = [10, 45, 56, 35, 47, 58, 30, 12, 40, 62]
+
+
+def test_snow_gauge_raises_its_alarm_once_and_clears_it_once(factory):
+    config = load_device_config(EXAMPLES / "snow-gauge", {
+        "simulate": {"curve": [[hour, cm] for hour, cm in enumerate(SNOWY_DAY + [0])], "hours_per_minute": 60}})
+    snow, link = Snowfall(config, factory), RecordingLink()
+    gauge = SnowGauge(config, link, pin_factory=factory)
+    events_after = []
+    try:
+        for hour in range(len(SNOWY_DAY)):
+            snow.tick(hour * 1.0)        # 60 simulated hours a minute: one hour a second
+            gauge.step()
+            events_after.append(len(link.events))
+    finally:
+        gauge.close()
+    assert [round(r["depth_cm"]) for r in link.readings] == SNOWY_DAY
+    assert events_after == [0, 0, 1, 1, 1, 1, 1, 2, 2, 3], "one event on crossing, none while it wobbles"
+    (raised, values), cleared, again = link.events
+    assert raised == "deep_snow" and values["alert_cm"] == 50 and values["depth_cm"] == pytest.approx(56, abs=1)
+    assert cleared[0] == "snow_cleared" and cleared[1]["depth_cm"] == pytest.approx(12, abs=1)
+    assert again[0] == "deep_snow"
+
+
+def test_operators_move_the_alarm_levels_and_a_bad_pair_is_refused(factory, tmp_path):
+    from jisaku.device.remote_settings import RemoteSettings
+
+    config = load_device_config(EXAMPLES / "snow-gauge", {"simulate": {"curve": [[0, 35], [24, 35]]}})
+    Snowfall(config, factory).tick(0.0)
+    link = RecordingLink()
+    gauge = SnowGauge(config, link, pin_factory=factory)
+    remote = RemoteSettings(gauge, tmp_path)
+    try:
+        gauge.step()
+        assert link.events == [], "35 cm is below the default alert_cm of 50"
+
+        ok, reason = remote.apply({"warn_cm": 40, "alert_cm": 30})
+        assert not ok and reason == "alert_cm (30) must be above warn_cm (40): raise alert_cm or lower warn_cm"
+        ok, reason = remote.apply({"alert_cm": 15})     # below the warn_cm the gauge already has (20)
+        assert not ok and "alert_cm (15) must be above warn_cm (20)" in reason
+        assert (gauge.warn_cm, gauge.alert_cm) == (20, 50), "the old levels are kept"
+        assert not (tmp_path / "settings.json").exists(), "nothing refused is saved"
+
+        assert remote.apply({"warn_cm": 10, "alert_cm": 30}) == (True, None)
+        gauge.step()
+        assert [name for name, _ in link.events] == ["deep_snow"]
+        assert link.events[0][1]["alert_cm"] == 30
+    finally:
+        gauge.close()
+    restarted = SnowGauge(config, RecordingLink(), pin_factory=factory)
+    try:
+        RemoteSettings(restarted, tmp_path).restore()
+        assert (restarted.warn_cm, restarted.alert_cm) == (10, 30), "the operators' levels outlive a restart"
+    finally:
+        restarted.close()
+
+
+def test_alarm_levels_in_device_toml_are_checked(factory):
+    config = load_device_config(EXAMPLES / "snow-gauge")
+    assert config.section("alarm") == {"warn_cm": 20, "alert_cm": 50}
+    with pytest.raises(DeviceConfigError, match=r"alert_cm \(30\) must be above warn_cm \(30\)"):
+        SnowGauge(load_device_config(EXAMPLES / "snow-gauge", {"alarm": {"warn_cm": 30, "alert_cm": 30}}),
+                  RecordingLink(), pin_factory=factory)
+    with pytest.raises(DeviceConfigError, match="warn_cm must be a number from 0 to 1000"):
+        SnowGauge(load_device_config(EXAMPLES / "snow-gauge", {"alarm": {"warn_cm": "deep"}}),
+                  RecordingLink(), pin_factory=factory)
+
+
+def test_alert_cm_an_operator_sends_moves_the_residents_map_colours(factory, tmp_path):
+    """Operator -> gateway -> gauge -> config/ack -> the thresholds the residents' map colours by."""
+    import json
+
+    from jisaku.dashboard.pages import snow_thresholds
+    from jisaku.device.remote_settings import RemoteSettings
+    from jisaku.gateway.db import Database
+    from jisaku.gateway.registry import DeviceRecord, Registry
+    from jisaku.gateway.service import Gateway
+    from jisaku.gateway.store import Batch, SQLiteStore
+
+    db = Database(tmp_path / "jisaku.db")
+    registry = Registry(db)
+    registry.add_device(DeviceRecord("snow-1", "snow_gauge"))
+    store = SQLiteStore(db)
+    gateway = Gateway(store, registry, "mqtt://127.0.0.1:1", "_gateway", "unused")
+    config = load_device_config(EXAMPLES / "snow-gauge")
+    Snowfall(config, factory).tick(0.0)
+    gauge = SnowGauge(config, RecordingLink(), pin_factory=factory)
+    remote = RemoteSettings(gauge, tmp_path / "snow-1")
+
+    def send(changes):
+        """What `jisaku devices configure` and the operator page do, and the gauge's answer."""
+        message = store.next_config("snow-1", changes)
+        ok, reason = remote.apply({k: v for k, v in message.items() if k != "rev"})
+        ack = {"rev": message["rev"], "ok": ok, **({"reason": reason} if reason else {})}
+        batch = Batch()
+        gateway.sort_into(batch, "jisaku/snow-1/config/ack", json.dumps(ack).encode(), 1732300100.0)
+        store.write(batch)
+        return store.config_state("snow-1")
+
+    try:
+        assert snow_thresholds(store, "snow-1") == (20, 50)
+        assert send({"warn_cm": 10, "alert_cm": 30})["state"] == "applied"
+        assert snow_thresholds(store, "snow-1") == (10, 30)
+        assert (gauge.warn_cm, gauge.alert_cm) == (10, 30), "the gauge alarms where the map turns red"
+        refused = send({"warn_cm": 40})
+        assert refused["state"] == "refused" and "must be above warn_cm (40)" in refused["reason"]
+        assert (gauge.warn_cm, gauge.alert_cm) == (10, 30)
+    finally:
+        gauge.close()

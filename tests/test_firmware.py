@@ -87,9 +87,9 @@ CALLS = vector_calls(CASES)
 SCENARIOS = [
     "tray_without_network", "tray_settings_and_commands", "reconnect_and_backlog", "outbox_durable",
     "online_never_writes_flash", "clock_and_epochs", "ntp_turns_age_into_ts", "config_file_errors",
-    "snow_gauge", "nmea_parser", "tracker",
+    "snow_gauge", "snow_alarm", "nmea_parser", "tracker",
 ]
-EXAMPLE_OF = {"snow_gauge": "snow_gauge", "tracker": "vehicle_tracker"}
+EXAMPLE_OF = {"snow_gauge": "snow_gauge", "snow_alarm": "snow_gauge", "tracker": "vehicle_tracker"}
 
 
 @pytest.fixture(scope="module")
@@ -345,6 +345,40 @@ def test_snow_gauge_median_of_pings_and_settings(runs, gateway):
     assert found["cold"]["depth_cm"] == pytest.approx(210 - 162.5 * speed(-10) / 343.26, abs=0.1)
     assert found["cold"]["depth_cm"] - found["plain"]["depth_cm"] > 5
     assert found["warm"]["depth_cm"] == pytest.approx(found["plain"]["depth_cm"], abs=0.2)
+
+
+def test_snow_gauge_raises_its_own_alarm_without_any_network(runs, gateway):
+    """deep_snow once on reaching alert_cm, nothing while it wobbles, snow_cleared once below warn_cm."""
+    found = result(runs, "snow_alarm")
+    assert found["alarmed"] == [False, False, True, True, True, True, True, False, False, True]
+    assert found["queued_offline"] >= 13      # ten readings and three events waited in the outbox
+    events = [e for p in found["offline_events"] for _, e in sort(gateway, "snow-1", "event", p).events]
+    assert [(e.name, e.values) for e in events] == [
+        ("deep_snow", {"depth_cm": pytest.approx(56, abs=0.2), "alert_cm": 50}),
+        ("snow_cleared", {"depth_cm": pytest.approx(12, abs=0.2), "warn_cm": 20}),
+        ("deep_snow", {"depth_cm": pytest.approx(62, abs=0.2), "alert_cm": 50})]
+    # No clock on the board: sent with their age, so the gateway places them when they happened.
+    assert events[1].ts - events[0].ts == pytest.approx(5 * 60, abs=2)
+
+
+def test_snow_gauge_alarm_levels_from_afar_refused_accepted_and_kept(runs, gateway):
+    found = result(runs, "snow_alarm")
+    acks = [json.loads(a) for a in found["acks"]]
+    assert acks[0] == {"rev": 1, "ok": False,
+                       "reason": "alert_cm (30) must be above warn_cm (40): raise alert_cm or lower warn_cm"}
+    assert acks[1]["ok"] is False and "alert_cm (15) must be above warn_cm (20)" in acks[1]["reason"]
+    assert acks[2] == {"rev": 3, "ok": True}
+    for payload in found["acks"]:
+        assert sort(gateway, "snow-1", "config/ack", payload).config_acks
+    assert found["kept"] == [20, 50], "a refused pair changes nothing"
+    names = [e.name for p in found["events"] for _, e in sort(gateway, "snow-1", "event", p).events]
+    # after the day: cleared at 12 cm, then raised at 35 cm by the operators' alert_cm of 30
+    assert names[3:] == ["snow_cleared", "deep_snow"]
+    last = sort(gateway, "snow-1", "event", found["events"][-1]).events[-1][1]
+    assert last.values == {"depth_cm": pytest.approx(35, abs=0.2), "alert_cm": 30}
+    assert found["after_restart"] == [10, 30], "the operators' levels outlive a restart"
+    assert "config.json: alert_cm (50) must be above warn_cm (50)" in found["config_json"][0]
+    assert "alert_cm must be a number from 0 to 1000" in found["config_json"][1]
 
 
 # ---------------------------------------------------------------- vehicle tracker

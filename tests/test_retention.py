@@ -8,7 +8,7 @@ from jisaku.device.protocol import Reading, Status
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.retention import RetentionPolicy
-from jisaku.gateway.store import STALE_AFTER_INTERVALS, Batch, SQLiteStore
+from jisaku.gateway.store import STALE_AFTER_INTERVALS, Batch, SQLiteStore, stale_after
 
 DAY = 86400
 
@@ -57,12 +57,13 @@ def test_a_silent_device_turns_stale_and_back_online_with_a_history(tmp_path):
     store = _store(tmp_path)
     t0 = time.time() - 120  # the readings below are stamped with the real time, two minutes on
     store.write(Batch(statuses=[("snow-1", Status("online", {}), t0), ("bus-1", Status("online", {}), t0)]))
-    assert store.mark_stale(now=t0 + 5 * STALE_AFTER_INTERVALS - 1) == []
-    assert store.mark_stale(now=t0 + 60) == ["bus-1"]  # a bus reports every 5 s: silent for a minute
+    assert stale_after("bus", 5) == 60  # three missed reports, but never less than a minute
+    assert store.mark_stale(now=t0 + 59) == []
+    assert store.mark_stale(now=t0 + 61) == ["bus-1"]  # snow-1 reports once a minute: it has three
     states = {d["id"]: d["status"] for d in store.latest(public_only=False)}
     assert states == {"bus-1": "stale", "snow-1": "online"}
 
-    store.write(Batch(readings=[("bus-1", Reading(t0 + 61, 1, {"lat": 36.14, "lon": 137.25}))]))
+    store.write(Batch(readings=[("bus-1", Reading(t0 + 62, 1, {"lat": 36.14, "lon": 137.25}))]))
     assert {d["id"]: d["status"] for d in store.latest(public_only=False)}["bus-1"] == "online"
     assert [h["state"] for h in store.status_history("bus-1")] == ["online", "stale", "online"]
     assert "snow-1" in store.mark_stale(now=t0 + 60 * STALE_AFTER_INTERVALS + 1)  # once a minute, for three

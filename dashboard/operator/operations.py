@@ -30,7 +30,7 @@ from jisaku.gateway.registry import DeviceRecord, Registry, RegistryError
 # A device silent for STALE_AFTER_INTERVALS of its expected interval is "stale" (maybe its
 # battery, maybe its network): the gateway marks it so every few seconds; the pages use the
 # same rule, so a device shows stale even before the gateway's next look.
-from jisaku.gateway.store import DEFAULT_INTERVAL_S, STALE_AFTER_INTERVALS, SQLiteStore
+from jisaku.gateway.store import SQLiteStore, stale_after
 
 from .auth import Auth
 from .publisher import BrokerUnavailable, ConfigPublisher
@@ -119,14 +119,15 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def device_state(status: str, last_seen: float | None, interval_s: float | None, revoked: bool, now: float) -> str:
+def device_state(status: str, kind: str, last_seen: float | None, interval_s: float | None, revoked: bool,
+                 now: float) -> str:
     if revoked:
         return "revoked"
     if last_seen is None:
         return "never"
     if status in ("offline", "stale"):
         return status
-    if now - last_seen > STALE_AFTER_INTERVALS * (interval_s or DEFAULT_INTERVAL_S):
+    if now - last_seen > stale_after(kind, interval_s):
         return "stale"
     return "online"
 
@@ -192,7 +193,7 @@ class Operations:
         return DeviceView(
             id=row["id"], kind=row["kind"], name=row["name"], public=row["public"], interval_s=row["interval_s"],
             lat=row["lat"], lon=row["lon"],
-            state=device_state(row["status"], last_seen, row["interval_s"], revoked, now),
+            state=device_state(row["status"], row["kind"], last_seen, row["interval_s"], revoked, now),
             last_seen=last_seen, battery_pct=battery if isinstance(battery, int | float) else None,
             firmware=str(info["fw"]) if info.get("fw") is not None else None,
             values=values, config=config, settings=limits,

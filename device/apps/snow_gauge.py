@@ -19,6 +19,11 @@ Example::
     gauge = SnowGauge(config, link)
     gauge.measure()         # {"depth_cm": 37.0}, or None when the echoes did not come back
     gauge.run(stop)         # publishes a reading every interval_s
+
+Its own alarm, with no gateway rule and no network needed (events wait in the
+outbox): when the depth reaches ``alert_cm`` it sends the event ``deep_snow``
+once, and ``snow_cleared`` once the depth is below ``warn_cm`` again. In between
+nothing changes, so snow wobbling around one level does not send a flood of events.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import time
 
 from gpiozero import DistanceSensor
 
-from ..config import DeviceConfig
+from ..config import DeviceConfig, DeviceConfigError
 from ..link import DeviceLink
 from ..temperature import DS18B20
 
@@ -67,6 +72,17 @@ class _DistanceSensor(DistanceSensor):
         return value
 
 
+def alarm_problems(warn_cm: float, alert_cm: float) -> list[str]:
+    """What is wrong with a pair of alarm levels: ``alert_cm`` must be above ``warn_cm``.
+
+    >>> alarm_problems(60, 50)
+    ['alert_cm (50) must be above warn_cm (60): raise alert_cm or lower warn_cm']
+    """
+    if alert_cm > warn_cm:
+        return []
+    return [f"alert_cm ({alert_cm:g}) must be above warn_cm ({warn_cm:g}): raise alert_cm or lower warn_cm"]
+
+
 def speed_of_sound(temp_c: float) -> float:
     """Metres per second in dry air at ``temp_c`` degrees Celsius."""
     return 331.3 * (1 + temp_c / 273.15) ** 0.5
@@ -74,7 +90,8 @@ def speed_of_sound(temp_c: float) -> float:
 
 class SnowGauge:
     #: what operators may change from afar, with its limits
-    SETTINGS = {"interval_s": (1, 86400), "mount_height_cm": (10, 1000), "samples": (1, 15)}
+    SETTINGS = {"interval_s": (1, 86400), "mount_height_cm": (10, 1000), "samples": (1, 15),
+                "warn_cm": (0, 1000), "alert_cm": (0, 1000)}
 
     def __init__(self, config: DeviceConfig, link: DeviceLink, pin_factory=None):
         settings = config.section("ultrasonic")
@@ -82,6 +99,16 @@ class SnowGauge:
         self.interval_s = config.interval_s
         self.mount_height_cm = float(settings.get("mount_height_cm", 200))
         self.samples = int(settings.get("samples", 5))
+        alarm = config.section("alarm")
+        self.warn_cm, self.alert_cm = alarm.get("warn_cm", 20), alarm.get("alert_cm", 50)
+        for name, value in (("warn_cm", self.warn_cm), ("alert_cm", self.alert_cm)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1000:
+                raise DeviceConfigError(
+                    f"{config.folder}: [alarm] {name} must be a number from 0 to 1000, not {value!r}")
+        problems = alarm_problems(self.warn_cm, self.alert_cm)
+        if problems:
+            raise DeviceConfigError(f"{config.folder}: [alarm] {problems[0]}")
+        self.alarmed = False  # True from deep_snow until snow_cleared
         # partial: answer from the pings so far instead of waiting for a full queue.
         self.sensor = _DistanceSensor(
             echo=settings.get("echo_pin", 24), trigger=settings.get("trigger_pin", 23),
@@ -121,6 +148,27 @@ class SnowGauge:
         reading = self.measure()
         return reading["depth_cm"] if reading else None
 
+    def check_alarm(self, depth_cm: float) -> None:
+        """Send ``deep_snow`` on reaching ``alert_cm``, ``snow_cleared`` below ``warn_cm``; each once."""
+        if not self.alarmed and depth_cm >= self.alert_cm:
+            self.alarmed = True
+            self.link.publish_event("deep_snow", {"depth_cm": depth_cm, "alert_cm": self.alert_cm})
+        elif self.alarmed and depth_cm < self.warn_cm:
+            self.alarmed = False
+            self.link.publish_event("snow_cleared", {"depth_cm": depth_cm, "warn_cm": self.warn_cm})
+
+    def step(self) -> dict[str, float] | None:
+        """One turn: measure, publish the reading, raise or clear the alarm."""
+        reading = self.measure()
+        if reading is not None:
+            self.link.publish_reading(reading)
+            self.check_alarm(reading["depth_cm"])
+        return reading
+
+    def settings_problems(self, changes: dict) -> list[str]:
+        """Checks across settings (RemoteSettings calls this once each value is within its limits)."""
+        return alarm_problems(changes.get("warn_cm", self.warn_cm), changes.get("alert_cm", self.alert_cm))
+
     def apply_settings(self, settings: dict) -> None:
         for name, value in settings.items():
             setattr(self, name, int(value) if name == "samples" else float(value))
@@ -135,9 +183,7 @@ class SnowGauge:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            reading = self.measure()
-            if reading is not None:
-                self.link.publish_reading(reading)
+            self.step()
             deadline = time.monotonic() + self.interval_s
             while time.monotonic() < deadline and not stop.is_set() and not self._report_now.is_set():
                 stop.wait(0.2)

@@ -9,7 +9,8 @@ config.json, the saved settings and the outbox in flash.
 An app is a class with ``SETTINGS`` (what operators may change, with limits),
 ``DEFAULTS`` (every setting's value when config.json says nothing), ``PINS``
 (default pins per board: ``esp32``, ``rp2``), ``POLL_MS``, and the methods
-``step(now_ms)``, ``apply_settings(values)`` and ``commands()``.
+``step(now_ms)``, ``apply_settings(values)`` and ``commands()``; optionally the
+static method ``settings_problems(values)`` for checks across settings.
 
 Example (an example's main.py)::
 
@@ -42,7 +43,8 @@ def app_settings(app_class, boot):
             raise config.ConfigError("config.json: unknown setting %r (this example takes %s)"
                                      % (name, ", ".join(sorted(values))))
         values[name] = value
-    settings = config.Settings(app_class.SETTINGS, values)
+    # settings_problems (optional): the app's checks across settings, e.g. alert_cm above warn_cm
+    settings = config.Settings(app_class.SETTINGS, values, check=getattr(app_class, "settings_problems", None))
     found = settings.problems({k: values[k] for k in app_class.SETTINGS})
     if found:
         raise config.ConfigError("config.json: " + "; ".join(found))

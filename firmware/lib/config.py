@@ -69,13 +69,16 @@ class Settings:
 
     ``limits`` are the settings operators may change, e.g. ``{"interval_s": (1, 86400)}``.
     ``values`` holds every current setting; read them as ``settings.values["interval_s"]``.
+    ``check`` (optional) looks across settings once each is within its limits: given
+    every value as it would be, it returns what is wrong, e.g. ``["alert_cm must be above warn_cm"]``.
     """
 
-    def __init__(self, limits, values, path=SAVED_FILE):
+    def __init__(self, limits, values, path=SAVED_FILE, check=None):
         self.limits = limits
         self.values = dict(values)
         self.path = path
         self.rev = None
+        self.check = check
 
     def problems(self, changes):
         found = []
@@ -86,6 +89,10 @@ class Settings:
             low, high = self.limits[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 found.append("%s must be a number from %s to %s, not %r" % (name, low, high, value))
+        if not found and self.check is not None:
+            after = dict(self.values)
+            after.update(changes)
+            found.extend(self.check(after))
         return found
 
     def restore(self):

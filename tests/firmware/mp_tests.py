@@ -297,6 +297,59 @@ def snow_gauge():
             "plain": gauge.depth([162.5] * 5)})
 
 
+# A snowy day, one reading each: past alert_cm (50), wobbling between warn_cm (20) and
+# alert_cm, below warn_cm, and up again (the same day as the Raspberry Pi's test).
+SNOWY_DAY = [10, 45, 56, 35, 47, 58, 30, 12, 40, 62]
+
+
+def snow_alarm():
+    """The gauge's own alarm with no network, then operators' alarm levels from afar."""
+    import config
+    from board import app_settings
+    import machine
+    import network
+    from gauge import SnowGauge, ASSUMED_SPEED_OF_SOUND
+    ft = harness.FakeTime()
+    network.up = broker.up = False
+
+    def snow(cm):  # every ping answers as if the snow were this deep under a 200 cm mount
+        machine.echo_default = int((200 - cm) * 20000 / ASSUMED_SPEED_OF_SOUND)
+
+    board = harness.new_board(SnowGauge, harness.boot_config("snow-1", {"interval_s": 60}))
+    alarmed = []
+    for cm in SNOWY_DAY:
+        snow(cm)
+        harness.run(board, ft, 60)
+        alarmed.append(board.app.alarmed)
+    queued = len(board.outbox)
+    network.up = broker.up = True          # the network comes back
+    harness.run(board, ft, 90)             # Wi-Fi and the broker again, then the backlog
+    offline_events = sent("event", "snow-1")
+    topic = "jisaku/snow-1/config"
+    broker.deliver(topic, json.dumps({"rev": 1, "warn_cm": 40, "alert_cm": 30}), retain=True)
+    harness.run(board, ft, 1)
+    broker.deliver(topic, json.dumps({"rev": 2, "alert_cm": 15}), retain=True)   # below warn_cm 20
+    harness.run(board, ft, 1)
+    kept = [board.app.warn_cm, board.app.alert_cm]
+    snow(12)
+    harness.run(board, ft, 60)             # below warn_cm: the alarm clears
+    broker.deliver(topic, json.dumps({"rev": 3, "warn_cm": 10, "alert_cm": 30}), retain=True)
+    snow(35)
+    harness.run(board, ft, 3)              # new settings: measures at once, 35 cm >= 30 cm
+    network.up = broker.up = False         # restart with no network: the saved levels are used
+    again = harness.new_board(SnowGauge, harness.boot_config("snow-1"))
+    wrong = []
+    for settings in ({"warn_cm": 50, "alert_cm": 50}, {"alert_cm": 2000}):
+        try:
+            app_settings(SnowGauge, harness.boot_config("snow-1", settings))
+            wrong.append("ok")
+        except config.ConfigError as err:
+            wrong.append(str(err))
+    result({"alarmed": alarmed, "queued_offline": queued, "offline_events": offline_events,
+            "events": sent("event", "snow-1"), "acks": sent("config/ack", "snow-1"), "kept": kept,
+            "after_restart": [again.app.warn_cm, again.app.alert_cm], "config_json": wrong})
+
+
 # ---------------------------------------------------------------- vehicle tracker
 
 

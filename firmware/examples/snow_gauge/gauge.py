@@ -7,11 +7,16 @@ cold, so with an optional DS18B20 thermometer the distance is corrected for the
 air temperature (at -10 °C an uncorrected gauge 2 m up reads ~9 cm too shallow).
 
 Sends what the Raspberry Pi version sends: a reading {depth_cm} (and temp_c
-with the thermometer) every ``interval_s``.
+with the thermometer) every ``interval_s``; and its own alarm, with no gateway
+rule and no network needed (events wait in the outbox): the event ``deep_snow``
+{depth_cm, alert_cm} once when the depth reaches ``alert_cm``, and
+``snow_cleared`` {depth_cm, warn_cm} once it is below ``warn_cm`` again. In
+between nothing changes, so snow wobbling around one level sends no flood.
 
 Example::
 
-    gauge = SnowGauge({"interval_s": 600, "mount_height_cm": 200, "samples": 5},
+    gauge = SnowGauge({"interval_s": 600, "mount_height_cm": 200, "samples": 5,
+                       "warn_cm": 20, "alert_cm": 50},
                       {"trigger": 5, "echo": 18}, link)
     gauge.measure()          # {"depth_cm": 37.0}, or None when too few echoes came back
 """
@@ -44,15 +49,25 @@ def median(values):
 
 class SnowGauge:
     #: what operators may change from afar, with its limits (the same as on the Raspberry Pi)
-    SETTINGS = {"interval_s": (1, 86400), "mount_height_cm": (10, 1000), "samples": (1, 15)}
-    DEFAULTS = {"interval_s": 600, "mount_height_cm": 200, "samples": 5}
+    SETTINGS = {"interval_s": (1, 86400), "mount_height_cm": (10, 1000), "samples": (1, 15),
+                "warn_cm": (0, 1000), "alert_cm": (0, 1000)}
+    DEFAULTS = {"interval_s": 600, "mount_height_cm": 200, "samples": 5, "warn_cm": 20, "alert_cm": 50}
     #: "ds18b20": a pin number to correct for the air temperature (optional)
     PINS = {"esp32": {"trigger": 5, "echo": 18, "ds18b20": None},
             "rp2": {"trigger": 2, "echo": 3, "ds18b20": None}}
     POLL_MS = 200
 
+    @staticmethod
+    def settings_problems(values):
+        """Checks across settings (config.Settings calls this with every value as it would be)."""
+        if values["alert_cm"] > values["warn_cm"]:
+            return []
+        return ["alert_cm (%g) must be above warn_cm (%g): raise alert_cm or lower warn_cm"
+                % (values["alert_cm"], values["warn_cm"])]
+
     def __init__(self, settings, pins, link):
         self.link = link
+        self.alarmed = False  # True from deep_snow until snow_cleared
         self.apply_settings(settings)
         self.trigger = machine.Pin(pins["trigger"], machine.Pin.OUT, value=0)
         self.echo = machine.Pin(pins["echo"], machine.Pin.IN)
@@ -67,6 +82,8 @@ class SnowGauge:
         self.interval_s = settings["interval_s"]
         self.mount_height_cm = settings["mount_height_cm"]
         self.samples = int(settings["samples"])
+        self.warn_cm = settings["warn_cm"]
+        self.alert_cm = settings["alert_cm"]
         self.next_reading = clock.ticks_ms()  # new settings: measure now, like on the Pi
 
     def ping_cm(self):
@@ -120,6 +137,16 @@ class SnowGauge:
             print("snow gauge: too few echoes came back; no reading this time")
         else:
             self.link.publish_reading(reading)
+            self.check_alarm(reading["depth_cm"])
+
+    def check_alarm(self, depth_cm):
+        """Send ``deep_snow`` on reaching ``alert_cm``, ``snow_cleared`` below ``warn_cm``; each once."""
+        if not self.alarmed and depth_cm >= self.alert_cm:
+            self.alarmed = True
+            self.link.publish_event("deep_snow", {"depth_cm": depth_cm, "alert_cm": self.alert_cm})
+        elif self.alarmed and depth_cm < self.warn_cm:
+            self.alarmed = False
+            self.link.publish_event("snow_cleared", {"depth_cm": depth_cm, "warn_cm": self.warn_cm})
 
     def commands(self):
         return {"report_now": self.report_now}
