@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import logging
 import threading
 import time
 from typing import Any
@@ -16,44 +15,18 @@ from fastapi.responses import StreamingResponse
 from jisaku.gateway.store import SQLiteStore
 
 from .models import DeviceSummary, FeatureCollection, Reading
+from .stream import GZIP_HEADER, HEARTBEAT, Broadcaster, feature, position
 
 router = APIRouter(prefix="/api/v1", tags=["public"])
 
-log = logging.getLogger(__name__)
-
 GEOJSON = "application/geo+json"
-# How often the shared poller looks for changes for the live streams. Each event is the whole
-# latest.geojson, so this also bounds what a phone on the map downloads (one snapshot a second).
-STREAM_POLL_S = 1.0
 STREAM_HEARTBEAT_S = 15.0
 # latest.geojson may be this old: a burst of requests asks the store once per interval.
 CACHE_MAX_AGE_S = 0.5
 
 
-def position(device: dict[str, Any]) -> tuple[float, float] | None:
-    """Where to draw a device: its last reported position, else where it is mounted."""
-    values = device["values"]
-    if "lat" in values and "lon" in values:
-        return values["lat"], values["lon"]
-    if device["lat"] is not None and device["lon"] is not None:
-        return device["lat"], device["lon"]
-    return None
-
-
 def feature_collection(devices: list[dict[str, Any]]) -> dict[str, Any]:
-    features = []
-    for device in devices:
-        where = position(device)
-        features.append({
-            "type": "Feature",
-            "id": device["id"],
-            "geometry": {"type": "Point", "coordinates": [where[1], where[0]]} if where else None,
-            "properties": {
-                "kind": device["kind"], "name": device["name"], "status": device["status"],
-                "ts": device["ts"], "values": device["values"],
-            },
-        })
-    return {"type": "FeatureCollection", "features": features}
+    return {"type": "FeatureCollection", "features": [feature(device) for device in devices]}
 
 
 class LatestCache:
@@ -102,69 +75,6 @@ class LatestCache:
                               ensure_ascii=False).encode()
             self._rendered = (version, body, gzip.compress(body, compresslevel=6))
         self._checked = time.monotonic()
-
-
-class Broadcaster:
-    """One poller per app for every open ``/api/v1/stream``: one store query per interval,
-    and the same event bytes handed to every subscriber's queue.
-
-    Each subscriber's queue holds one event: every event is a whole snapshot, so a slow
-    reader that has not taken the previous one simply gets the newest one instead, and never
-    holds up the others. The poller runs only while someone listens.
-
-    Example::
-
-        queue = broadcaster.subscribe()
-        try:
-            event = await queue.get()         # b"event: latest\ndata: {...}\n\n"
-        finally:
-            broadcaster.unsubscribe(queue)
-    """
-
-    def __init__(self, cache: LatestCache, poll_s: float = STREAM_POLL_S):
-        self.cache = cache
-        self.poll_s = poll_s
-        self.subscribers: set[asyncio.Queue[bytes]] = set()
-        self._event = b""
-        self._version: float | None = None
-        self._task: asyncio.Task | None = None
-
-    def subscribe(self) -> asyncio.Queue[bytes]:
-        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
-        if self._event:
-            queue.put_nowait(self._event)  # a new map gets the current state at once
-        self.subscribers.add(queue)
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._poll(), name="jisaku-stream-poller")
-        return queue
-
-    def unsubscribe(self, queue: asyncio.Queue[bytes]) -> None:
-        self.subscribers.discard(queue)
-
-    def publish(self, event: bytes) -> None:
-        """Hand ``event`` to every subscriber without waiting for any of them."""
-        self._event = event
-        for queue in self.subscribers:
-            if queue.full():
-                queue.get_nowait()  # its reader is behind: the newer snapshot replaces the old
-            queue.put_nowait(event)
-
-    async def _poll(self) -> None:
-        while self.subscribers:
-            try:
-                # always a fresh look (one cheap query per interval), so an event follows a
-                # change within one interval plus the rendering
-                version, body = await asyncio.to_thread(self.cache.get, 0.0)
-            except Exception:  # a locked or briefly missing database must not end every stream
-                log.exception("the live stream could not read the latest state; trying again")
-            else:
-                if version != self._version:
-                    self._version = version
-                    self.publish(b"event: latest\ndata: " + body + b"\n\n")
-            await asyncio.sleep(self.poll_s)
-        # Nobody listens: forget the last event, so the next map does not get an old one first.
-        self._task, self._event, self._version = None, b"", None
 
 
 def _store(request: Request) -> SQLiteStore:
@@ -220,29 +130,47 @@ def readings(
 
 
 def broadcaster(app) -> Broadcaster:
-    """The app's one :class:`Broadcaster`, made on first use."""
+    """The app's one :class:`Broadcaster` (dashboard/stream.py), made on first use."""
     if getattr(app.state, "broadcaster", None) is None:
-        app.state.broadcaster = Broadcaster(app.state.latest)
+        app.state.broadcaster = Broadcaster(app.state.store, app.state.registry)
     return app.state.broadcaster
 
 
-@router.get("/stream", summary="Server-sent events: the latest.geojson body whenever it changes",
-            description="Each change is one event `latest` whose data is the whole latest.geojson body;"
-                        " a comment line every 15 s keeps idle connections open.",
-            responses={200: {"content": {"text/event-stream": {}}}})
+STREAM_DESCRIPTION = """Server-sent events with two event types:
+
+- `latest`, first on every (re)connection: the whole latest.geojson body (a FeatureCollection
+  of every public device);
+- `changes`, then about once a second while something changes: `{"features": [...], "removed": [...]}`,
+  the Features of devices that are new or changed (position, values, status, name) and the ids
+  of devices that left the public map (made private or removed). Apply them to the snapshot by
+  `id`. A client too slow to take the changes gets a new `latest` instead.
+
+A comment line every 15 s keeps idle connections open. Sent gzipped when the client accepts it
+(`Accept-Encoding: gzip`, as every browser does)."""
+
+
+@router.get("/stream", summary="Server-sent events: a snapshot of latest.geojson, then only what changed",
+            description=STREAM_DESCRIPTION, responses={200: {"content": {"text/event-stream": {}}}})
 async def stream(request: Request) -> StreamingResponse:
     hub = broadcaster(request.app)
-    queue = hub.subscribe()
+    subscriber = hub.subscribe()
+    # Browsers accept gzip: each event is compressed once for every such stream (see stream.Event).
+    gzipped = "gzip" in request.headers.get("accept-encoding", "")
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Vary": "Accept-Encoding"}
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
 
     async def events():
         try:
+            if gzipped:
+                yield GZIP_HEADER
             while True:
                 try:
-                    yield await asyncio.wait_for(queue.get(), STREAM_HEARTBEAT_S)
+                    event = await hub.next_event(subscriber, STREAM_HEARTBEAT_S)
                 except TimeoutError:
-                    yield b": still here\n\n"  # keeps proxies from closing an idle stream
+                    event = HEARTBEAT
+                yield event.gzipped if gzipped else event.plain
         finally:  # the client went away (Starlette cancels this generator) or the server stops
-            hub.unsubscribe(queue)
+            hub.unsubscribe(subscriber)
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)

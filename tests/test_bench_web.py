@@ -47,12 +47,12 @@ def test_bench_web_command_line():
 
 
 def read_event(lines) -> str:
-    """The data of the next ``latest`` event on an open stream."""
+    """The data of the next event on an open stream: the ``latest`` snapshot or ``changes``."""
     event = None
     for line in lines:
         if line.startswith("event: "):
             event = line.removeprefix("event: ")
-        elif line.startswith("data: ") and event == "latest":
+        elif line.startswith("data: ") and event in ("latest", "changes"):
             return line.removeprefix("data: ")
 
 

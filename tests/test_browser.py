@@ -143,6 +143,15 @@ def test_live_map_on_a_phone_moves_a_bus_hides_private_devices_and_speaks_both_l
         assert "Test bus 7" in popup.inner_text() and "前に更新" in popup.inner_text()
         page.screenshot(path=str(ARTIFACTS / "live-map-360px-popup.png"))
 
+        # A device an operator makes private leaves the open map (the stream says it was removed).
+        tray = town.registry.get("tray-1")
+        tray.public = False
+        town.registry.update_device(tray)
+        page.wait_for_function("!('tray-1' in window.jisakuMarkers)", timeout=10000)
+        assert page.locator('.jisaku-marker[data-device-id="tray-1"]').count() == 0
+        tray.public = True
+        town.registry.update_device(tray)
+
         page.goto(town.base_url + "/list")
         listed = page.locator(".jisaku-item")
         assert sorted(listed.evaluate_all("items => items.map(i => i.dataset.deviceId)")) == [

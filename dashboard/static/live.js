@@ -1,6 +1,8 @@
 // The live map: draws every public device from latest.geojson and moves the markers
 // whenever the server-sent event stream (/api/v1/stream) says something changed; when
 // the stream is unavailable it asks for latest.geojson every POLL_MS instead.
+// The stream sends one "latest" event (every device) when it opens, then "changes" events
+// with only the devices that changed and the ids that left, so a phone downloads little.
 // Plain JavaScript and Leaflet only (plus icons.js), so that anyone can read and change it.
 "use strict";
 
@@ -180,6 +182,7 @@ function jisakuLive(map, config) {
     Object.keys(chips).forEach(function (kind) {
       chips[kind].querySelector(".jisaku-chip-count").textContent = number.format(counts[kind] || 0);
     });
+    if (counts.snow_gauge && !legendShown) { legend.addTo(map); legendShown = true; }
     if (!fitted && bounds.length) {
       // Room at the bottom for the legend and the zoom buttons, so no marker hides behind them.
       map.fitBounds(bounds, { paddingTopLeft: [40, 40], paddingBottomRight: [40, 130], maxZoom: 16 });
@@ -192,20 +195,38 @@ function jisakuLive(map, config) {
     summary.hidden = !text;
   }
 
+  function forget(id) {  // gone from the public list (made private or removed): gone from the map
+    if (markers[id]) { layers[known(features[id].properties.kind)].removeLayer(markers[id]); delete markers[id]; }
+    delete features[id];
+  }
+
+  // A whole collection: from latest.geojson, or the stream's "latest" event.
   function show(collection) {
     var fresh = {};
     collection.features.forEach(function (feature) { fresh[feature.id] = feature; });
-    Object.keys(markers).forEach(function (id) {  // gone from the public list: gone from the map
-      if (!fresh[id]) { layers[known(features[id].properties.kind)].removeLayer(markers[id]); delete markers[id]; }
-    });
+    Object.keys(features).forEach(function (id) { if (!fresh[id]) forget(id); });
     features = fresh;
+    refresh();
+  }
+
+  // The stream's "changes" event: new or changed devices, and the ids that left.
+  function change(changes) {
+    changes.removed.forEach(forget);
+    changes.features.forEach(function (feature) {
+      var before = features[feature.id];
+      if (before && markers[feature.id] && known(before.properties.kind) !== known(feature.properties.kind)) {
+        forget(feature.id);  // its kind changed: the marker moves to the other kind's layer
+      }
+      features[feature.id] = feature;
+    });
     refresh();
   }
 
   function poll() {
     return fetch(config.geojson, { cache: "no-store" })
       .then(function (r) { return r.json(); })
-      .then(show)
+      // An answer that arrives after the stream opened may be older than its snapshot.
+      .then(function (collection) { if (!streamOk) show(collection); })
       .catch(function () {});
   }
 
@@ -226,13 +247,11 @@ function jisakuLive(map, config) {
   };
   var legendShown = false;
 
-  poll().then(function () {
-    var hasSnow = Object.keys(features).some(function (id) { return features[id].properties.kind === "snow_gauge"; });
-    if (hasSnow && !legendShown) { legend.addTo(map); legendShown = true; }
-  });
+  poll();
   if (window.EventSource) {
     var source = new EventSource(config.stream);
     source.addEventListener("latest", function (e) { show(JSON.parse(e.data)); });
+    source.addEventListener("changes", function (e) { change(JSON.parse(e.data)); });
     source.onopen = function () { streamOk = true; stopPolling(); refresh(); };
     // The browser reconnects by itself; meanwhile the map keeps moving by polling.
     source.onerror = function () { streamOk = false; startPolling(); };
