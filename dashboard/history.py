@@ -3,13 +3,17 @@
 A week of readings once a second is 600,000 rows; a chart needs a few hundred points.
 The store aggregates (SQL ``GROUP BY`` in SQLite, ``GROUP BY time()`` in InfluxDB), so
 only the buckets leave it. Each bucket keeps the lowest, average and highest value, so
-a short spike still shows as the top of the band.
+a short spike still shows as the top of the band. Readings older than ``keep_raw_days``
+(gateway/retention.py) survive only as hourly figures (count, min, max, sum); the SQLite
+store adds them in, so a month or a whole winter still charts.
 
 Example::
 
     GET /api/v1/devices/snow-1/history?metric=depth_cm&range=24h
     {"device_id": "snow-1", "metric": "depth_cm", "range": "24h", "bucket_s": 300,
      "start": ..., "end": ..., "buckets": [{"ts": ..., "min": 12, "avg": 12.4, "max": 13, "n": 30}, ...]}
+
+    GET /api/v1/devices/snow-1/history?metric=depth_cm&range=120d   # a snow season, 12-hour buckets
 
     GET /api/v1/devices/bus-1/track?range=24h
     {"device_id": "bus-1", ..., "points": [{"ts": ..., "lat": 36.14, "lon": 137.25}, ...]}
@@ -28,9 +32,16 @@ from pydantic import BaseModel, Field
 
 router = APIRouter(prefix="/api/v1", tags=["public"])
 
-# range name -> (how far back in seconds, bucket length in seconds): about 300 buckets each.
-RANGES: dict[str, tuple[int, int]] = {"24h": (24 * 3600, 300), "7d": (7 * 24 * 3600, 1800)}
-RangeName = Literal["24h", "7d"]
+# range name -> (how far back in seconds, bucket length in seconds): 240 to 340 buckets each.
+# The long ones (a month, a snow season) reach past keep_raw_days (90 by default) into the
+# hourly figures of gateway/retention.py; their buckets are whole hours, so that is exact.
+RANGES: dict[str, tuple[int, int]] = {
+    "24h": (24 * 3600, 300),              # 5 minutes
+    "7d": (7 * 24 * 3600, 1800),          # 30 minutes
+    "30d": (30 * 24 * 3600, 3 * 3600),    # 3 hours
+    "120d": (120 * 24 * 3600, 12 * 3600),  # 12 hours: a winter, December to March
+}
+RangeName = Literal["24h", "7d", "30d", "120d"]
 # A route needs finer steps than a chart: a bus covers 2 km in 5 minutes, and a polyline
 # through points that far apart cuts across the town. A thousand points still draw at once.
 TRACK_RANGES: dict[str, tuple[int, int]] = {"1h": (3600, 10), "24h": (24 * 3600, 60), "7d": (7 * 24 * 3600, 600)}
@@ -88,7 +99,9 @@ class BucketCache:
     A week of 1 Hz readings takes SQLite a few seconds to aggregate on a small computer;
     the buckets that ended more than ``late_s`` ago rarely change, so only the rest is asked
     for again. Every ``refresh_s`` an entry is rebuilt whole, which picks up readings a device
-    back-filled after an outage.
+    back-filled after an outage. The retention policy folding old readings into hourly figures
+    does not change a finished bucket of whole hours (the figures add up to the same); a
+    shorter bucket may shift within the hour, until the next rebuild.
 
     Example::
 
@@ -140,7 +153,9 @@ def history(
     request: Request,
     device_id: str,
     metric: str = Query(..., description="a numeric metric the device sends, e.g. depth_cm or speed_kmh"),
-    range_name: RangeName = Query("24h", alias="range", description="24h (5-minute buckets) or 7d (30-minute buckets)"),
+    range_name: RangeName = Query("24h", alias="range",
+                                  description="24h (5-minute buckets), 7d (30-minute), 30d (3-hour)"
+                                              " or 120d (12-hour: a snow season)"),
 ) -> History:
     public_device(request, device_id)
     if not METRIC.match(metric):

@@ -1,13 +1,20 @@
 """Open data: readings of public devices as CSV or GeoJSON, under a stated licence.
 
-``GET /api/v1/export.csv`` and ``GET /api/v1/export.geojson`` take the same parameters:
+``GET /api/v1/export.csv`` and ``GET /api/v1/export.geojson`` (raw readings) and
+``GET /api/v1/export-hourly.csv`` (hourly figures) take the same parameters:
 
 - ``device=bus-1&device=snow-1`` (repeatable) and/or ``kind=bus`` (repeatable): the devices;
   both together mean "these devices and every device of these kinds"; neither means every
   public device. A private device is answered exactly like one that does not exist.
 - ``start`` and ``end``: ISO 8601 with a time zone (``2024-11-22T09:00:00+09:00``,
   ``2024-11-22T00:00:00Z``) or UTC epoch seconds; ``start <= ts < end``. Default: the
-  24 hours before now. At most :data:`MAX_RANGE_DAYS` days per request.
+  24 hours before now. At most :data:`MAX_RANGE_DAYS` days per request
+  (:data:`MAX_HOURLY_RANGE_DAYS` for the hourly figures).
+
+Raw readings are kept for ``keep_raw_days`` (gateway/retention.py); older ones survive only
+as hourly figures (count, min, max, mean of each metric), so for an old range the raw exports
+are empty and ``export-hourly.csv`` has the data. It gives the same figures for any range,
+old or recent, so one file can span a whole winter.
 
 Both are streamed a page of readings at a time, so a month of a busy bus never sits in
 memory. The licence and attribution are in ``GET /api/v1/open-data.json`` (with the schema),
@@ -36,13 +43,20 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from jisaku import settings as settings_module
+from jisaku.gateway import retention
 from jisaku.gateway.registry import DeviceRecord
+
+from .history import METRIC
 
 router = APIRouter(prefix="/api/v1", tags=["open data"])
 
 DEFAULT_RANGE_S = 24 * 3600
 MAX_RANGE_DAYS = 31
 CSV_COLUMNS = ["device_id", "kind", "ts", "metric", "value"]
+HOURLY_CSV_COLUMNS = ["device_id", "kind", "hour", "metric", "n", "min", "max", "mean"]
+# A year of hourly figures is 8,760 rows per metric: small enough to allow a whole season at once.
+MAX_HOURLY_RANGE_DAYS = 366
+HOUR = 3600
 # Rows per write to the client: big enough to keep the overhead low, small enough to stream.
 ROWS_PER_CHUNK = 500
 
@@ -71,7 +85,12 @@ class OpenData(BaseModel):
     licence: Licence
     csv_columns: dict[str, str]
     geojson_feature: dict[str, str]
+    hourly_csv_columns: dict[str, str]
     max_range_days: int = MAX_RANGE_DAYS
+    max_hourly_range_days: int = MAX_HOURLY_RANGE_DAYS
+    keep_raw_days: float | None = Field(
+        None, description="readings older than this many days are only in export-hourly.csv;"
+                          " null: raw readings are kept for ever (or by the database's own retention)")
     docs: str = "docs/open-data.md in the jisaku repository"
 
 
@@ -89,6 +108,16 @@ GEOJSON_SCHEMA = {
     "properties.ts": "ISO 8601, UTC, milliseconds",
     "properties.seq": "the device's sequence number of the reading",
     "properties.values": "every metric of the reading, e.g. {\"depth_cm\": 12.5}",
+}
+HOURLY_CSV_SCHEMA = {
+    "device_id": "the device's id, as in export.csv",
+    "kind": "bus, garbage_truck, float, snow_gauge, ...",
+    "hour": "the start of the hour: ISO 8601, UTC (2024-11-22T09:00:00.000Z); the figures cover the hour from there",
+    "metric": "a numeric metric, as in export.csv (true/false and text are not summed up)",
+    "n": "how many readings of the metric the hour had",
+    "min": "the lowest value in the hour",
+    "max": "the highest value in the hour",
+    "mean": "the average: the sum of the values divided by n",
 }
 
 
@@ -140,13 +169,13 @@ def parse_time(text: str, name: str) -> float:
     return when.timestamp()
 
 
-def time_range(start: str | None, end: str | None) -> tuple[float, float]:
+def time_range(start: str | None, end: str | None, max_days: int = MAX_RANGE_DAYS) -> tuple[float, float]:
     until = parse_time(end, "end") if end else time.time()
     since = parse_time(start, "start") if start else until - DEFAULT_RANGE_S
     if since >= until:
         raise HTTPException(400, "start must be before end")
-    if until - since > MAX_RANGE_DAYS * 86400:
-        raise HTTPException(400, f"at most {MAX_RANGE_DAYS} days per export: split the range into several"
+    if until - since > max_days * 86400:
+        raise HTTPException(400, f"at most {max_days} days per export: split the range into several"
                                  " requests (start=...&end=...)")
     return since, until
 
@@ -176,6 +205,38 @@ def _readings(request: Request, devices: list[DeviceRecord], since: float, until
             yield device, reading
 
 
+def _keep_raw_days(request: Request) -> float | None:
+    """How long the SQLite store keeps raw readings; None when for ever or when InfluxDB keeps them."""
+    if request.app.state.readings is not request.app.state.store:
+        return None
+    days = app_settings(request.app).retention.keep_raw_days
+    return days if days > 0 else None
+
+
+def _hourly(request: Request, devices: list[DeviceRecord], since: float, until: float) -> Iterator[
+        tuple[DeviceRecord, float, str, dict[str, Any]]]:
+    """``(device, hour, metric, bucket)`` for every hour that starts in ``[since, until)``.
+
+    The store's history in one-hour buckets: the SQLite store adds the retention policy's
+    stored hourly figures to what it sums up from raw readings, InfluxDB sums up its own.
+    The metrics are those the device has sent (its latest values), plus, in SQLite, any
+    found only among the stored hourly figures.
+    """
+    store = request.app.state.readings
+    sent = {row["id"]: set(row["values"]) for row in request.app.state.store.latest(public_only=True)}
+    first_hour = math.ceil(since / HOUR) * HOUR  # history's buckets start here, on whole hours
+    for device in devices:
+        metrics = sent.get(device.id, set())
+        if store is request.app.state.store:
+            metrics |= retention.hourly_metrics(store.db, device.id)
+        rows = [(bucket["ts"], metric, bucket)
+                for metric in metrics if METRIC.match(metric)
+                for bucket in store.history(device.id, metric, first_hour, until, HOUR)]
+        # At most a year of hours per metric: sorting in memory is fine.
+        for hour, metric, bucket in sorted(rows, key=lambda row: row[:2]):
+            yield device, hour, metric, bucket
+
+
 # ---------------------------------------------------------------- endpoints
 
 DEVICE_HELP = "a public device's id; repeat for more (device=bus-1&device=bus-2)"
@@ -187,7 +248,8 @@ END_HELP = "exclusive; ISO 8601 with a time zone, or UTC epoch seconds; default:
 @router.get("/open-data.json", response_model=OpenData, summary="Licence, attribution and schema of the exports")
 def open_data(request: Request) -> OpenData:
     return OpenData(licence=licence(app_settings(request.app)), csv_columns=CSV_SCHEMA,
-                    geojson_feature=GEOJSON_SCHEMA)
+                    geojson_feature=GEOJSON_SCHEMA, hourly_csv_columns=HOURLY_CSV_SCHEMA,
+                    keep_raw_days=_keep_raw_days(request))
 
 
 def _csv_value(value: Any) -> str:
@@ -272,3 +334,40 @@ def export_geojson(request: Request, device: list[str] = Query([], description=D
 
 def _day(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%dT%H%MZ")
+
+
+@router.get("/export-hourly.csv",
+            summary="Hourly figures (n, min, max, mean) of public devices as CSV, for any range, however old",
+            responses={200: {"content": {"text/csv": {}}}, 400: {"description": "bad time or too long a range"},
+                       404: {"description": "no such public device"}})
+def export_hourly_csv(request: Request, device: list[str] = Query([], description=DEVICE_HELP),
+                      kind: list[str] = Query([], description=KIND_HELP),
+                      start: str | None = Query(None, description=START_HELP),
+                      end: str | None = Query(None, description=END_HELP)) -> StreamingResponse:
+    """One row per device, hour and numeric metric, for every hour that starts in ``[start, end)``.
+
+    Readings older than ``keep_raw_days`` exist only in this form; recent ones are summed up
+    the same way, so a file can span both. At most :data:`MAX_HOURLY_RANGE_DAYS` days.
+    """
+    since, until = time_range(start, end, MAX_HOURLY_RANGE_DAYS)
+    devices = chosen_devices(request, device, kind)
+    terms = licence(app_settings(request.app))
+
+    def rows() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180
+        writer.writerow(HOURLY_CSV_COLUMNS)
+        count = 0
+        for record, hour, metric, bucket in _hourly(request, devices, since, until):
+            writer.writerow([record.id, record.kind, iso(hour), metric, bucket["n"],
+                             _csv_value(bucket["min"]), _csv_value(bucket["max"]), _csv_value(bucket["avg"])])
+            count += 1
+            if count >= ROWS_PER_CHUNK:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+                count = 0
+        yield buffer.getvalue()
+
+    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
+                             headers=_licence_headers(terms, f"jisaku-hourly-{_day(since)}-{_day(until)}.csv"))

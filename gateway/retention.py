@@ -14,6 +14,10 @@ Positions are folded too (an hour's mean position says little, but it is small).
 Events, device status and the latest state are not touched. InfluxDB has its own
 retention policies; set them there (docs/gateway.md).
 
+Who reads the hourly figures: ``SQLiteStore.history`` (the residents' charts) adds them to
+the raw readings still kept, and ``/api/v1/export-hourly.csv`` (dashboard/opendata.py)
+publishes them as open data.
+
 Example::
 
     policy = RetentionPolicy(keep_raw_days=90)
@@ -98,3 +102,13 @@ class RetentionPolicy:
                 "SELECT * FROM readings_hourly WHERE device_id = ? AND hour >= ? AND hour < ?"
                 " ORDER BY hour, metric", (device_id, since, until))
         ]
+
+
+def hourly_metrics(db: Database, device_id: str) -> set[str]:
+    """The metrics of a device that have stored hourly figures (none before the policy first ran)."""
+    connection = db.connection
+    exists = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'readings_hourly'")
+    if exists.fetchone() is None:
+        return set()
+    return {row[0] for row in connection.execute(
+        "SELECT DISTINCT metric FROM readings_hourly WHERE device_id = ?", (device_id,))}
