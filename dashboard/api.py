@@ -104,7 +104,8 @@ def devices(request: Request) -> list[DeviceSummary]:
     for device in _store(request).latest(public_only=True):
         where = position(device)
         summaries.append(DeviceSummary(
-            id=device["id"], kind=device["kind"], name=device["name"], status=device["status"],
+            id=device["id"], kind=device["kind"], name=device["name"], name_ja=device["name_ja"],
+            status=device["status"],
             last_seen=device["ts"], lat=where[0] if where else None, lon=where[1] if where else None,
             values=device["values"],
         ))

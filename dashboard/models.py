@@ -6,11 +6,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+NAME_JA = "the name in Japanese; empty when the device has none (show `name` then)"
+
 
 class DeviceSummary(BaseModel):
     id: str = Field(examples=["bus-1"])
     kind: str = Field(examples=["bus"], description="bus, garbage_truck, float, snow_gauge, printer_tray, ...")
-    name: str
+    name: str = Field(examples=["Town loop bus 1"])
+    name_ja: str = Field("", examples=["市街地循環バス 1号"], description=NAME_JA)
     status: str = Field(description="online, offline or unknown (never heard from)")
     last_seen: float | None = Field(None, description="UTC epoch seconds of the newest reading")
     lat: float | None = None
@@ -32,6 +35,7 @@ class PointGeometry(BaseModel):
 class FeatureProperties(BaseModel):
     kind: str
     name: str
+    name_ja: str = Field("", description=NAME_JA)
     status: str
     ts: float | None = Field(None, description="UTC epoch seconds of the newest reading")
     values: dict[str, Any]

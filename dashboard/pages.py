@@ -122,6 +122,19 @@ def render(request: Request, template: str, status_code: int = 200, **extra) -> 
     return response
 
 
+def display_name(device: dict[str, Any], lang: str) -> str:
+    """The name a resident reading ``lang`` is shown: the Japanese one on Japanese pages, if set.
+
+    >>> display_name({"id": "bus-1", "name": "Loop bus", "name_ja": "循環バス"}, "ja")
+    '循環バス'
+    >>> display_name({"id": "bus-1", "name": "Loop bus", "name_ja": ""}, "ja")
+    'Loop bus'
+    """
+    if lang == "ja" and device.get("name_ja"):
+        return device["name_ja"]
+    return device["name"] or device["id"]
+
+
 def describe(device: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
     """A device as the list and device pages show it: words in ``lang``, numbers localised."""
     t = i18n.translator(lang)
@@ -138,7 +151,7 @@ def describe(device: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
     state = freshness(device, now)
     kind = device["kind"] if f"kind.{device['kind']}" in i18n.catalog("en") else "other"
     return {
-        "id": device["id"], "name": device["name"] or device["id"], "kind": device["kind"],
+        "id": device["id"], "name": display_name(device, lang), "kind": device["kind"],
         "kind_label": t(f"kind.{kind}"), "state": state, "state_label": t(f"status.{state}"),
         "updated": (t("status.updated", ago=i18n.format_ago(device["ts"], lang, now))
                     if device["ts"] is not None else t("status.never")),

@@ -65,7 +65,7 @@ SNAPSHOT_PLEASE = None
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
 DEVICES_SQL = (
-    "SELECT d.id, d.kind, d.name, d.lat, d.lon, l.ts, l.v, l.updated, s.state, s.since"
+    "SELECT d.id, d.kind, d.name, d.name_ja, d.lat, d.lon, l.ts, l.v, l.updated, s.state, s.since"
     " FROM devices d"
     " LEFT JOIN latest l ON l.device_id = d.id"
     " LEFT JOIN device_status s ON s.device_id = d.id"
@@ -97,7 +97,9 @@ def feature(device: dict[str, Any]) -> dict[str, Any]:
         "id": device["id"],
         "geometry": {"type": "Point", "coordinates": [where[1], where[0]]} if where else None,
         "properties": {
-            "kind": device["kind"], "name": device["name"], "status": device["status"],
+            # name_ja: the name in Japanese, "" when there is none (a Japanese page then shows name)
+            "kind": device["kind"], "name": device["name"], "name_ja": device.get("name_ja") or "",
+            "status": device["status"],
             "ts": device["ts"], "values": device["values"],
         },
     }
@@ -290,7 +292,8 @@ class Broadcaster:
         mark = self._mark
         for row in rows:
             rendered = compact(feature({
-                "id": row["id"], "kind": row["kind"], "name": row["name"], "lat": row["lat"], "lon": row["lon"],
+                "id": row["id"], "kind": row["kind"], "name": row["name"], "name_ja": row["name_ja"],
+                "lat": row["lat"], "lon": row["lon"],
                 "ts": row["ts"], "values": json.loads(row["v"]) if row["v"] else {},
                 "status": row["state"] or "unknown",
             }))

@@ -16,6 +16,7 @@ CREATE TABLE IF NOT EXISTS devices (
     id          TEXT PRIMARY KEY,
     kind        TEXT NOT NULL,
     name        TEXT NOT NULL DEFAULT '',
+    name_ja     TEXT NOT NULL DEFAULT '',  -- the name in Japanese; '' = show `name` everywhere
     public      INTEGER NOT NULL DEFAULT 1,
     interval_s  REAL,
     lat         REAL,
@@ -97,7 +98,28 @@ def connect(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
     connection.executescript(SCHEMA)
+    _add_missing_columns(connection)
     return connection
+
+
+# Columns added after the first release. CREATE TABLE IF NOT EXISTS leaves an existing
+# table as it was, so a database made by an older jisaku gets them here, at connect time:
+# nobody has to run a migration by hand after an upgrade. Only ever add to this list.
+ADDED_COLUMNS = [
+    ("devices", "name_ja", "TEXT NOT NULL DEFAULT ''"),
+]
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    for table, column, definition in ADDED_COLUMNS:
+        have = {row["name"] for row in connection.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            try:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            except sqlite3.OperationalError as err:
+                # Another process (gateway, dashboard) opening the same file added it just now.
+                if "duplicate column" not in str(err):
+                    raise
 
 
 BUSY_TIMEOUT_S = 30.0

@@ -93,6 +93,7 @@ def device_snippets(device: DeviceRecord, secret: str, broker_url: str, http_url
         f"kind = {_toml_string(device.kind)}",
         f"app = {_toml_string(app)}" + ("" if app else "   # fill in: which app in jisaku/device/apps runs it"),
         f"name = {_toml_string(device.name or device.id)}",
+        *([f"name_ja = {_toml_string(device.name_ja)}"] if device.name_ja else []),
         f"public = {'true' if device.public else 'false'}",
     ]
     if device.interval_s is not None:

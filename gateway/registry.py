@@ -3,7 +3,7 @@
 Example::
 
     registry = Registry(Database(Path("data/jisaku.db")))
-    secret = registry.add_device(DeviceRecord("snow-1", "snow_gauge", name="Town hall"))
+    secret = registry.add_device(DeviceRecord("snow-1", "snow_gauge", name="Town hall", name_ja="市役所"))
     registry.check_credentials("snow-1", secret)    # True
     new = registry.rotate_secret("snow-1")          # the old secret stops working at once
     registry.revoke("snow-1")                       # no secret works any more
@@ -34,6 +34,8 @@ class DeviceRecord:
     interval_s: float | None = None
     lat: float | None = None
     lon: float | None = None
+    # The name in Japanese, for the Japanese pages; "" shows `name` there too.
+    name_ja: str = ""
 
 
 class RegistryError(ValueError):
@@ -107,9 +109,9 @@ class Registry:
             raise RegistryError(f"device {device.id!r} is already registered")
         secret = new_secret()
         self._write(
-            "INSERT INTO devices (id, kind, name, public, interval_s, lat, lon, secret_hash, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (device.id, device.kind, device.name, int(device.public), device.interval_s,
+            "INSERT INTO devices (id, kind, name, name_ja, public, interval_s, lat, lon, secret_hash, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (device.id, device.kind, device.name, device.name_ja, int(device.public), device.interval_s,
              device.lat, device.lon, hash_secret(secret), time.time()),
         )
         return secret
@@ -117,8 +119,9 @@ class Registry:
     def update_device(self, device: DeviceRecord) -> None:
         """Change what is known about a device; its secret stays."""
         self._write(
-            "UPDATE devices SET kind=?, name=?, public=?, interval_s=?, lat=?, lon=? WHERE id=?",
-            (device.kind, device.name, int(device.public), device.interval_s, device.lat, device.lon, device.id),
+            "UPDATE devices SET kind=?, name=?, name_ja=?, public=?, interval_s=?, lat=?, lon=? WHERE id=?",
+            (device.kind, device.name, device.name_ja, int(device.public), device.interval_s, device.lat,
+             device.lon, device.id),
         )
 
     def set_secret(self, device_id: str, secret: str) -> None:
@@ -157,12 +160,12 @@ class Registry:
 
     def get(self, device_id: str) -> DeviceRecord | None:
         row = self.db.connection.execute(
-            "SELECT id, kind, name, public, interval_s, lat, lon FROM devices WHERE id=?", (device_id,)
+            "SELECT id, kind, name, name_ja, public, interval_s, lat, lon FROM devices WHERE id=?", (device_id,)
         ).fetchone()
         return _record(row) if row else None
 
     def devices(self, public_only: bool = False) -> list[DeviceRecord]:
-        sql = "SELECT id, kind, name, public, interval_s, lat, lon FROM devices"
+        sql = "SELECT id, kind, name, name_ja, public, interval_s, lat, lon FROM devices"
         if public_only:
             sql += " WHERE public=1"
         return [_record(row) for row in self.db.connection.execute(sql + " ORDER BY id")]
@@ -237,5 +240,5 @@ class Registry:
 def _record(row) -> DeviceRecord:
     return DeviceRecord(
         id=row["id"], kind=row["kind"], name=row["name"], public=bool(row["public"]),
-        interval_s=row["interval_s"], lat=row["lat"], lon=row["lon"],
+        interval_s=row["interval_s"], lat=row["lat"], lon=row["lon"], name_ja=row["name_ja"],
     )

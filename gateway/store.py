@@ -274,7 +274,7 @@ class SQLiteStore:
     def latest(self, public_only: bool = True) -> list[dict[str, Any]]:
         """Every registered device with its newest values and its status."""
         sql = (
-            "SELECT d.id, d.kind, d.name, d.public, d.interval_s, d.lat, d.lon,"
+            "SELECT d.id, d.kind, d.name, d.name_ja, d.public, d.interval_s, d.lat, d.lon,"
             "       l.ts, l.v, s.state, s.since"
             " FROM devices d"
             " LEFT JOIN latest l ON l.device_id = d.id"
@@ -285,7 +285,8 @@ class SQLiteStore:
         rows = self.db.connection.execute(sql + " ORDER BY d.id").fetchall()
         return [
             {
-                "id": row["id"], "kind": row["kind"], "name": row["name"], "public": bool(row["public"]),
+                "id": row["id"], "kind": row["kind"], "name": row["name"], "name_ja": row["name_ja"],
+                "public": bool(row["public"]),
                 "interval_s": row["interval_s"], "lat": row["lat"], "lon": row["lon"],
                 "ts": row["ts"], "values": json.loads(row["v"]) if row["v"] else {},
                 "status": row["state"] or "unknown", "status_since": row["since"],
@@ -376,17 +377,30 @@ class SQLiteStore:
         """Numeric ``metric`` of one device in buckets of ``bucket_s`` seconds from ``start`` to ``end``.
 
         Each bucket: ``{"ts": bucket start, "min", "avg", "max", "n"}``; empty buckets are left out.
+        Readings the retention policy has folded (gateway/retention.py) count from their hourly
+        figures: an hour falls in the bucket where it starts, so buckets of a whole number of
+        hours are exact and shorter ones show the hour in its first bucket.
         Example: ``store.history("snow-1", "depth_cm", now - 86400, now, 300)``.
         """
+        params = {"start": start, "end": end, "bucket": bucket_s, "device": device_id,
+                  "path": _json_path(metric), "metric": metric}
         # MATERIALIZED: each reading's JSON is parsed once, not once per aggregate (twice as fast).
-        rows = self.db.connection.execute(
-            "WITH r AS MATERIALIZED ("
-            "  SELECT ts, json_extract(v, :path) AS x FROM readings"
-            "  WHERE device_id = :device AND ts >= :start AND ts < :end)"
-            " SELECT CAST((ts - :start) / :bucket AS INTEGER) AS b, min(x), avg(x), max(x), count(x) FROM r"
-            " WHERE typeof(x) IN ('integer', 'real') GROUP BY b ORDER BY b",
-            {"start": start, "end": end, "bucket": bucket_s, "device": device_id, "path": _json_path(metric)},
-        ).fetchall()
+        # total() rather than sum(): a float even for whole numbers, so the mean is not cut to an integer.
+        raw = ("WITH r AS MATERIALIZED ("
+               "  SELECT ts, json_extract(v, :path) AS x FROM readings"
+               "  WHERE device_id = :device AND ts >= :start AND ts < :end)"
+               " SELECT CAST((ts - :start) / :bucket AS INTEGER) AS b, min(x) AS lo, total(x) AS s, max(x) AS hi,"
+               " count(x) AS n FROM r WHERE typeof(x) IN ('integer', 'real') GROUP BY b")
+        if _has_hourly(self.db.connection):
+            # A reading is either raw or folded, never both (the fold deletes in the same
+            # transaction), so adding the two up counts each reading once.
+            sql = (raw + " UNION ALL"
+                   " SELECT CAST((hour - :start) / :bucket AS INTEGER), min, sum, max, n FROM readings_hourly"
+                   " WHERE device_id = :device AND metric = :metric AND hour >= :start AND hour < :end")
+            sql = f"SELECT b, min(lo), total(s) / sum(n), max(hi), sum(n) FROM ({sql}) GROUP BY b ORDER BY b"
+        else:
+            sql = f"SELECT b, lo, s / n, hi, n FROM ({raw}) ORDER BY b"
+        rows = self.db.connection.execute(sql, params).fetchall()
         return [{"ts": start + b * bucket_s, "min": lo, "avg": mean, "max": hi, "n": n}
                 for b, lo, mean, hi, n in rows]
 
@@ -402,6 +416,12 @@ class SQLiteStore:
             {"start": start, "end": end, "bucket": bucket_s, "device": device_id},
         ).fetchall()
         return [{"ts": ts, "lat": lat, "lon": lon} for ts, lat, lon in rows]
+
+
+def _has_hourly(connection) -> bool:
+    """Whether the retention policy has made its ``readings_hourly`` table in this file yet."""
+    return connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'readings_hourly'").fetchone() is not None
 
 
 def _json_path(metric: str) -> str:

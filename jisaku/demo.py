@@ -69,6 +69,9 @@ def register(registry: Registry, devices: list[DeviceConfig], secrets_file: Path
             id=config.id, kind=config.kind, name=config.name, public=config.public,
             interval_s=config.interval_s, lat=location[0] if location else None,
             lon=location[1] if location else None,
+            # city.toml's Japanese name, for the Japanese pages. A data folder made before
+            # names had a Japanese half gets it here too: update_device below rewrites the row.
+            name_ja=config.device.get("name_ja", ""),
         )
         if registry.get(config.id) is None:
             secrets[config.id] = registry.add_device(record)

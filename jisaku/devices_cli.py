@@ -3,7 +3,8 @@
 Each change is written to the audit log (actor ``cli:<unix user>``); a secret is printed
 once, with ready-to-copy settings for the device, and never logged or recorded.
 
-    jisaku devices add snow-3 --kind snow_gauge --location 36.146,137.252
+    jisaku devices add snow-3 --kind snow_gauge --location 36.146,137.252 \
+        --name "Snow gauge, city hall" --name-ja "積雪計（市役所）"
     jisaku devices rotate snow-3        # a new secret; the old one stops working now
     jisaku devices revoke snow-3        # no secret works; a connected device is cut off
     jisaku devices remove snow-3        # forget it (its readings stay)
@@ -57,7 +58,7 @@ def cmd_add(args: argparse.Namespace) -> None:
     settings = settings_module.load()
     registry, audit = _open(settings)
     device = DeviceRecord(id=args.id, kind=args.kind, name=args.name or args.id, public=not args.private,
-                          interval_s=args.interval, lat=lat, lon=lon)
+                          interval_s=args.interval, lat=lat, lon=lon, name_ja=args.name_ja or "")
     secret = registry.add_device(device)
     audit.record(cli_actor(), "device.add", device.id, before=None, after=asdict(device))
     print(f"registered {device.id}.")
@@ -128,5 +129,7 @@ def add_parser(devices) -> None:
 
 def add_options(add: argparse.ArgumentParser) -> None:
     """The options ``jisaku devices add`` gets from this module; it then runs `cmd_add`."""
+    add.add_argument("--name-ja", help="the name on the Japanese pages, e.g. 積雪計（市役所）"
+                     " (default: none; they show --name)")
     _address_options(add)
     add.set_defaults(run=cmd_add)

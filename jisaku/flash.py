@@ -66,6 +66,7 @@ class FlashRequest:
     broker_host: str
     broker_port: int
     name: str = ""
+    name_ja: str = ""                  # the name on the Japanese pages; "" shows `name` there
     public: bool = True
     lat: float | None = None
     lon: float | None = None
@@ -155,8 +156,8 @@ def make_request(args: argparse.Namespace, broker_url: str, environ: dict[str, s
     host, port = board_broker(broker_url, args.broker_host, args.broker_port)
     return FlashRequest(
         example=args.example, device_id=args.id, kind=args.kind or EXAMPLE_KINDS.get(args.example, args.example),
-        name=args.name or args.id, public=not args.private, lat=args.lat, lon=args.lon,
-        wifi_ssid=ssid, wifi_password=password, broker_host=host, broker_port=port,
+        name=args.name or args.id, name_ja=args.name_ja or "", public=not args.private,
+        lat=args.lat, lon=args.lon, wifi_ssid=ssid, wifi_password=password, broker_host=host, broker_port=port,
         secret=args.secret, wait_s=args.wait,
         settings=parse_pairs(args.settings or [], "setting", "left_after_s=45"),
         pins=parse_pairs(args.pins or [], "pin", "trigger=5"),
@@ -317,7 +318,8 @@ def build_plan(request: FlashRequest, firmware: Path, port: str | None, port_not
         [port_note, shown_command(port, ["exec", board.CHECK_CODE])])]
 
     where = f" at {request.lat},{request.lon}" if request.lat is not None else ""
-    about = f"kind {request.kind}, name {request.name!r}, {'public' if request.public else 'private'}{where}"
+    named = f"name {request.name!r}" + (f" / {request.name_ja!r}" if request.name_ja else "")
+    about = f"kind {request.kind}, {named}, {'public' if request.public else 'private'}{where}"
     if not registered:
         lines = [f"a new device: {about}", "its secret goes only into config.json (not shown, not kept here)"]
         if request.secret:
@@ -393,7 +395,7 @@ def register(registry, request: FlashRequest) -> tuple[str, str]:
     audit = AuditLog(registry.db)
     if registry.get(request.device_id) is None:
         device = DeviceRecord(id=request.device_id, kind=request.kind, name=request.name, public=request.public,
-                              lat=request.lat, lon=request.lon)
+                              lat=request.lat, lon=request.lon, name_ja=request.name_ja)
         secret = registry.add_device(device)
         if request.secret:
             registry.set_secret(request.device_id, request.secret)
@@ -518,6 +520,7 @@ def add_parser(commands) -> None:
     flash.add_argument("--id", required=True, help="the device id, e.g. snow-3")
     flash.add_argument("--kind", help="bus, snow_gauge, printer_tray, ... (default: from the example)")
     flash.add_argument("--name", help="the name residents see (default: the id)")
+    flash.add_argument("--name-ja", help="the name on the Japanese pages (default: none; they show --name)")
     flash.add_argument("--private", action="store_true", help="keep it off the residents' pages")
     flash.add_argument("--lat", type=float, help="where a device that does not move stands")
     flash.add_argument("--lon", type=float)

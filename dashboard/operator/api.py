@@ -137,7 +137,7 @@ def add_device(body: models.NewDevice, request: Request, session: Annotated[Sess
     ops = _ops(request)
     try:
         secret = ops.add_device(session.user.name, DeviceRecord(
-            id=body.id, kind=body.kind, name=body.name or body.id, public=body.public,
+            id=body.id, kind=body.kind, name=body.name or body.id, name_ja=body.name_ja, public=body.public,
             interval_s=body.interval_s, lat=body.lat, lon=body.lon))
     except _REFUSED as err:
         return _error(err)

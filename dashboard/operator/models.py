@@ -50,6 +50,7 @@ class OperatorDevice(BaseModel):
     id: str
     kind: str
     name: str
+    name_ja: str = Field(description="the name on the Japanese pages; empty: they show `name`")
     public: bool
     interval_s: float | None
     lat: float | None
@@ -76,6 +77,7 @@ class NewDevice(_Place):
     id: DeviceId
     kind: Kind
     name: Annotated[str, Field(max_length=200)] = ""
+    name_ja: Annotated[str, Field(max_length=200, description="the name in Japanese; empty: `name` everywhere")] = ""
     public: bool = True
     interval_s: Interval | None = None
     lat: Latitude | None = None
@@ -87,6 +89,7 @@ class DeviceChange(_Place):
 
     kind: Kind | None = None
     name: Annotated[str, Field(max_length=200)] | None = None
+    name_ja: Annotated[str, Field(max_length=200, description="\"\" takes the Japanese name away")] | None = None
     public: bool | None = None
     interval_s: Interval | None = None
     lat: Latitude | None = None

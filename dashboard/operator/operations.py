@@ -64,6 +64,7 @@ class DeviceView:
     id: str
     kind: str
     name: str
+    name_ja: str                    # the name on the Japanese pages; "" shows `name` there
     public: bool
     interval_s: float | None
     lat: float | None
@@ -191,7 +192,8 @@ class Operations:
         limits = [SettingLimit(name, low, high, current.get(name))
                   for name, (low, high) in sorted(setting_limits(row["kind"]).items())]
         return DeviceView(
-            id=row["id"], kind=row["kind"], name=row["name"], public=row["public"], interval_s=row["interval_s"],
+            id=row["id"], kind=row["kind"], name=row["name"], name_ja=row["name_ja"], public=row["public"],
+            interval_s=row["interval_s"],
             lat=row["lat"], lon=row["lon"],
             state=device_state(row["status"], row["kind"], last_seen, row["interval_s"], revoked, now),
             last_seen=last_seen, battery_pct=battery if isinstance(battery, int | float) else None,

@@ -183,6 +183,7 @@ def _record_from_form(form, device_id: str, t) -> DeviceRecord:
     """The device as the form describes it; OperationError with what to fix otherwise."""
     values = {
         "id": device_id, "kind": str(form.get("kind", "")).strip(), "name": str(form.get("name", "")).strip(),
+        "name_ja": str(form.get("name_ja", "")).strip(),
         "public": form.get("public") == "1",
         "interval_s": _float_field(form, "interval_s", t),
         "lat": _float_field(form, "lat", t), "lon": _float_field(form, "lon", t),
@@ -192,8 +193,8 @@ def _record_from_form(form, device_id: str, t) -> DeviceRecord:
     except ValueError as err:  # pydantic's ValidationError: name the fields to fix
         fields = sorted({str(e["loc"][0]) if e["loc"] else "lat" for e in err.errors()})
         raise OperationError(t("op.error.fields", fields=", ".join(t(f"op.field.{f}") for f in fields))) from None
-    return DeviceRecord(id=device.id, kind=device.kind, name=device.name or device.id, public=device.public,
-                        interval_s=device.interval_s, lat=device.lat, lon=device.lon)
+    return DeviceRecord(id=device.id, kind=device.kind, name=device.name or device.id, name_ja=device.name_ja,
+                        public=device.public, interval_s=device.interval_s, lat=device.lat, lon=device.lon)
 
 
 @router.post("/devices/new")

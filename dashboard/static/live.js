@@ -54,6 +54,12 @@ function jisakuLive(map, config) {
     return ["n", "ne", "e", "se", "s", "sw", "w", "nw"][Math.round(((deg % 360) + 360) % 360 / 45) % 8];
   }
 
+  // The Japanese name on a Japanese page when the device has one, else the (English) name.
+  function nameOf(feature) {
+    var p = feature.properties;
+    return (lang === "ja" && p.name_ja) || p.name || feature.id;
+  }
+
   function shortLabel(id) { var m = /(\d+)$/.exec(id); return m ? m[1] : ""; }
 
   function icon(feature, state) {
@@ -91,7 +97,7 @@ function jisakuLive(map, config) {
 
   function popup(feature, state) {
     var p = feature.properties, d = describe(feature, state), kind = known(p.kind);
-    return '<div class="jisaku-popup"><strong>' + jisakuEscape(p.name || feature.id) + "</strong>" +
+    return '<div class="jisaku-popup"><strong>' + jisakuEscape(nameOf(feature)) + "</strong>" +
       '<span class="jisaku-popup-kind">' + jisakuEscape(w("kind." + kind)) + "</span>" +
       d.lines.map(function (line) { return "<span>" + jisakuEscape(line) + "</span>"; }).join("") +
       '<span class="jisaku-state jisaku-state-' + state + '">' + jisakuEscape(d.status) + "</span> " +
@@ -136,7 +142,7 @@ function jisakuLive(map, config) {
       return state;
     }
     var ll = [feature.geometry.coordinates[1], feature.geometry.coordinates[0]];
-    var title = (feature.properties.name || feature.id);
+    var title = nameOf(feature);
     if (!marker) {
       marker = markers[feature.id] = L.marker(ll, { title: title, alt: title, keyboard: true, riseOnHover: true });
       marker.bindPopup("", { maxWidth: 260, minWidth: 200 });
@@ -147,9 +153,10 @@ function jisakuLive(map, config) {
       marker.setLatLng(ll);
     }
     var d = describe(feature, state);
-    var key = state + JSON.stringify(feature.properties.values);
+    var key = state + title + JSON.stringify(feature.properties.values);
     if (marker._jisakuKey !== key) {  // a new icon and popup only when something shown on them changed
       marker._jisakuKey = key;
+      marker.options.title = marker.options.alt = title;  // a renamed device: setIcon uses them
       marker.setIcon(icon(feature, state));
       marker.setPopupContent(popup(feature, state));
     } else if (marker.isPopupOpen()) {  // else just the clock, so a finger on the link is not disturbed
