@@ -271,24 +271,13 @@ def export_csv(request: Request, device: list[str] = Query([], description=DEVIC
     devices = chosen_devices(request, device, kind)
     terms = licence(app_settings(request.app))
 
-    def rows() -> Iterator[str]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180
-        writer.writerow(CSV_COLUMNS)
-        count = 0
+    def rows() -> Iterator[list]:
         for record, reading in _readings(request, devices, since, until):
             ts = iso(reading["ts"])
             for metric, value in sorted(reading["v"].items()):
-                writer.writerow([record.id, record.kind, ts, metric, _csv_value(value)])
-                count += 1
-            if count >= ROWS_PER_CHUNK:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-                count = 0
-        yield buffer.getvalue()
+                yield [record.id, record.kind, ts, metric, _csv_value(value)]
 
-    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
+    return StreamingResponse(_csv_chunks(CSV_COLUMNS, rows()), media_type="text/csv; charset=utf-8",
                              headers=_licence_headers(terms, f"jisaku-{_day(since)}-{_day(until)}.csv"))
 
 
@@ -332,6 +321,20 @@ def export_geojson(request: Request, device: list[str] = Query([], description=D
                              headers=_licence_headers(terms, f"jisaku-{_day(since)}-{_day(until)}.geojson"))
 
 
+def _csv_chunks(header: list[str], rows: Iterator[list]) -> Iterator[str]:
+    """CSV text (RFC 4180) in pieces of ROWS_PER_CHUNK rows, so a big export never sits in memory."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(header)
+    for count, row in enumerate(rows, 1):
+        writer.writerow(row)
+        if count % ROWS_PER_CHUNK == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
 def _day(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%dT%H%MZ")
 
@@ -353,21 +356,10 @@ def export_hourly_csv(request: Request, device: list[str] = Query([], descriptio
     devices = chosen_devices(request, device, kind)
     terms = licence(app_settings(request.app))
 
-    def rows() -> Iterator[str]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180
-        writer.writerow(HOURLY_CSV_COLUMNS)
-        count = 0
+    def rows() -> Iterator[list]:
         for record, hour, metric, bucket in _hourly(request, devices, since, until):
-            writer.writerow([record.id, record.kind, iso(hour), metric, bucket["n"],
-                             _csv_value(bucket["min"]), _csv_value(bucket["max"]), _csv_value(bucket["avg"])])
-            count += 1
-            if count >= ROWS_PER_CHUNK:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-                count = 0
-        yield buffer.getvalue()
+            yield [record.id, record.kind, iso(hour), metric, bucket["n"],
+                   _csv_value(bucket["min"]), _csv_value(bucket["max"]), _csv_value(bucket["avg"])]
 
-    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
+    return StreamingResponse(_csv_chunks(HOURLY_CSV_COLUMNS, rows()), media_type="text/csv; charset=utf-8",
                              headers=_licence_headers(terms, f"jisaku-hourly-{_day(since)}-{_day(until)}.csv"))
