@@ -27,7 +27,7 @@ from jisaku.gateway.store import Batch, SQLiteStore
 
 from .brokers import free_port
 from .test_browser import browser, offline_phone  # noqa: F401 (browser: a fixture, used by name)
-from .test_operator import csrf_of, page_login, quick_hashing  # noqa: F401 (a fixture, used by name)
+from .test_operator import csrf_of, page_login
 from .town import EXAMPLES, wait_until
 
 # The devices table as jisaku made it before name_ja, word for word.

@@ -12,14 +12,12 @@ import subprocess
 import sys
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from jisaku.dashboard.app import create_app
 from jisaku.dashboard.operator import ConfigPublisher
 from jisaku.device.config import load_device_config
-from jisaku.gateway import accounts as accounts_module
 from jisaku.gateway.accounts import Accounts
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
@@ -30,13 +28,6 @@ PASSWORD = "correct horse battery staple"
 OPERATOR_PASSWORD = "another long passphrase"
 # The only operator routes anyone may call without a session.
 PUBLIC = {("GET", "/operator/login"), ("POST", "/operator/login"), ("POST", "/api/v1/operator/login")}
-
-
-@pytest.fixture(autouse=True)
-def quick_hashing(monkeypatch):
-    """argon2id still, at a fraction of the production cost: each hash takes ~0.25 s on this machine
-    at the real cost, and these tests make dozens. test_users_command… runs at the real cost."""
-    monkeypatch.setattr(accounts_module, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 @pytest.fixture

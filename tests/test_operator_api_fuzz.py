@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
@@ -17,7 +16,6 @@ from schemathesis.checks import not_a_server_error
 from jisaku.dashboard.app import create_app
 from jisaku.dashboard.operator import ConfigPublisher
 from jisaku.dashboard.operator.auth import COOKIE
-from jisaku.gateway import accounts as accounts_module
 from jisaku.gateway.accounts import Accounts
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
@@ -39,14 +37,11 @@ def logged_in(tmp_path_factory):
     registry = Registry(db)
     registry.add_device(DeviceRecord("snow-5", "snow_gauge", name="Snow", interval_s=600, lat=36.1, lon=137.2))
     registry.add_device(DeviceRecord("tray-1", "printer_tray"))
-    original = accounts_module._hasher
-    accounts_module._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # quick, still argon2id
     Accounts(db).add("admin", PASSWORD, role="admin")
     app = create_app(directory / "jisaku.db", tiles="osm", config_publisher=publisher)
     answer = TestClient(app).post("/api/v1/operator/login", json={"name": "admin", "password": PASSWORD})
     login = answer.json()
     yield app, answer.cookies[COOKIE], login["csrf_token"]
-    accounts_module._hasher = original
     publisher.stop()
     broker.stop()
 
