@@ -49,9 +49,7 @@ import json
 import logging
 import math
 import re
-import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -63,8 +61,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from jisaku.device import protocol
-from jisaku.device.link import BrokerAddress, new_client
 from jisaku.gateway.registry import Registry
+
+from .broker_connection import BrokerConnection, BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +82,7 @@ NO_PUBLISHER = ("phone positions are not accepted here: this dashboard has no br
                 " to publish them with (start it with the _dashboard service account)")
 
 
-class BrokerUnavailable(RuntimeError):
-    """The reading could not be handed to the broker in time."""
-
-
-class PhonePublisher:
+class PhonePublisher(BrokerConnection):
     """Publishes phones' readings for them, as the service account ``username``.
 
     One MQTT connection for the whole dashboard; :meth:`publish` blocks until the
@@ -96,39 +91,8 @@ class PhonePublisher:
     """
 
     def __init__(self, broker_url: str, username: str, secret: str, timeout_s: float = PUBLISH_TIMEOUT_S):
-        self.broker = BrokerAddress.parse(broker_url)
-        self.username = username
+        super().__init__(broker_url, username, secret, "phone positions (phones get 503 meanwhile)")
         self.timeout_s = timeout_s
-        self.connected = threading.Event()
-        self._started = False
-        self._started_at = 0.0
-        self._stopping = False
-        self._lock = threading.Lock()
-        # Several dashboard replicas may run at once: each needs its own client id.
-        self._client = new_client(f"jisaku-dashboard-{uuid.uuid4().hex[:12]}", username, secret, self.broker)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-
-    def start(self) -> None:
-        """Start connecting in the background; returns at once. Calling it again does nothing."""
-        with self._lock:
-            if self._started:
-                return
-            self._started = True
-            self._started_at = time.monotonic()
-            self._stopping = False
-        self._client.connect_async(self.broker.host, self.broker.port, keepalive=30)
-        self._client.loop_start()
-
-    def stop(self) -> None:
-        with self._lock:
-            if not self._started:
-                return
-            self._started = False
-            self._stopping = True
-        self._client.disconnect()
-        self._client.loop_stop()
-        self.connected.clear()
 
     def publish(self, device_id: str, payload: bytes) -> None:
         """Publish ``payload`` on ``jisaku/<device_id>/data`` (QoS 1) and wait for the broker's PUBACK.
@@ -152,22 +116,6 @@ class PhonePublisher:
             # paho may still deliver it later; a re-sent fix has the same (ts, seq), so the
             # gateway keeps it once either way.
             raise BrokerUnavailable(f"no PUBACK from {self.broker} within {self.timeout_s} s")
-
-    # paho callbacks (network thread)
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.error("the broker at %s refused the dashboard's account %s: %s (check its secret)",
-                      self.broker, self.username, reason_code)
-            return
-        log.info("dashboard publishing phone positions to %s as %s", self.broker, self.username)
-        self.connected.set()
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.connected.is_set() and not self._stopping:
-            log.warning("dashboard lost the broker at %s (%s); phones get 503 until it is back",
-                        self.broker, reason_code)
-        self.connected.clear()
 
 
 # ---------------------------------------------------------------- parsing
