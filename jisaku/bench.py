@@ -426,7 +426,8 @@ def ingest(readings: int = 100_000, devices: int = 100, publishers: int = 2, rat
 
         # ---- one retained warm-up reading: the gateway and mosquitto_sub each get exactly one
         # copy when they subscribe, which tells us they are subscribed.
-        _publish_retained_warmup(url, bench_secret, protocol)
+        _publish_warmup(url, bench_secret, "data", protocol.encode_reading(0, {"v_c": 0.0}, ts=time.time()),
+                        retain=True)
 
         # ---- the gateway, as its own process, as `jisaku gateway` runs in a deployment
         env = {k: v for k, v in os.environ.items() if not k.startswith("JISAKU_")}
@@ -458,7 +459,8 @@ def ingest(readings: int = 100_000, devices: int = 100, publishers: int = 2, rat
                              and db.execute("SELECT count(*) FROM events WHERE device_id=?",
                                             (WARMUP_DEVICE,)).fetchone()[0] > 0)
             if not gateway_ready and time.monotonic() - last_warmup > 0.5:
-                _publish_warmup_event(url, bench_secret, protocol)
+                _publish_warmup(url, bench_secret, "event",
+                                protocol.encode_event(int(time.time() * 1000), "warmup", ts=time.time()))
                 last_warmup = time.monotonic()
             sub_ready = sub_out.stat().st_size > 0
             if gateway_ready and sub_ready:
@@ -673,7 +675,9 @@ class _Observer(threading.Thread):
         self.join(10)
 
 
-def _publish_retained_warmup(url: str, secret: str, protocol) -> None:
+def _publish_warmup(url: str, secret: str, channel: str, payload: bytes, retain: bool = False) -> None:
+    """One warm-up message from the warm-up device, waiting until the broker has it."""
+    from jisaku.device import protocol
     from jisaku.device.link import BrokerAddress, new_client
 
     broker = BrokerAddress.parse(url)
@@ -681,27 +685,10 @@ def _publish_retained_warmup(url: str, secret: str, protocol) -> None:
     client.connect(broker.host, broker.port)
     client.loop_start()
     try:
-        message = client.publish(protocol.topic(WARMUP_DEVICE, "data"),
-                                 protocol.encode_reading(0, {"v_c": 0.0}, ts=time.time()), qos=1, retain=True)
+        message = client.publish(protocol.topic(WARMUP_DEVICE, channel), payload, qos=1, retain=retain)
         message.wait_for_publish(timeout=START_TIMEOUT_S)
         if not message.is_published():
-            raise RuntimeError("the broker did not take the warm-up reading")
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
-def _publish_warmup_event(url: str, secret: str, protocol) -> None:
-    from jisaku.device.link import BrokerAddress, new_client
-
-    broker = BrokerAddress.parse(url)
-    client = new_client(f"jisaku-bench-warmup-{os.getpid()}", BENCH_USER, secret, broker)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    try:
-        client.publish(protocol.topic(WARMUP_DEVICE, "event"),
-                       protocol.encode_event(int(time.time() * 1000), "warmup", ts=time.time()),
-                       qos=1).wait_for_publish(timeout=START_TIMEOUT_S)
+            raise RuntimeError(f"the broker did not take the warm-up {channel} message")
     finally:
         client.disconnect()
         client.loop_stop()
