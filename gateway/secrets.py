@@ -25,9 +25,16 @@ ITERATIONS = 1000
 SALT_BYTES = 12
 
 
-def new_secret() -> str:
-    """A new random secret, URL-safe so it fits in a Traccar Client URL."""
-    return secrets.token_urlsafe(32)
+def new_secret(nbytes: int = 32) -> str:
+    """A new random secret, URL-safe so it fits in a Traccar Client URL.
+
+    It never starts with ``-``: staff paste secrets into command lines
+    (``jisaku flash --secret …``), where a leading dash reads as an option.
+    """
+    while True:
+        secret = secrets.token_urlsafe(nbytes)
+        if not secret.startswith("-"):
+            return secret
 
 
 def hash_secret(secret: str, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:

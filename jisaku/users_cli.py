@@ -23,6 +23,7 @@ import sys
 
 from jisaku.gateway.accounts import ROLES, Accounts, AccountError
 from jisaku.gateway.audit import AuditLog, cli_actor
+from jisaku.gateway.secrets import new_secret
 
 from . import settings as settings_module
 
@@ -111,12 +112,10 @@ def first_admin(db) -> str | None:
 
     Returns None when accounts exist already; they keep their passwords.
     """
-    import secrets
-
     accounts = Accounts(db)
     if accounts.users():
         return None
-    password = secrets.token_urlsafe(12)
+    password = new_secret(12)
     accounts.add("admin", password, role="admin")
     AuditLog(db).record("demo", "user.add", "admin", None, {"role": "admin", "disabled": False})
     return password

@@ -19,6 +19,7 @@ from jisaku.cli import main
 from jisaku.gateway.audit import AuditLog
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
+from jisaku.gateway.secrets import new_secret
 
 from .brokers import EmbeddedBrokerThread, MosquittoServer, mosquitto_available
 from .conftest import require
@@ -212,6 +213,14 @@ def test_a_given_secret_is_kept_only_if_it_is_the_devices(env):
             with pytest.raises(flash.FlashError, match="not snow-3's"):
                 flash.register(reg, request)
     assert reg.check_credentials("snow-3", old), "a wrong --secret changes nothing"
+
+
+def test_every_new_secret_can_be_pasted_after_dash_dash_secret():
+    # One token in 64 used to start with "-", which argparse reads as an option.
+    for _ in range(500):
+        secret = new_secret()
+        args = flash_parser().parse_args(["flash", "snow_gauge", "--id", "snow-3", "--secret", secret])
+        assert args.secret == secret
 
 
 # ---------------------------------------------------------------- what users get wrong
