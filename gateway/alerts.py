@@ -53,13 +53,20 @@ Two classes:
       ...
       engine.stop()
 
-What the engine remembers between readings (a pending minimum duration, where a
-vehicle stopped) lives in memory; rules and open alerts live in SQLite, so
-after a restart an open alert stays open and is cleared, not raised again.
+Everything lives in SQLite: rules, open alerts, and what the engine remembers
+between readings (a pending minimum duration, where a vehicle stopped). So after
+a restart an open alert stays open and is cleared, not raised again, and a bus
+that stopped before the restart is still timed from when it stopped. It also
+lets ``jisaku gateway --workers 2`` judge one device whose readings the shared
+subscription deals to both workers: each batch is judged in a write
+transaction, so a worker sees what the other remembered. A reading older than
+the newest one already judged for a rule is not judged again (it is stored all
+the same): alerts are about now, and judging it late would undo a newer verdict.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -77,7 +84,7 @@ from jisaku.device.geo import distance_m
 
 from . import notify
 from .areas import Area, AreaError, parse_area
-from .db import Database
+from .db import Database, begin_write
 from .registry import Registry
 from .store import Batch
 
@@ -120,6 +127,19 @@ CREATE TABLE IF NOT EXISTS alert_history (
     message  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alert_history_alert ON alert_history (alert_id);
+-- What judging one rule for one device remembers between readings (see _Track).
+CREATE TABLE IF NOT EXISTS alert_tracks (
+    rule_id         INTEGER NOT NULL,
+    device_id       TEXT NOT NULL,
+    pending_since   REAL,
+    pending_message TEXT NOT NULL,
+    pending_value   TEXT,            -- JSON
+    last_ts         REAL NOT NULL,
+    anchor_lat      REAL,
+    anchor_lon      REAL,
+    anchor_ts       REAL NOT NULL,
+    PRIMARY KEY (rule_id, device_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alert_meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL           -- rules_rev: +1 on every rule change, for the engine to reload
@@ -304,6 +324,8 @@ class AlertBook:
         connection = self.db.connection
         with connection:
             connection.execute("BEGIN IMMEDIATE")
+            if self.rule(rule_id) != rule:  # a changed rule starts afresh: a pending duration meant the old levels
+                connection.execute("DELETE FROM alert_tracks WHERE rule_id=?", (rule_id,))
             updated = connection.execute(
                 "UPDATE alert_rules SET name=?, device_id=?, kind=?, enabled=?, condition=?, updated=? WHERE id=?",
                 (rule.name, rule.device_id, rule.kind, int(rule.enabled), rule.condition.model_dump_json(),
@@ -327,6 +349,7 @@ class AlertBook:
                 self._clear(connection, alert, time.time(), "the rule was deleted", None, actor=user)
             if not connection.execute("DELETE FROM alert_rules WHERE id=?", (rule_id,)).rowcount:
                 raise RuleError(f"there is no rule {rule_id}")
+            connection.execute("DELETE FROM alert_tracks WHERE rule_id=?", (rule_id,))
             self._bump(connection)
 
     def rules_revision(self) -> int:
@@ -405,15 +428,27 @@ class AlertBook:
 
     # ------------------------------------------------------------ for the engine
 
-    def open_alerts(self) -> dict[tuple[int, str], Alert]:
-        """Open alerts by (rule id, device id)."""
-        return {(a.rule_id, a.device_id): a for a in self._open(self.db.connection, "1=1", ())}
-
-    def raise_alert(self, rule: Rule, device_id: str, ts: float, message: str, value: Any) -> Alert | None:
-        """Open an alert (None if one is already open for this rule and device)."""
+    @contextlib.contextmanager
+    def writing(self, connection: sqlite3.Connection | None = None):
+        """A write transaction on this thread's connection, or the caller's own when given one."""
+        if connection is not None:
+            yield connection
+            return
         connection = self.db.connection
         with connection:
-            connection.execute("BEGIN IMMEDIATE")
+            begin_write(connection)
+            yield connection
+
+    def open_alerts(self, connection: sqlite3.Connection | None = None) -> dict[tuple[int, str], Alert]:
+        """Open alerts by (rule id, device id)."""
+        return {(a.rule_id, a.device_id): a for a in self._open(connection or self.db.connection, "1=1", ())}
+
+    def raise_alert(self, rule: Rule, device_id: str, ts: float, message: str, value: Any,
+                    connection: sqlite3.Connection | None = None) -> Alert | None:
+        """Open an alert (None if one is already open for this rule and device).
+
+        Done in its own transaction, or in the caller's if given its ``connection``."""
+        with self.writing(connection) as connection:
             try:
                 cursor = connection.execute(
                     "INSERT INTO alerts (rule_id, rule_name, device_id, state, message, value, raised)"
@@ -427,10 +462,9 @@ class AlertBook:
         log.info("alert %d raised: %s, %s: %s", alert.id, rule.name, device_id, message)
         return alert
 
-    def clear_alert(self, alert: Alert, ts: float, message: str, value: Any) -> None:
-        connection = self.db.connection
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")
+    def clear_alert(self, alert: Alert, ts: float, message: str, value: Any,
+                    connection: sqlite3.Connection | None = None) -> None:
+        with self.writing(connection) as connection:
             self._clear(connection, alert, ts, message, value)
         log.info("alert %d cleared: %s, %s: %s", alert.id, alert.rule_name, alert.device_id, message)
 
@@ -482,14 +516,48 @@ def _alert(row: sqlite3.Row) -> Alert:
 
 @dataclass
 class _Track:
-    """What the engine remembers about one rule and one device between readings."""
+    """What the engine remembers about one rule and one device between readings (kept in alert_tracks)."""
 
     pending_since: float | None = None   # the condition has held since then (for for_min)
     pending_message: str = ""
     pending_value: Any = None
-    last_ts: float = 0.0                 # newest position judged (older, back-filled ones are skipped)
+    last_ts: float = 0.0                 # newest reading judged (older, late ones are skipped)
     anchor: tuple[float, float] | None = None   # not_moved: where the vehicle stopped...
     anchor_ts: float = 0.0                      # ...and since when
+
+
+class _Tracks(dict):
+    """The tracks of some rules and devices, read and written back in the caller's write transaction."""
+
+    COLUMNS = ("rule_id, device_id, pending_since, pending_message, pending_value, last_ts,"
+               " anchor_lat, anchor_lon, anchor_ts")
+
+    def __init__(self, connection: sqlite3.Connection, where: str = "1=1", args: tuple = ()):
+        super().__init__()
+        self._saved: dict[tuple[int, str], tuple] = {}
+        for row in connection.execute(f"SELECT {self.COLUMNS} FROM alert_tracks WHERE {where}", args):
+            row = tuple(row)
+            self._saved[row[0], row[1]] = row
+            (_, _, pending_since, pending_message, pending_value, last_ts, lat, lon, anchor_ts) = row
+            self[row[0], row[1]] = _Track(
+                pending_since, pending_message, None if pending_value is None else json.loads(pending_value),
+                last_ts, None if lat is None else (lat, lon), anchor_ts)
+
+    def __missing__(self, key: tuple[int, str]) -> _Track:
+        track = self[key] = _Track()
+        return track
+
+    def save(self, connection: sqlite3.Connection) -> None:
+        rows = []
+        for key, t in self.items():
+            lat, lon = t.anchor if t.anchor is not None else (None, None)
+            value = None if t.pending_value is None else json.dumps(t.pending_value)
+            row = (*key, t.pending_since, t.pending_message, value, t.last_ts, lat, lon, t.anchor_ts)
+            if self._saved.get(key) != row:
+                rows.append(row)
+                self._saved[key] = row
+        connection.executemany(f"INSERT OR REPLACE INTO alert_tracks ({self.COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                               rows)
 
 
 def _number(value: Any) -> bool:
@@ -509,7 +577,6 @@ class AlertEngine:
         self._rules: list[Rule] = []
         self._rules_rev = -1
         self._kinds: dict[str, str] = {}
-        self._tracks: dict[tuple[int, str], _Track] = {}
         # Newest reading per device (no_data); devices never heard from count from when first seen here.
         self._last_seen: dict[str, float] = {
             row["device_id"]: row["ts"] for row in db.connection.execute("SELECT device_id, ts FROM latest")}
@@ -587,19 +654,26 @@ class AlertEngine:
                 by_device.setdefault(device_id, []).append(reading)
             if any(device_id not in self._kinds for device_id in by_device):
                 self._reload_devices(now)
-            open_alerts: dict[tuple[int, str], Alert] | None = None
-            changed = False
+            to_judge = []
             for device_id, readings in by_device.items():
                 readings.sort(key=lambda r: r.ts)
                 self._last_seen[device_id] = max(self._last_seen.get(device_id, 0.0), readings[-1].ts)
                 rules = [r for r in self._rules if r.applies_to(device_id, self._kinds.get(device_id))]
-                if not rules:
-                    continue
-                if open_alerts is None:  # only when some rule applies: most batches need no query
-                    open_alerts = self.book.open_alerts()
-                for rule in rules:
-                    for reading in readings:
-                        changed |= self._judge(rule, device_id, reading, open_alerts)
+                if rules:
+                    to_judge.append((device_id, readings, rules))
+            if not to_judge:  # most batches: no rule applies, no transaction
+                return
+            changed = False
+            with self.book.writing() as connection:
+                devices = [device_id for device_id, _, _ in to_judge]
+                tracks = _Tracks(connection, f"device_id IN ({','.join('?' * len(devices))})", tuple(devices))
+                open_alerts = self.book.open_alerts(connection)
+                for device_id, readings, rules in to_judge:
+                    for rule in rules:
+                        track = tracks[(rule.id, device_id)]
+                        for reading in readings:
+                            changed |= self._judge(connection, rule, device_id, reading, open_alerts, track)
+                tracks.save(connection)
             if changed:
                 self._notified()
 
@@ -608,51 +682,59 @@ class AlertEngine:
         with self._lock:
             self._reload_if_changed(now)
             self._reload_devices(now)
-            open_alerts = self.book.open_alerts()
-            # Other gateway workers (jisaku gateway --workers) store readings this one never sees.
-            for device_id, ts in self.book.db.connection.execute("SELECT device_id, ts FROM latest"):
-                self._last_seen[device_id] = max(self._last_seen.get(device_id, 0.0), ts)
-            changed = False
-            for (_, device_id), alert in list(open_alerts.items()):
-                if device_id not in self._kinds:
-                    self.book.clear_alert(alert, now, "the device was removed", None)
-                    changed = True
-            # A revoked device may not send: its silence is no news.
-            revoked = {row[0] for row in self.book.db.connection.execute(
-                "SELECT id FROM devices WHERE secret_hash IS NULL")}
-            for rule in self._rules:
-                if not rule.enabled:
-                    continue
-                condition = rule.condition
-                for device_id, kind in self._kinds.items():
-                    if not rule.applies_to(device_id, kind):
-                        continue
-                    key = (rule.id, device_id)
-                    if condition.type == "no_data" and device_id not in revoked:
-                        heard = device_id in self._last_seen
-                        last = self._last_seen[device_id] if heard else self._first_seen.get(device_id, now)
-                        silent_min = (now - last) / 60
-                        if key not in open_alerts and silent_min >= condition.minutes:
-                            why = f"the last at {_iso(last)}" if heard else "none since the gateway started"
-                            changed |= self._raise(rule, device_id, now, open_alerts,
-                                                   f"no readings for {silent_min:.0f} min ({why})",
-                                                   {"last_reading": last if heard else None})
-                    elif getattr(condition, "for_min", 0) > 0:
-                        track = self._tracks.get(key)
-                        if (track and track.pending_since is not None and key not in open_alerts
-                                and now - track.pending_since >= condition.for_min * 60):
-                            held_min = (now - track.pending_since) / 60
-                            changed |= self._raise(rule, device_id, now, open_alerts,
-                                                   f"{track.pending_message} for {held_min:.0f} min",
-                                                   track.pending_value)
+            with self.book.writing() as connection:
+                changed = self._tick(connection, now)
             if changed:
                 self._notified()
 
-    def _judge(self, rule: Rule, device_id: str, reading: protocol.Reading,
-               open_alerts: dict[tuple[int, str], Alert]) -> bool:
+    def _tick(self, connection: sqlite3.Connection, now: float) -> bool:
+        open_alerts = self.book.open_alerts(connection)
+        # Other gateway workers (jisaku gateway --workers) store readings this one never sees.
+        for device_id, ts in connection.execute("SELECT device_id, ts FROM latest"):
+            self._last_seen[device_id] = max(self._last_seen.get(device_id, 0.0), ts)
+        changed = False
+        for (_, device_id), alert in list(open_alerts.items()):
+            if device_id not in self._kinds:
+                self.book.clear_alert(alert, now, "the device was removed", None, connection)
+                changed = True
+        connection.execute("DELETE FROM alert_tracks WHERE device_id NOT IN (SELECT id FROM devices)")
+        tracks = _Tracks(connection, "pending_since IS NOT NULL")
+        # A revoked device may not send: its silence is no news.
+        revoked = {row[0] for row in connection.execute("SELECT id FROM devices WHERE secret_hash IS NULL")}
+        for rule in self._rules:
+            if not rule.enabled:
+                continue
+            condition = rule.condition
+            for device_id, kind in self._kinds.items():
+                if not rule.applies_to(device_id, kind):
+                    continue
+                key = (rule.id, device_id)
+                if condition.type == "no_data" and device_id not in revoked:
+                    heard = device_id in self._last_seen
+                    last = self._last_seen[device_id] if heard else self._first_seen.get(device_id, now)
+                    silent_min = (now - last) / 60
+                    if key not in open_alerts and silent_min >= condition.minutes:
+                        why = f"the last at {_iso(last)}" if heard else "none since the gateway started"
+                        changed |= self._raise(connection, rule, device_id, now, open_alerts,
+                                               f"no readings for {silent_min:.0f} min ({why})",
+                                               {"last_reading": last if heard else None})
+                elif getattr(condition, "for_min", 0) > 0 and key in tracks:
+                    track = tracks[key]
+                    if key not in open_alerts and now - track.pending_since >= condition.for_min * 60:
+                        held_min = (now - track.pending_since) / 60
+                        changed |= self._raise(connection, rule, device_id, now, open_alerts,
+                                               f"{track.pending_message} for {held_min:.0f} min",
+                                               track.pending_value, track)
+        tracks.save(connection)
+        return changed
+
+    def _judge(self, connection: sqlite3.Connection, rule: Rule, device_id: str, reading: protocol.Reading,
+               open_alerts: dict[tuple[int, str], Alert], track: _Track) -> bool:
         """One reading against one rule: raise or clear an alert; True if either happened."""
         key = (rule.id, device_id)
-        track = self._tracks.setdefault(key, _Track())
+        if reading.ts < track.last_ts:
+            return False
+        track.last_ts = reading.ts
         active = key in open_alerts
         condition = rule.condition
         # verdict: True = the alarming condition holds, False = all clear, None = nothing to say
@@ -674,9 +756,8 @@ class AlertEngine:
             verdict, message = False, "readings arrive again"
         else:
             position = reading.position
-            if position is None or reading.ts < track.last_ts:
+            if position is None:
                 return False
-            track.last_ts = reading.ts
             value = {"lat": position[0], "lon": position[1]}
             if condition.type == "not_moved":
                 verdict, message = self._stood_still(condition, track, reading.ts, position)
@@ -690,7 +771,7 @@ class AlertEngine:
         if active:
             track.pending_since = None
             if not verdict:
-                self.book.clear_alert(open_alerts.pop(key), reading.ts, message, value)
+                self.book.clear_alert(open_alerts.pop(key), reading.ts, message, value, connection)
                 return True
             return False
         if not verdict:
@@ -703,7 +784,7 @@ class AlertEngine:
         if reading.ts - track.pending_since >= for_min * 60:
             if for_min:
                 message += f" for {(reading.ts - track.pending_since) / 60:.0f} min"
-            return self._raise(rule, device_id, reading.ts, open_alerts, message, value)
+            return self._raise(connection, rule, device_id, reading.ts, open_alerts, message, value, track)
         return False
 
     @staticmethod
@@ -722,10 +803,10 @@ class AlertEngine:
             return True, f"has stayed within {condition.radius_m:g} m for {still_min:.0f} min"
         return None, ""
 
-    def _raise(self, rule: Rule, device_id: str, ts: float, open_alerts: dict[tuple[int, str], Alert],
-               message: str, value: Any) -> bool:
-        alert = self.book.raise_alert(rule, device_id, ts, message, value)
-        track = self._tracks.get((rule.id, device_id))
+    def _raise(self, connection: sqlite3.Connection, rule: Rule, device_id: str, ts: float,
+               open_alerts: dict[tuple[int, str], Alert], message: str, value: Any,
+               track: _Track | None = None) -> bool:
+        alert = self.book.raise_alert(rule, device_id, ts, message, value, connection)
         if track is not None:
             track.pending_since = None
         if alert is None:
@@ -746,15 +827,11 @@ class AlertEngine:
     def _reload(self, now: float) -> None:
         with self._lock:
             self._rules_rev = self.book.rules_revision()
-            old = {rule.id: rule for rule in self._rules}
             self._rules = self.book.rules()
             self._areas: dict[int, Area] = {}
             for rule in self._rules:
                 if rule.condition.type == "area":
                     self._areas[rule.id] = parse_area(rule.condition.area)
-            # A changed rule starts afresh (a pending duration under old levels means nothing now).
-            keep = {rule.id for rule in self._rules if old.get(rule.id) == rule}
-            self._tracks = {key: track for key, track in self._tracks.items() if key[0] in keep}
             self._reload_devices(now)
 
     def _reload_devices(self, now: float) -> None:

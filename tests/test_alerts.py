@@ -212,6 +212,57 @@ def test_a_vehicle_that_has_not_moved(engine):
     assert alert.state == "cleared" and "moving again" in alert.cleared_message
 
 
+def dealt(device_id: str, start: float, *values: dict | float, step: float = 60.0) -> tuple[list[Batch], list[Batch]]:
+    """The readings as a shared subscription deals them to two gateway workers: one each, in turn."""
+    singles = [batch(device_id, start + i * step, v) for i, v in enumerate(values)]
+    return singles[0::2], singles[1::2]
+
+
+@pytest.fixture
+def two_workers(db) -> tuple[AlertEngine, AlertEngine]:
+    """Two engines on one database file, each with its own connection, as in jisaku gateway --workers 2."""
+    other = Database(db.path)
+    return AlertEngine(db, Registry(db)), AlertEngine(other, Registry(other))
+
+
+def test_two_workers_sharing_a_devices_readings_judge_it_as_one_would(two_workers):
+    a, b = two_workers
+    a.add_rule({"name": "Deep snow for 10 min", "device_id": "snow-1", "condition": {
+        "type": "above", "metric": "depth_cm", "raise_at": 30, "clear_at": 25, "for_min": 10}})
+    # Every 2 minutes: 31, then a dip to 20 that only worker b sees, then 31 from T0+4 min on.
+    to_a, to_b = dealt("snow-1", T0, 31, 20, 31, 31, 31, 31, 31, 31, step=120)
+    for mine, theirs in zip(to_a, to_b):
+        a.on_batch(mine)
+        b.on_batch(theirs)
+        if mine.readings[0][1].ts == T0 + 480:
+            a.tick(T0 + 10 * 60 + 1)  # 10 min after the first 31, but the dip broke that run
+            assert a.alerts() == [], "a dip seen by the other worker restarts the 10 minutes"
+    (alert,) = a.alerts()
+    assert (alert.state, alert.raised) == ("raised", T0 + 840)  # 10 minutes after the dip
+    assert "for 10 min" in alert.message
+
+
+def test_two_workers_time_a_standing_bus_from_when_it_stopped(two_workers):
+    a, b = two_workers
+    a.add_rule({"name": "Bus stuck", "kind": "bus", "condition": {"type": "not_moved", "minutes": 15}})
+    depot = (36.1400, 137.2500)
+    to_a, to_b = dealt("bus-1", T0, *({"lat": depot[0], "lon": depot[1]} for _ in range(17)))
+    for mine, theirs in itertools.zip_longest(to_a, to_b):
+        a.on_batch(mine)
+        if theirs:
+            b.on_batch(theirs)
+    (alert,) = b.alerts()
+    assert (alert.state, alert.raised) == ("raised", T0 + 15 * 60)  # 15 min after the first report at the depot
+
+
+def test_a_reading_judged_late_does_not_undo_a_newer_verdict(engine):
+    engine.add_rule(DEEP_SNOW)
+    engine.on_batch(batch("snow-1", T0, 10, 31, 24))  # raised at 31, cleared at 24
+    engine.on_batch(batch("snow-1", T0 + 60, 33))  # a late copy from the other worker, older than the 24
+    (alert,) = engine.alerts()
+    assert alert.state == "cleared", "the late 33 cm, older than the 24 cm, raises nothing"
+
+
 # Old town of Takayama, as a Feature pasted from a map tool ([lon, lat]).
 OLD_TOWN = {"type": "Feature", "properties": {"name": "Sanmachi"}, "geometry": {"type": "Polygon", "coordinates": [
     [[137.2580, 36.1440], [137.2620, 36.1440], [137.2620, 36.1400], [137.2580, 36.1400], [137.2580, 36.1440]]]}}
