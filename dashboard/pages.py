@@ -163,8 +163,11 @@ def describe(device: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
 
 
 def tiles_config(source: TileSource) -> dict[str, Any]:
-    return {"url": source.url, "attribution": source.attribution, "maxZoom": source.max_zoom,
-            "pmtiles": source.is_pmtiles}
+    config = {"url": source.url, "attribution": source.attribution, "maxZoom": source.max_zoom,
+              "pmtiles": source.is_pmtiles}
+    if source.native_zooms is not None:
+        config["minNativeZoom"], config["maxNativeZoom"] = source.native_zooms
+    return config
 
 
 # ---------------------------------------------------------------- the live map

@@ -18,6 +18,7 @@ from jisaku.device.config import load_device_config
 from jisaku.device.protocol import Reading
 from jisaku.gateway.store import Batch
 
+from .pmtiles_files import write_raster_pmtiles
 from .town import EXAMPLES, REPO, wait_until
 
 ARTIFACTS = REPO / "test-artifacts"
@@ -45,14 +46,14 @@ def offline_phone(browser, locale="en-US"):
     page = context.new_page()
     page.outside = []
     page.fetched = []
+    page.tile_servers = []
 
     def only_localhost(route):
         host = urlsplit(route.request.url).hostname
         if host in ("127.0.0.1", "localhost"):
             page.fetched.append(route.request.url)
             return route.continue_()
-        if host not in TILE_HOSTS:
-            page.outside.append(route.request.url)
+        (page.tile_servers if host in TILE_HOSTS else page.outside).append(route.request.url)
         return route.abort()
 
     page.route("**/*", only_localhost)
@@ -200,3 +201,39 @@ def test_device_pages_chart_a_week_of_snow_and_draw_the_route_a_bus_drove(browse
     assert points > 50, f"the route of the last hour is drawn as a line, not {points} points"
     assert page.locator("#jisaku-track-map .leaflet-overlay-pane path").count() == 1
     assert page.outside == [], f"the pages tried to load from outside this machine: {page.outside}"
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded"], indirect=True)
+def test_a_pmtiles_file_is_the_whole_base_map_on_a_closed_network(browser, make_town, tmp_path):
+    # A town's extract that stops at zoom 14, as many do; the map opens at zoom 16 on one gauge.
+    base_map = write_raster_pmtiles(tmp_path / "takayama.pmtiles", 36.12, 137.22, 36.17, 137.29,
+                                    range(0, 15), (214, 234, 210))
+    town = make_town([d for d in load_city(EXAMPLES / "demo-city" / "city.toml") if d.id == "snow-1"])
+    town.start_dashboard(tiles=str(base_map))
+    town.store.write(Batch(readings=[("snow-1", Reading(time.time(), 1, {"depth_cm": 31.0}))]))
+
+    page = offline_phone(browser)
+    answers = []
+    page.on("response", lambda r: answers.append((r.status, r.request.headers.get("range")))
+            if r.url.endswith("/tiles/base.pmtiles") else None)
+    page.goto(town.base_url + "/")
+    page.wait_for_function("window.jisakuMarkers && window.jisakuMarkers['snow-1']", timeout=15000)
+    # Every tile of the level on show has its picture (Leaflet keeps the previous level's
+    # tiles on screen while it waits, so those do not count). At zoom 16 one zoom-14 tile,
+    # enlarged four times, may fill the whole phone screen.
+    page.wait_for_function("""() => {
+        const map = window.jisakuMarkers['snow-1']._map, shown = [];
+        map.eachLayer(layer => { if (layer.createTile && layer._tiles) Object.values(layer._tiles)
+            .filter(tile => tile.coords.z === layer._tileZoom).forEach(tile => shown.push(tile.el)); });
+        return shown.length > 0 && shown.every(img => img.src.startsWith('blob:') && img.complete
+                                                     && img.naturalWidth === 256);
+    }""", timeout=15000)
+    zoom = page.evaluate("window.jisakuMarkers['snow-1']._map.getZoom()")
+    assert zoom > 14, f"the map opened at zoom {zoom}: this test is about zooming in past the file's 14"
+    page.screenshot(path=str(ARTIFACTS / "map-pmtiles-360px.png"))
+
+    assert answers and all(status == 206 and rng for status, rng in answers), \
+        f"the PMTiles reader asks for byte ranges and gets them: {answers}"
+    assert page.tile_servers == [] and page.outside == [], "with a .pmtiles file nothing leaves this machine"
+    assert "takayama.pmtiles" in page.locator(".leaflet-control-attribution").inner_text(), \
+        "with no tiles_attribution set, the credit names the file"

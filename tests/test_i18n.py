@@ -6,10 +6,13 @@ import json
 import re
 
 import pytest
+from pmtiles.tile import TileType
 from starlette.requests import Request
 
 from jisaku.dashboard import i18n
 from jisaku.dashboard.tiles import tile_source
+
+from .pmtiles_files import write_raster_pmtiles
 
 
 def request(query: str = "", cookie: str = "", accept: str = "") -> Request:
@@ -61,5 +64,13 @@ def test_a_base_map_setting_that_is_not_one_says_what_to_write(tmp_path):
         tile_source("https://tiles.city.lan/map.png")
     with pytest.raises(ValueError, match="does not exist"):
         tile_source(str(tmp_path / "town.pmtiles"))
-    (tmp_path / "town.pmtiles").write_bytes(b"PMTiles")
-    assert tile_source(str(tmp_path / "town.pmtiles")).is_pmtiles
+    (tmp_path / "town.pmtiles").write_bytes(b"<html>404 Not Found</html>")  # a failed download
+    with pytest.raises(ValueError, match="is not a PMTiles file"):
+        tile_source(str(tmp_path / "town.pmtiles"))
+    write_raster_pmtiles(tmp_path / "town.pmtiles", 36.13, 137.24, 36.15, 137.26, range(10, 15), (200, 230, 200))
+    town = tile_source(str(tmp_path / "town.pmtiles"), "© City of Takayama")
+    assert town.is_pmtiles and town.native_zooms == (10, 14) and town.max_zoom == 18
+    write_raster_pmtiles(tmp_path / "vector.pmtiles", 36.13, 137.24, 36.15, 137.26, range(10, 12), (0, 0, 0),
+                         tile_type=TileType.MVT)
+    with pytest.raises(ValueError, match="holds vector tiles"):
+        tile_source(str(tmp_path / "vector.pmtiles"))

@@ -107,9 +107,11 @@ class Town:
         threading.Thread(target=stop_with_the_town, daemon=True).start()
         run_device(config, self.broker_url, self.secrets[config.id], True, stop, state_dir)
 
-    def start_dashboard(self) -> str:
+    def start_dashboard(self, tiles: str | None = None) -> str:
+        """Serve the residents' pages; ``tiles`` is the base map setting (None: jisaku.toml's)."""
         port = free_port()
-        self._server = uvicorn.Server(uvicorn.Config(create_app(self.db_path, readings=self.readings),
+        app = create_app(self.db_path, readings=self.readings, tiles=tiles)
+        self._server = uvicorn.Server(uvicorn.Config(app,
                                                      host="127.0.0.1", port=port,
                                                      log_level="warning"))
         threading.Thread(target=self._server.run, daemon=True, name="dashboard").start()

@@ -59,8 +59,10 @@ function jisakuBaseMap(map, tiles, pmtilesScript) {
   var script = document.createElement("script");
   script.src = pmtilesScript;
   script.onload = function () {
-    pmtiles.leafletRasterLayer(new pmtiles.PMTiles(tiles.url), { attribution: tiles.attribution,
-                                                                  maxZoom: tiles.maxZoom }).addTo(map);
+    // Beyond the file's own zooms, Leaflet enlarges (or shrinks) the nearest tiles it has.
+    pmtiles.leafletRasterLayer(new pmtiles.PMTiles(tiles.url), {
+      attribution: tiles.attribution, maxZoom: tiles.maxZoom,
+      minNativeZoom: tiles.minNativeZoom, maxNativeZoom: tiles.maxNativeZoom }).addTo(map);
   };
   document.head.appendChild(script);
 }
