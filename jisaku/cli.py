@@ -200,7 +200,8 @@ def cmd_devices_list(args: argparse.Namespace) -> None:
         config = store.config_state(device["id"])
         settings = f"rev {config['rev']} {config['state']}" if config else "-"
         print(f"{device['id']:16} {device['kind']:14} {'public' if device['public'] else 'private':8} "
-              f"{device['status']:8} {seen:20} {settings:14} {device['name']}")
+              f"{device['status']:8} {seen:20} {settings:14} {device['name']}"
+              + (f" / {device['name_ja']}" if device["name_ja"] else ""))
 
 
 def parser() -> argparse.ArgumentParser:

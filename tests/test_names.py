@@ -230,6 +230,9 @@ def test_devices_add_and_flash_take_a_japanese_name(tmp_path, monkeypatch, capsy
     capsys.readouterr()
     registry = Registry(Database(tmp_path / "data" / "jisaku.db"))
     assert (registry.get("snow-3").name, registry.get("snow-3").name_ja) == ("City hall", "市役所")
+    cli.main(["devices", "list"])
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("snow-3")]
+    assert row.endswith("City hall / 市役所")
 
     args = cli.parser().parse_args(["flash", "snow_gauge", "--id", "snow-4", "--name-ja", "北小学校"])
     flash.register(registry, flash.make_request(args, "mqtt://192.168.1.10:1883", {"JISAKU_WIFI_SSID": "town"}))

@@ -268,13 +268,19 @@ def test_users_command_adds_an_account_that_can_log_in(tmp_path):
     assert client.get("/api/v1/operator/audit").json()[0]["action"] == "user.add"
 
 
-def test_pages_speak_japanese_and_english(app):
+def test_pages_speak_japanese_and_english(app, tmp_path):
+    Registry(Database(tmp_path / "jisaku.db")).add_device(
+        DeviceRecord("snow-1", "snow_gauge", name="Snow gauge, city hall", name_ja="積雪計（市役所）"))
     client = TestClient(app)
     page_login(client)
-    assert "機器" in client.get("/operator/devices?lang=ja").text
-    assert "Counter printer" in client.get("/operator/devices").text
+    japanese = client.get("/operator/devices?lang=ja").text
+    assert "機器" in japanese and "積雪計（市役所）" in japanese
+    assert "Counter printer" in japanese, "a device with no Japanese name keeps its name"
+    assert "<h1>積雪計（市役所）" in client.get("/operator/devices/snow-1").text
     english = client.get("/operator/devices?lang=en").text
     assert "Devices" in english and "Not heard from yet" in english
+    assert "Snow gauge, city hall" in english and "積雪計" not in english
+    assert "<h1>Snow gauge, city hall" in client.get("/operator/devices/snow-1").text
 
 
 def test_a_threshold_changed_on_the_page_reaches_the_running_tray(make_town):

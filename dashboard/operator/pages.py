@@ -63,6 +63,8 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     response = templates.TemplateResponse(request, f"operator/{template}", {
         "t": t, "lang": lang, "label": label, "session": session,
         "csrf_field": CSRF_FIELD, "csrf": session.csrf if session else "",
+        # The Japanese name on Japanese pages when the device has one, as residents see it.
+        "device_name": lambda d: (lang == "ja" and getattr(d, "name_ja", "")) or d.name or d.id,
         "when": lambda ts: i18n.format_datetime(ts, lang) if ts else "–",
         "ago": lambda ts: i18n.format_ago(ts, lang, now) if ts else t("op.never"),
         "number": lambda value: i18n.format_number(value, lang) if isinstance(value, int | float) else "–",
