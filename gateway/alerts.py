@@ -83,8 +83,9 @@ from jisaku.device import protocol
 from jisaku.device.geo import distance_m
 
 from . import notify
+from .alert_words import LANGUAGES, Wording, held, say
 from .areas import Area, AreaError, parse_area
-from .db import Database, begin_write
+from .db import Database, add_missing_columns, begin_write
 from .registry import Registry
 from .store import Batch
 
@@ -108,12 +109,14 @@ CREATE TABLE IF NOT EXISTS alerts (
     device_id       TEXT NOT NULL,
     state           TEXT NOT NULL,   -- raised | acknowledged | cleared
     message         TEXT NOT NULL,   -- why it was raised
+    message_ja      TEXT NOT NULL DEFAULT '',  -- the same in Japanese (see alert_words.py)
     value           TEXT,            -- JSON: the value that raised it
     raised          REAL NOT NULL,
     acknowledged    REAL,
     acknowledged_by TEXT,
     cleared         REAL,
-    cleared_message TEXT
+    cleared_message TEXT,
+    cleared_message_ja TEXT
 );
 -- At most one open alert per rule and device.
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_open ON alerts (rule_id, device_id) WHERE state != 'cleared';
@@ -124,7 +127,8 @@ CREATE TABLE IF NOT EXISTS alert_history (
     ts       REAL NOT NULL,
     state    TEXT NOT NULL,          -- raised | acknowledged | cleared
     actor    TEXT,                   -- the operator, or NULL for the gateway
-    message  TEXT NOT NULL
+    message  TEXT NOT NULL,
+    message_ja TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS alert_history_alert ON alert_history (alert_id);
 -- What judging one rule for one device remembers between readings (see _Track).
@@ -132,7 +136,7 @@ CREATE TABLE IF NOT EXISTS alert_tracks (
     rule_id         INTEGER NOT NULL,
     device_id       TEXT NOT NULL,
     pending_since   REAL,
-    pending_message TEXT NOT NULL,
+    pending_message TEXT,            -- JSON: a wording (alert_words.py)
     pending_value   TEXT,            -- JSON
     last_ts         REAL NOT NULL,
     anchor_lat      REAL,
@@ -145,6 +149,13 @@ CREATE TABLE IF NOT EXISTS alert_meta (
     value INTEGER NOT NULL           -- rules_rev: +1 on every rule change, for the engine to reload
 );
 """
+
+# Columns added after the first release (see db.ADDED_COLUMNS).
+ADDED_COLUMNS = [
+    ("alerts", "message_ja", "TEXT NOT NULL DEFAULT ''"),
+    ("alerts", "cleared_message_ja", "TEXT"),
+    ("alert_history", "message_ja", "TEXT NOT NULL DEFAULT ''"),
+]
 
 # How often the engine's clock runs tick() (no data, minimum durations, rule changes).
 TICK_S = 5.0
@@ -256,12 +267,14 @@ class Alert(BaseModel):
     device_id: str
     state: Literal["raised", "acknowledged", "cleared"]
     message: str
+    message_ja: str = ""
     value: Any = None
     raised: float
     acknowledged: float | None = None
     acknowledged_by: str | None = None
     cleared: float | None = None
     cleared_message: str | None = None
+    cleared_message_ja: str | None = None
 
 
 class AlertChange(BaseModel):
@@ -273,6 +286,7 @@ class AlertChange(BaseModel):
     state: Literal["raised", "acknowledged", "cleared"]
     actor: str | None
     message: str
+    message_ja: str = ""
     rule_name: str
     device_id: str
 
@@ -291,6 +305,7 @@ class AlertBook:
     def __init__(self, db: Database):
         self.db = db
         db.connection.executescript(SCHEMA)
+        add_missing_columns(db.connection, ADDED_COLUMNS)
         notify.create_tables(db.connection)
 
     # ------------------------------------------------------------ rules
@@ -335,7 +350,7 @@ class AlertBook:
             kinds = {row["id"]: row["kind"] for row in connection.execute("SELECT id, kind FROM devices")}
             for alert in self._open(connection, "rule_id=?", (rule_id,)):
                 if not rule.applies_to(alert.device_id, kinds.get(alert.device_id)):
-                    why = "the rule was disabled" if not rule.enabled else "the rule no longer covers this device"
+                    why = ("rule_disabled", {}) if not rule.enabled else ("rule_elsewhere", {})
                     self._clear(connection, alert, time.time(), why, None, actor=user)
             self._bump(connection)
         return rule
@@ -346,7 +361,7 @@ class AlertBook:
         with connection:
             connection.execute("BEGIN IMMEDIATE")
             for alert in self._open(connection, "rule_id=?", (rule_id,)):
-                self._clear(connection, alert, time.time(), "the rule was deleted", None, actor=user)
+                self._clear(connection, alert, time.time(), ("rule_deleted", {}), None, actor=user)
             if not connection.execute("DELETE FROM alert_rules WHERE id=?", (rule_id,)).rowcount:
                 raise RuleError(f"there is no rule {rule_id}")
             connection.execute("DELETE FROM alert_tracks WHERE rule_id=?", (rule_id,))
@@ -406,7 +421,8 @@ class AlertBook:
             connection.execute("UPDATE alerts SET state='acknowledged', acknowledged=?, acknowledged_by=? WHERE id=?",
                                (now, user, alert_id))
             alert = alert.model_copy(update={"state": "acknowledged", "acknowledged": now, "acknowledged_by": user})
-            self._record(connection, alert, now, "acknowledged", f"acknowledged by {user}", user, alert.value)
+            self._record(connection, alert, now, "acknowledged", ("acknowledged_by", {"user": user}), user,
+                         alert.value)
         return alert
 
     def history(self, device_id: str | None = None, alert_id: int | None = None, rule_id: int | None = None,
@@ -421,7 +437,7 @@ class AlertBook:
             where.append("h.ts >= ?")
             args.append(since)
         rows = self.db.connection.execute(
-            "SELECT h.id, h.alert_id, h.ts, h.state, h.actor, h.message, a.rule_name, a.device_id"
+            "SELECT h.id, h.alert_id, h.ts, h.state, h.actor, h.message, h.message_ja, a.rule_name, a.device_id"
             f" FROM alert_history h JOIN alerts a ON a.id = h.alert_id WHERE {' AND '.join(where)}"
             " ORDER BY h.ts DESC, h.id DESC LIMIT ?", (*args, limit)).fetchall()
         return [AlertChange(**dict(row)) for row in rows]
@@ -443,61 +459,77 @@ class AlertBook:
         """Open alerts by (rule id, device id)."""
         return {(a.rule_id, a.device_id): a for a in self._open(connection or self.db.connection, "1=1", ())}
 
-    def raise_alert(self, rule: Rule, device_id: str, ts: float, message: str, value: Any,
+    def raise_alert(self, rule: Rule, device_id: str, ts: float, message: Wording | str, value: Any,
                     connection: sqlite3.Connection | None = None) -> Alert | None:
         """Open an alert (None if one is already open for this rule and device).
 
+        ``message`` is a wording (alert_words.py), or one text for both languages.
         Done in its own transaction, or in the caller's if given its ``connection``."""
+        en, ja = (say(message, lang) for lang in LANGUAGES)
         with self.writing(connection) as connection:
             try:
                 cursor = connection.execute(
-                    "INSERT INTO alerts (rule_id, rule_name, device_id, state, message, value, raised)"
-                    " VALUES (?, ?, ?, 'raised', ?, ?, ?)",
-                    (rule.id, rule.name, device_id, message, json.dumps(value), ts))
+                    "INSERT INTO alerts (rule_id, rule_name, device_id, state, message, message_ja, value, raised)"
+                    " VALUES (?, ?, ?, 'raised', ?, ?, ?, ?)",
+                    (rule.id, rule.name, device_id, en, ja, json.dumps(value), ts))
             except sqlite3.IntegrityError:
                 return None  # raised meanwhile (another gateway, or the same one before a restart)
             alert = Alert(id=cursor.lastrowid, rule_id=rule.id, rule_name=rule.name, device_id=device_id,
-                          state="raised", message=message, value=value, raised=ts)
+                          state="raised", message=en, message_ja=ja, value=value, raised=ts)
             self._record(connection, alert, ts, "raised", message, None, value)
-        log.info("alert %d raised: %s, %s: %s", alert.id, rule.name, device_id, message)
+        log.info("alert %d raised: %s, %s: %s", alert.id, rule.name, device_id, en)
         return alert
 
-    def clear_alert(self, alert: Alert, ts: float, message: str, value: Any,
+    def clear_alert(self, alert: Alert, ts: float, message: Wording | str, value: Any,
                     connection: sqlite3.Connection | None = None) -> None:
         with self.writing(connection) as connection:
             self._clear(connection, alert, ts, message, value)
-        log.info("alert %d cleared: %s, %s: %s", alert.id, alert.rule_name, alert.device_id, message)
+        log.info("alert %d cleared: %s, %s: %s", alert.id, alert.rule_name, alert.device_id, say(message, "en"))
 
-    def _clear(self, connection: sqlite3.Connection, alert: Alert, ts: float, message: str, value: Any,
+    def _clear(self, connection: sqlite3.Connection, alert: Alert, ts: float, message: Wording | str, value: Any,
                actor: str | None = None) -> None:
+        en, ja = (say(message, lang) for lang in LANGUAGES)
         changed = connection.execute(
-            "UPDATE alerts SET state='cleared', cleared=?, cleared_message=? WHERE id=? AND state != 'cleared'",
-            (ts, message, alert.id)).rowcount
+            "UPDATE alerts SET state='cleared', cleared=?, cleared_message=?, cleared_message_ja=?"
+            " WHERE id=? AND state != 'cleared'", (ts, en, ja, alert.id)).rowcount
         if changed:
-            alert = alert.model_copy(update={"state": "cleared", "cleared": ts, "cleared_message": message})
+            alert = alert.model_copy(update={"state": "cleared", "cleared": ts, "cleared_message": en,
+                                             "cleared_message_ja": ja})
             self._record(connection, alert, ts, "cleared", message, actor, value)
 
     def _open(self, connection: sqlite3.Connection, where: str, args: tuple) -> list[Alert]:
         rows = connection.execute(f"SELECT * FROM alerts WHERE state != 'cleared' AND {where}", args).fetchall()
         return [_alert(row) for row in rows]
 
-    def _record(self, connection: sqlite3.Connection, alert: Alert, ts: float, state: str, message: str,
-                actor: str | None, value: Any) -> None:
-        """Keep the step in the history and queue its notification, in the caller's transaction."""
-        connection.execute("INSERT INTO alert_history (alert_id, ts, state, actor, message) VALUES (?, ?, ?, ?, ?)",
-                           (alert.id, ts, state, actor, message))
-        device = connection.execute("SELECT kind, name FROM devices WHERE id=?", (alert.device_id,)).fetchone()
+    def _record(self, connection: sqlite3.Connection, alert: Alert, ts: float, state: str,
+                message: Wording | str, actor: str | None, value: Any) -> None:
+        """Keep the step in the history and queue its notification, in the caller's transaction.
+
+        The notification carries its title and text in both languages (``title``/``text`` in
+        English, ``title_ja``/``text_ja``); the notifier sends the one its settings ask for."""
+        en, ja = (say(message, lang) for lang in LANGUAGES)
+        connection.execute("INSERT INTO alert_history (alert_id, ts, state, actor, message, message_ja)"
+                           " VALUES (?, ?, ?, ?, ?, ?)", (alert.id, ts, state, actor, en, ja))
+        device = connection.execute("SELECT kind, name, name_ja FROM devices WHERE id=?",
+                                    (alert.device_id,)).fetchone()
         name = (device["name"] if device else "") or alert.device_id
-        title = f"{state.upper()}: {alert.rule_name} ({name})"
-        lines = [f"{alert.rule_name}: {alert.device_id}" + (f" ({name})" if name != alert.device_id else ""),
-                 message, f"{state} at {_iso(ts)}"]
-        if state == "cleared":
-            lines.append(f"raised at {_iso(alert.raised)}, because {alert.message}")
+        texts = {}
+        for lang, said in (("en", en), ("ja", ja)):
+            shown = ((device["name_ja"] if device and lang == "ja" else "") or name)
+            words = {"state": say((f"state.{state}", {}), lang), "time": _iso(ts)}
+            lines = [f"{alert.rule_name}: {alert.device_id}" + (f" ({shown})" if shown != alert.device_id else ""),
+                     said, say(("when", words), lang)]
+            if state == "cleared":
+                raised_message = alert.message_ja if lang == "ja" and alert.message_ja else alert.message
+                lines.append(say(("because", {"time": _iso(alert.raised), "what": raised_message}), lang))
+            texts[lang] = (f"{words['state']}: {alert.rule_name} ({shown})", "\n".join(lines))
         notify.enqueue(connection, {
-            "event": state, "title": title, "text": "\n".join(lines),
+            "event": state, "title": texts["en"][0], "text": texts["en"][1],
+            "title_ja": texts["ja"][0], "text_ja": texts["ja"][1],
             "alert_id": alert.id, "state": alert.state, "rule_id": alert.rule_id, "rule": alert.rule_name,
             "device_id": alert.device_id, "device_kind": device["kind"] if device else None,
-            "device_name": name, "message": message, "value": value, "actor": actor,
+            "device_name": name, "device_name_ja": (device["name_ja"] if device else "") or name,
+            "message": en, "message_ja": ja, "value": value, "actor": actor,
             "ts": ts, "time": _iso(ts), "raised": alert.raised, "raised_message": alert.message,
         })
 
@@ -519,7 +551,7 @@ class _Track:
     """What the engine remembers about one rule and one device between readings (kept in alert_tracks)."""
 
     pending_since: float | None = None   # the condition has held since then (for for_min)
-    pending_message: str = ""
+    pending_message: Wording | None = None
     pending_value: Any = None
     last_ts: float = 0.0                 # newest reading judged (older, late ones are skipped)
     anchor: tuple[float, float] | None = None   # not_moved: where the vehicle stopped...
@@ -540,7 +572,8 @@ class _Tracks(dict):
             self._saved[row[0], row[1]] = row
             (_, _, pending_since, pending_message, pending_value, last_ts, lat, lon, anchor_ts) = row
             self[row[0], row[1]] = _Track(
-                pending_since, pending_message, None if pending_value is None else json.loads(pending_value),
+                pending_since, None if pending_message is None else tuple(json.loads(pending_message)),
+                None if pending_value is None else json.loads(pending_value),
                 last_ts, None if lat is None else (lat, lon), anchor_ts)
 
     def __missing__(self, key: tuple[int, str]) -> _Track:
@@ -552,7 +585,8 @@ class _Tracks(dict):
         for key, t in self.items():
             lat, lon = t.anchor if t.anchor is not None else (None, None)
             value = None if t.pending_value is None else json.dumps(t.pending_value)
-            row = (*key, t.pending_since, t.pending_message, value, t.last_ts, lat, lon, t.anchor_ts)
+            message = None if t.pending_message is None else json.dumps(t.pending_message, ensure_ascii=False)
+            row = (*key, t.pending_since, message, value, t.last_ts, lat, lon, t.anchor_ts)
             if self._saved.get(key) != row:
                 rows.append(row)
                 self._saved[key] = row
@@ -695,7 +729,7 @@ class AlertEngine:
         changed = False
         for (_, device_id), alert in list(open_alerts.items()):
             if device_id not in self._kinds:
-                self.book.clear_alert(alert, now, "the device was removed", None, connection)
+                self.book.clear_alert(alert, now, ("device_removed", {}), None, connection)
                 changed = True
         connection.execute("DELETE FROM alert_tracks WHERE device_id NOT IN (SELECT id FROM devices)")
         tracks = _Tracks(connection, "pending_since IS NOT NULL")
@@ -714,17 +748,16 @@ class AlertEngine:
                     last = self._last_seen[device_id] if heard else self._first_seen.get(device_id, now)
                     silent_min = (now - last) / 60
                     if key not in open_alerts and silent_min >= condition.minutes:
-                        why = f"the last at {_iso(last)}" if heard else "none since the gateway started"
-                        changed |= self._raise(connection, rule, device_id, now, open_alerts,
-                                               f"no readings for {silent_min:.0f} min ({why})",
+                        wording = (("no_data", {"min": round(silent_min), "last": _iso(last)}) if heard
+                                   else ("no_data_ever", {"min": round(silent_min)}))
+                        changed |= self._raise(connection, rule, device_id, now, open_alerts, wording,
                                                {"last_reading": last if heard else None})
                 elif getattr(condition, "for_min", 0) > 0 and key in tracks:
                     track = tracks[key]
                     if key not in open_alerts and now - track.pending_since >= condition.for_min * 60:
                         held_min = (now - track.pending_since) / 60
                         changed |= self._raise(connection, rule, device_id, now, open_alerts,
-                                               f"{track.pending_message} for {held_min:.0f} min",
-                                               track.pending_value, track)
+                                               held(track.pending_message, held_min), track.pending_value, track)
         tracks.save(connection)
         return changed
 
@@ -738,7 +771,7 @@ class AlertEngine:
         active = key in open_alerts
         condition = rule.condition
         # verdict: True = the alarming condition holds, False = all clear, None = nothing to say
-        verdict, message, value = None, "", None
+        verdict, message, value = None, None, None
         if condition.type in ("above", "below"):
             v = reading.values.get(condition.metric)
             if not _number(v):
@@ -747,13 +780,14 @@ class AlertEngine:
             sign = 1 if condition.type == "above" else -1  # "below" is "above" for -value
             if active:
                 verdict = sign * v >= sign * condition.clear_at
-                message = (f"{condition.metric} {v:g} is back {'below' if sign > 0 else 'above'}"
-                           f" {condition.clear_at:g}")
+                message = ("back_below" if sign > 0 else "back_above",
+                           {"metric": condition.metric, "value": v, "level": condition.clear_at})
             else:
                 verdict = sign * v >= sign * condition.raise_at
-                message = f"{condition.metric} {v:g} {'≥' if sign > 0 else '≤'} {condition.raise_at:g}"
+                message = ("above" if sign > 0 else "below",
+                           {"metric": condition.metric, "value": v, "level": condition.raise_at})
         elif condition.type == "no_data":
-            verdict, message = False, "readings arrive again"
+            verdict, message = False, ("data_again", {})
         else:
             position = reading.position
             if position is None:
@@ -765,7 +799,7 @@ class AlertEngine:
                 area = self._areas.get(rule.id) or parse_area(condition.area)
                 inside = area.contains(*position)
                 verdict = inside == (condition.alert_when == "inside")
-                message = "entered the area" if inside else "left the area"
+                message = ("entered", {}) if inside else ("left", {})
         if verdict is None:
             return False
         if active:
@@ -783,28 +817,28 @@ class AlertEngine:
         track.pending_message, track.pending_value = message, value
         if reading.ts - track.pending_since >= for_min * 60:
             if for_min:
-                message += f" for {(reading.ts - track.pending_since) / 60:.0f} min"
+                message = held(message, (reading.ts - track.pending_since) / 60)
             return self._raise(connection, rule, device_id, reading.ts, open_alerts, message, value, track)
         return False
 
     @staticmethod
     def _stood_still(condition: NotMoved, track: _Track, ts: float,
-                     position: tuple[float, float]) -> tuple[bool | None, str]:
+                     position: tuple[float, float]) -> tuple[bool | None, Wording | None]:
         if track.anchor is None:
             # The first position since start: no idea yet how long it has stood here.
             track.anchor, track.anchor_ts = position, ts
-            return None, ""
+            return None, None
         moved_m = distance_m(*track.anchor, *position)
         if moved_m > condition.radius_m:
             track.anchor, track.anchor_ts = position, ts
-            return False, f"moving again ({moved_m:.0f} m)"
+            return False, ("moving_again", {"moved": round(moved_m)})
         still_min = (ts - track.anchor_ts) / 60
         if still_min >= condition.minutes:
-            return True, f"has stayed within {condition.radius_m:g} m for {still_min:.0f} min"
-        return None, ""
+            return True, ("not_moved", {"radius": condition.radius_m, "min": round(still_min)})
+        return None, None
 
     def _raise(self, connection: sqlite3.Connection, rule: Rule, device_id: str, ts: float,
-               open_alerts: dict[tuple[int, str], Alert], message: str, value: Any,
+               open_alerts: dict[tuple[int, str], Alert], message: Wording, value: Any,
                track: _Track | None = None) -> bool:
         alert = self.book.raise_alert(rule, device_id, ts, message, value, connection)
         if track is not None:

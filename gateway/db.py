@@ -98,7 +98,7 @@ def connect(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
     connection.executescript(SCHEMA)
-    _add_missing_columns(connection)
+    add_missing_columns(connection, ADDED_COLUMNS)
     return connection
 
 
@@ -110,8 +110,9 @@ ADDED_COLUMNS = [
 ]
 
 
-def _add_missing_columns(connection: sqlite3.Connection) -> None:
-    for table, column, definition in ADDED_COLUMNS:
+def add_missing_columns(connection: sqlite3.Connection, columns: list[tuple[str, str, str]]) -> None:
+    """Add each (table, column, definition) the table lacks; see ADDED_COLUMNS."""
+    for table, column, definition in columns:
         have = {row["name"] for row in connection.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             try:

@@ -14,6 +14,7 @@ Settings, in ``jisaku.toml``::
 
     [notify]
     events = ["raised", "cleared"]          # add "acknowledged" to hear about those too
+    language = "ja"                          # or "en": the language of the title and text
 
     [[notify.webhook]]
     url = "https://hooks.slack.com/services/T0000/B0000/XXXXXXXX"
@@ -40,6 +41,8 @@ Example::
 
 A message is a JSON object with at least ``event`` (raised / acknowledged /
 cleared), ``title`` and ``text``; the generic webhook and MQTT get all of it.
+Alerts also give ``title_ja`` and ``text_ja``: with ``language = "ja"`` (the
+default) people read those, and ``"en"`` keeps the English ones.
 """
 
 from __future__ import annotations
@@ -173,6 +176,7 @@ class NotifyConfig(BaseModel):
     smtp: SmtpConfig | None = None
     mqtt: MqttConfig | None = None
     events: list[Literal["raised", "acknowledged", "cleared"]] = ["raised", "cleared"]
+    language: Literal["ja", "en"] = "ja"         # of the title and text people read
     retry_first_s: float = Field(10.0, gt=0)     # the first wait after a failure; doubles each time
     retry_max_s: float = Field(600.0, gt=0)      # never waits longer than this between tries
     give_up_after_min: float = Field(24 * 60, gt=0)
@@ -232,6 +236,13 @@ def webhook_body(payload: dict[str, Any], fmt: str) -> dict[str, Any]:
         return {"type": "message", "attachments": [
             {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]}
     return payload
+
+
+def in_language(payload: dict[str, Any], language: str) -> dict[str, Any]:
+    """The payload with ``title`` and ``text`` in ``language``, when it carries them (``title_ja``…)."""
+    if language == "en" or f"title_{language}" not in payload:
+        return payload
+    return {**payload, "title": payload[f"title_{language}"], "text": payload.get(f"text_{language}", "")}
 
 
 class DeliveryError(Exception):
@@ -415,6 +426,7 @@ class Notifier:
             (state, attempts, error, time.time(), delivery_id))
 
     def _send(self, channel: str, payload: dict[str, Any]) -> None:
+        payload = in_language(payload, self.config.language)
         if channel == "smtp" and self.config.smtp:
             send_mail(self.config.smtp, payload)
         elif channel == "mqtt" and self.config.mqtt:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 import time
 
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 
 from jisaku.device import protocol
 from jisaku.device.config import load_device_config
+from jisaku.gateway.alert_words import WORDS
 from jisaku.gateway.alerts import AlertBook, AlertEngine, AlertError, AlertNotFound, RuleError
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
@@ -93,10 +95,14 @@ def test_a_value_wobbling_round_the_threshold_raises_once_notifies_once_and_clea
         assert (cleared["event"], cleared["value"]) == ("cleared", 24)
         assert len(webhook.posts) == 2  # no retries were needed
 
+        assert (raised["message"], raised["message_ja"]) == ("depth_cm 31 ≥ 30", "depth_cm が 31（30 以上）")
+
+        # People read Japanese unless [notify] language = "en".
         assert len(mail.messages) == 2
-        assert mail.subjects()[0].startswith("[jisaku] RAISED: Deep snow")
-        assert mail.subjects()[1].startswith("[jisaku] CLEARED: Deep snow")
-        assert "depth_cm 31 ≥ 30" in mail.messages[0].get_content()
+        assert mail.subjects()[0].startswith("[jisaku] 発生: Deep snow")
+        assert mail.subjects()[1].startswith("[jisaku] 解除: Deep snow")
+        assert "depth_cm が 31（30 以上）" in mail.messages[0].get_content()
+        assert "depth_cm が 24 に下がりました（25 未満）" in mail.messages[1].get_content()
 
         assert [(m["topic"], m["event"]) for m in on_mqtt] == [
             ("jisaku/_alerts/snow-1", "raised"), ("jisaku/_alerts/snow-1", "cleared")]
@@ -181,6 +187,7 @@ def test_minimum_duration(engine, db):
     engine.tick(T0 + 12 * 60 + 10 * 60)  # no new reading, but it has stayed above 30 for 10 minutes
     (alert,) = engine.alerts()
     assert alert.state == "raised" and "for 10 min" in alert.message
+    assert alert.message_ja == "depth_cm が 33（30 以上）の状態が 10 分続いています"
     engine.on_batch(batch("snow-1", T0 + 30 * 60, 40, 41, 42))
     assert len(engine.alerts()) == 1 and queued(db) == [("raised", "snow-1")]
 
@@ -193,6 +200,7 @@ def test_no_data_for_n_minutes(engine, db):
     engine.tick(T0 + 31 * 60)
     (alert,) = [a for a in engine.alerts() if a.device_id == "snow-1"]
     assert alert.state == "raised" and "no readings for 31 min" in alert.message
+    assert alert.message_ja.startswith("31 分間データが届いていません（最後は 2025-06-15T")
     engine.tick(T0 + 40 * 60)  # still silent: still one alert
     engine.on_batch(batch("snow-1", T0 + 41 * 60, 13))
     assert [(a.device_id, a.state) for a in engine.alerts() if a.device_id == "snow-1"] == [("snow-1", "cleared")]
@@ -210,6 +218,8 @@ def test_a_vehicle_that_has_not_moved(engine):
     engine.on_batch(batch("bus-1", T0 + 21 * 60, {"lat": depot[0] + 0.002, "lon": depot[1]}))  # 220 m on
     (alert,) = engine.alerts()
     assert alert.state == "cleared" and "moving again" in alert.cleared_message
+    assert (alert.message_ja, alert.cleared_message_ja) == (
+        "15 分間、半径 50 m の中から動いていません", "再び動き出しました（222 m）")
 
 
 def dealt(device_id: str, start: float, *values: dict | float, step: float = 60.0) -> tuple[list[Batch], list[Batch]]:
@@ -261,6 +271,13 @@ def test_a_reading_judged_late_does_not_undo_a_newer_verdict(engine):
     engine.on_batch(batch("snow-1", T0 + 60, 33))  # a late copy from the other worker, older than the 24
     (alert,) = engine.alerts()
     assert alert.state == "cleared", "the late 33 cm, older than the 24 cm, raises nothing"
+
+
+def test_every_alert_sentence_is_in_both_languages_with_the_same_blanks():
+    blanks = lambda text: sorted(re.findall(r"{(\w+)}", text))  # noqa: E731
+    assert WORDS["en"].keys() == WORDS["ja"].keys()
+    for key, english in WORDS["en"].items():
+        assert blanks(english) == blanks(WORDS["ja"][key]), key
 
 
 # Old town of Takayama, as a Feature pasted from a map tool ([lon, lat]).

@@ -103,6 +103,18 @@ def test_slack_teams_and_line_works_get_their_own_format(db, receiver):
     assert [block["text"] for block in card["content"]["body"]] == [MESSAGE["title"], MESSAGE["text"]]
 
 
+def test_people_read_the_language_the_settings_name(tmp_path, receiver):
+    bilingual = {**MESSAGE, "title_ja": "発生: 積雪注意 (市役所)", "text_ja": "snow-1: depth_cm が 31（30 以上）"}
+    for language in ("ja", "en"):
+        db = Database(tmp_path / f"{language}.db")
+        create_tables(db.connection)
+        enqueue(db.connection, bilingual)
+        notifier(db, language=language, webhook=[{"name": language, "url": f"{receiver.url}/{language}",
+                                                  "format": "slack"}]).run_once(T0)
+    assert receiver.delivered("/ja") == [{"text": "*発生: 積雪注意 (市役所)*\nsnow-1: depth_cm が 31（30 以上）"}]
+    assert receiver.delivered("/en") == [{"text": "*RAISED: Deep snow (City hall)*\nsnow-1: depth_cm 31 ≥ 30"}]
+
+
 def test_mail_goes_through_a_real_smtp_server(db):
     mail = MailReceiver()
     try:

@@ -329,12 +329,15 @@ def test_a_rule_is_added_on_the_page_and_an_alert_marked_as_seen(app):
     assert rule.kind == "snow_gauge" and rule.condition.raise_at == 30
 
     Registry(app.state.registry.db).add_device(DeviceRecord("snow-1", "snow_gauge"))
-    alert = book.raise_alert(rule, "snow-1", 1.0e9, "depth_cm 31 ≥ 30", 31)  # what the gateway's engine does
+    # What the gateway's engine does when a gauge reads 31 cm:
+    alert = book.raise_alert(rule, "snow-1", 1.0e9, ("above", {"metric": "depth_cm", "value": 31, "level": 30}), 31)
     page = client.get("/operator/alerts?lang=en").text
     assert f'data-alert-id="{alert.id}"' in page and "depth_cm 31 ≥ 30" in page
     seen = client.post(f"/operator/alerts/{alert.id}/acknowledge?lang=en", data={"csrf_token": token})
     assert "Seen by admin" in seen.text
     assert book.alert(alert.id).acknowledged_by == "admin"
+    japanese = client.get("/operator/alerts?lang=ja").text
+    assert "depth_cm が 31（30 以上）" in japanese and "admin さんが確認しました" in japanese
 
     deleted = client.post(f"/operator/rules/{rule.id}/delete", data={"csrf_token": token, "confirm": "yes"})
     assert deleted.status_code == 200 and book.rules() == []
