@@ -273,6 +273,28 @@ def test_a_reading_judged_late_does_not_undo_a_newer_verdict(engine):
     assert alert.state == "cleared", "the late 33 cm, older than the 24 cm, raises nothing"
 
 
+def test_alerts_kept_by_an_older_jisaku_stay_and_new_ones_get_their_japanese(db):
+    # The two tables as jisaku made them before message_ja, with an alert in them.
+    db.connection.executescript("""
+        CREATE TABLE alerts (id INTEGER PRIMARY KEY, rule_id INTEGER NOT NULL, rule_name TEXT NOT NULL,
+            device_id TEXT NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL, value TEXT, raised REAL NOT NULL,
+            acknowledged REAL, acknowledged_by TEXT, cleared REAL, cleared_message TEXT);
+        CREATE TABLE alert_history (id INTEGER PRIMARY KEY, alert_id INTEGER NOT NULL, ts REAL NOT NULL,
+            state TEXT NOT NULL, actor TEXT, message TEXT NOT NULL);
+        INSERT INTO alerts VALUES (1, 9, 'Old rule', 'snow-2', 'raised', 'depth_cm 40 ≥ 30', '40', 1.0e9,
+            NULL, NULL, NULL, NULL);
+        INSERT INTO alert_history VALUES (1, 1, 1.0e9, 'raised', NULL, 'depth_cm 40 ≥ 30');
+    """)
+    engine = AlertEngine(db, Registry(db))
+    (old,) = engine.alerts()
+    assert (old.message, old.message_ja) == ("depth_cm 40 ≥ 30", "")  # the pages show the English one
+    engine.add_rule(DEEP_SNOW)
+    engine.on_batch(batch("snow-1", T0, 31))
+    new = next(a for a in engine.alerts() if a.device_id == "snow-1")
+    assert new.message_ja == "depth_cm が 31（30 以上）"
+    assert [h.message_ja for h in engine.history(device_id="snow-1")] == ["depth_cm が 31（30 以上）"]
+
+
 def test_every_alert_sentence_is_in_both_languages_with_the_same_blanks():
     blanks = lambda text: sorted(re.findall(r"{(\w+)}", text))  # noqa: E731
     assert WORDS["en"].keys() == WORDS["ja"].keys()
