@@ -291,6 +291,11 @@ class AlertChange(BaseModel):
     device_id: str
 
 
+def _local(ts: float) -> str:
+    """A time as people read it: the gateway's own time zone (a town's Pi is set to the town's)."""
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
 def _iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds").replace(
         "+00:00", "Z")
@@ -516,12 +521,12 @@ class AlertBook:
         texts = {}
         for lang, said in (("en", en), ("ja", ja)):
             shown = ((device["name_ja"] if device and lang == "ja" else "") or name)
-            words = {"state": say((f"state.{state}", {}), lang), "time": _iso(ts)}
+            words = {"state": say((f"state.{state}", {}), lang), "time": _local(ts)}
             lines = [f"{alert.rule_name}: {alert.device_id}" + (f" ({shown})" if shown != alert.device_id else ""),
                      said, say(("when", words), lang)]
             if state == "cleared":
                 raised_message = alert.message_ja if lang == "ja" and alert.message_ja else alert.message
-                lines.append(say(("because", {"time": _iso(alert.raised), "what": raised_message}), lang))
+                lines.append(say(("because", {"time": _local(alert.raised), "what": raised_message}), lang))
             texts[lang] = (f"{words['state']}: {alert.rule_name} ({shown})", "\n".join(lines))
         notify.enqueue(connection, {
             "event": state, "title": texts["en"][0], "text": texts["en"][1],
@@ -748,7 +753,7 @@ class AlertEngine:
                     last = self._last_seen[device_id] if heard else self._first_seen.get(device_id, now)
                     silent_min = (now - last) / 60
                     if key not in open_alerts and silent_min >= condition.minutes:
-                        wording = (("no_data", {"min": round(silent_min), "last": _iso(last)}) if heard
+                        wording = (("no_data", {"min": round(silent_min), "last": _local(last)}) if heard
                                    else ("no_data_ever", {"min": round(silent_min)}))
                         changed |= self._raise(connection, rule, device_id, now, open_alerts, wording,
                                                {"last_reading": last if heard else None})

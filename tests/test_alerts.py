@@ -192,7 +192,17 @@ def test_minimum_duration(engine, db):
     assert len(engine.alerts()) == 1 and queued(db) == [("raised", "snow-1")]
 
 
-def test_no_data_for_n_minutes(engine, db):
+@pytest.fixture
+def in_japan(monkeypatch):
+    """The gateway's clock set to Japan's time, as on a town's Raspberry Pi (a POSIX rule: no tz files needed)."""
+    monkeypatch.setenv("TZ", "JST-9")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_no_data_for_n_minutes(engine, db, in_japan):
     engine.add_rule({"name": "Gauge silent", "kind": "snow_gauge", "condition": {"type": "no_data", "minutes": 30}})
     engine.on_batch(batch("snow-1", T0, 12))
     engine.tick(T0 + 29 * 60)
@@ -200,7 +210,7 @@ def test_no_data_for_n_minutes(engine, db):
     engine.tick(T0 + 31 * 60)
     (alert,) = [a for a in engine.alerts() if a.device_id == "snow-1"]
     assert alert.state == "raised" and "no readings for 31 min" in alert.message
-    assert alert.message_ja.startswith("31 分間データが届いていません（最後は 2025-06-15T")
+    assert alert.message_ja == "31 分間データが届いていません（最後は 2025-06-16 00:06 JST）"  # T0 in Japan
     engine.tick(T0 + 40 * 60)  # still silent: still one alert
     engine.on_batch(batch("snow-1", T0 + 41 * 60, 13))
     assert [(a.device_id, a.state) for a in engine.alerts() if a.device_id == "snow-1"] == [("snow-1", "cleared")]

@@ -217,9 +217,10 @@ def test_a_given_secret_is_kept_only_if_it_is_the_devices(env):
 
 def test_every_new_secret_can_be_pasted_after_dash_dash_secret():
     # One token in 64 used to start with "-", which argparse reads as an option.
+    parser = flash_parser()
     for _ in range(500):
         secret = new_secret()
-        args = flash_parser().parse_args(["flash", "snow_gauge", "--id", "snow-3", "--secret", secret])
+        args = parser.parse_args(["flash", "snow_gauge", "--id", "snow-3", "--secret", secret])
         assert args.secret == secret
 
 
