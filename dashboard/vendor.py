@@ -1,4 +1,4 @@
-"""Browser files from npm packages (charts, the Japanese font, PMTiles), served by the app.
+"""Browser files from npm packages (charts, the Japanese font, PMTiles, map drawing), served by the app.
 
 They come from the npm registry through the repository's ``package.json``
 (``make demo`` and ``make test`` run ``npm ci``), so residents' phones never load
@@ -31,6 +31,7 @@ PACKAGES = {
     "uplot": "uplot/dist",
     "pmtiles": "pmtiles/dist",
     "noto-sans-jp": "@fontsource/noto-sans-jp",
+    "geoman": "@geoman-io/leaflet-geoman-free/dist",   # drawing areas on the operators' rules page
 }
 
 

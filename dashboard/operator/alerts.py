@@ -20,6 +20,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from jisaku.dashboard import i18n
+from jisaku.dashboard.pages import DEFAULT_CENTER, tiles_config
+from jisaku.dashboard.stream import position
 from jisaku.gateway.alerts import Alert, AlertBook, AlertChange, AlertError, AlertNotFound, Rule, RuleError
 
 from .api import ERRORS
@@ -164,7 +166,20 @@ def acknowledge_page(request: Request, alert_id: AlertId, session: Session = Dep
 def _rules_page(request: Request, status: int = 200, form: dict | None = None, error: str | None = None,
                 editing: int | None = None):
     return render(request, "rules.html", status, rules=_book(request).rules(), form=form or {"type": "above"},
-                   error=error, editing=editing, types=CONDITION_TYPES)
+                  error=error, editing=editing, types=CONDITION_TYPES, area_map=_area_map(request))
+
+
+def _area_map(request: Request) -> dict[str, Any]:
+    """What the area drawing map (static/area.js) needs: the base map, and every device that has a place."""
+    lang = i18n.pick_language(request)
+    devices = []
+    for device in request.app.state.store.latest(public_only=False):  # operators see private ones too
+        where = position(device)
+        if where:
+            devices.append({"lat": where[0], "lon": where[1],
+                            "name": (lang == "ja" and device["name_ja"]) or device["name"] or device["id"]})
+    return {"tiles": tiles_config(request.app.state.tiles), "pmtilesScript": "/static/vendor/pmtiles/pmtiles.js",
+            "lang": lang, "devices": devices, "center": DEFAULT_CENTER, "zoom": 5}
 
 
 @page_router.get("/rules")
