@@ -11,7 +11,9 @@ made, in `_JisakuBroker` and `_CallbackAuthPlugin`:
 - a topic-check plugin lets amqtt lose messages whenever a subscription comes or goes;
 - every connecting client was sent the retained messages of *everyone's* subscriptions;
 - wills were published without any topic check;
-- shutting down while clients were still sending could hang forever.
+- shutting down while clients were still sending could hang forever;
+- a QoS 1 message on its way to a client that died before acknowledging it (a gateway
+  killed mid-stream) was forgotten instead of being sent again when the client came back.
 
 Beyond amqtt, and like Mosquitto on a reload (`jisaku mosquitto sync`): a client whose
 credentials stop working (secret rotated, device revoked) is cut off, within a second of the
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +35,7 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
 from amqtt.mqtt.connack import IDENTIFIER_REJECTED, NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.connect import ConnectPacket
+from amqtt.mqtt.constants import QOS_1
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 
@@ -185,6 +189,23 @@ class _ReplayReader(ReaderAdapter):
         self._inner.feed_eof()
 
 
+class _UntilAcknowledged(OrderedDict):
+    """A session's messages in flight to its client, kept until the client acknowledges them.
+
+    amqtt 0.12 removes a QoS 1 message from ``Session.inflight_out`` when its wait for the
+    PUBACK ends, however it ends: when the client died first (a gateway killed mid-stream),
+    the message was lost, although the client's persistent session should get it again on
+    reconnecting [MQTT-4.4.0-1]. Here that removal is ignored until the PUBACK has come;
+    amqtt's reconnect sends what is still here, marked DUP (the gateway drops copies).
+    """
+
+    def pop(self, packet_id: int, *default: Any) -> Any:
+        message = self.get(packet_id)
+        if message is not None and message.qos == QOS_1 and message.puback_packet is None:
+            return message
+        return super().pop(packet_id, *default)
+
+
 class _JisakuBroker(Broker):
     """amqtt's Broker with jisaku's ACL and the corrections listed in the module docstring.
 
@@ -278,6 +299,12 @@ class _JisakuBroker(Broker):
                 cut.append(connection.username)
                 connection.username = None  # checked once: the socket is already gone
         return cut
+
+    async def _handle_client_session(self, reader: Any, writer: Any, client_session: Session, *args: Any,
+                                     **kwargs: Any) -> None:
+        if not isinstance(client_session.inflight_out, _UntilAcknowledged):  # a new session, or amqtt's own
+            client_session.inflight_out = _UntilAcknowledged(client_session.inflight_out)
+        await super()._handle_client_session(reader, writer, client_session, *args, **kwargs)
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         """Our ACL for publish, subscribe and every delivery, without yielding to the loop.

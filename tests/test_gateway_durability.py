@@ -114,10 +114,8 @@ def stream_through(setup, disruption) -> None:
     stored_exactly_once(store)
 
 
-@pytest.mark.parametrize("broker_kind", ["mosquitto"], indirect=True)
+@pytest.mark.parametrize("broker_kind", ["mosquitto", "embedded"], indirect=True)
 def test_sigkill_of_the_gateway_mid_stream_loses_and_duplicates_nothing(setup):
-    # Mosquitto only: amqtt 0.12 drops a QoS 1 message in flight to a client that dies
-    # before acknowledging it, instead of keeping it for the client's persistent session.
     store, broker, gateway, secret = setup
 
     def kill_and_restart_the_gateway() -> None:
