@@ -24,7 +24,8 @@ from jisaku.dashboard.osmand import PhonePublisher
 from jisaku.device.config import DeviceConfig, load_device_config
 from jisaku.device.link import BrokerAddress
 from jisaku.device.runner import run_device
-from jisaku.gateway.alerts import ensure_rules, start_alerts
+from jisaku.gateway.alert_engine import start_alerts
+from jisaku.gateway.alerts import ensure_rules
 from jisaku.gateway.broker import EmbeddedBroker
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.secrets import new_secret

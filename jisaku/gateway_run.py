@@ -29,7 +29,7 @@ def wait_for_stop() -> None:
 
 
 def run_gateway(client_id: str = "jisaku-gateway", shared: bool = False) -> None:
-    from jisaku.gateway.alerts import start_alerts
+    from jisaku.gateway.alert_engine import start_alerts
     from jisaku.gateway.service import Gateway
 
     settings = load()

@@ -21,7 +21,7 @@ from jisaku.dashboard.app import create_app
 from jisaku.device.config import DeviceConfig
 from jisaku.device.link import DeviceLink
 from jisaku.device.runner import run_device
-from jisaku.gateway.alerts import start_alerts
+from jisaku.gateway.alert_engine import start_alerts
 from jisaku.gateway.db import Database
 from jisaku.gateway.influx import InfluxStore
 from jisaku.gateway.registry import DeviceRecord, Registry

@@ -38,7 +38,7 @@ def install(app: FastAPI, db: Database, store: SQLiteStore, registry: Registry,
     """Add the operator pages and API to ``app``.
 
     ``config_publisher`` sends settings to devices; without it the settings forms say
-    so. ``alerts`` is an ``AlertBook`` or ``AlertEngine`` (jisaku.gateway.alerts); by default
+    so. ``alerts`` is an ``AlertBook`` or ``AlertEngine`` (jisaku.gateway.alert_engine); by default
     an AlertBook on ``db``.
     """
     accounts = Accounts(db)
