@@ -147,7 +147,13 @@ def format_ago(ts: float | None, lang: str, now: float) -> str:
                             add_direction=True, locale=lang)
 
 
-def js_catalog(lang: str, prefix: str = "") -> dict[str, str]:
-    """The words a page's JavaScript needs (keys starting with ``prefix``), English filling gaps."""
+# Keys of the operator pages' words (locales/operator.*.json) all start with this.
+OPERATOR_PREFIX = "op."
+
+
+def js_catalog(lang: str) -> dict[str, str]:
+    """The words the residents' pages' JavaScript needs, English filling gaps.
+
+    The operator pages' words stay out: every phone would download them with each map."""
     words = {**catalog(FALLBACK_LANGUAGE), **catalog(lang)}
-    return {key: text for key, text in words.items() if key.startswith(prefix)}
+    return {key: text for key, text in words.items() if not key.startswith(OPERATOR_PREFIX)}

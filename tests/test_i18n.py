@@ -6,10 +6,12 @@ import json
 import re
 
 import pytest
+from fastapi.testclient import TestClient
 from pmtiles.tile import TileType
 from starlette.requests import Request
 
 from jisaku.dashboard import i18n
+from jisaku.dashboard.app import create_app
 from jisaku.dashboard.tiles import tile_source
 
 from .pmtiles_files import write_raster_pmtiles
@@ -30,6 +32,14 @@ def test_every_word_exists_in_both_languages():
         assert set(english) == set(japanese), f"{path.name} and {japanese_path.name} differ"
         for key in english:  # the same {placeholders} on both sides
             assert set(re.findall(r"{(\w+)}", english[key])) == set(re.findall(r"{(\w+)}", japanese[key])), key
+
+
+def test_the_residents_map_carries_its_own_words_and_not_the_operators(tmp_path):
+    operator_words = json.loads((i18n.LOCALES / "operator.ja.json").read_text(encoding="utf-8"))
+    assert all(key.startswith(i18n.OPERATOR_PREFIX) for key in operator_words)
+    page = TestClient(create_app(tmp_path / "jisaku.db", tiles="osm")).get("/?lang=ja").text
+    assert i18n.translator("ja")("map.none") in page
+    assert operator_words["op.rules.area_draw"] not in page and '"op.' not in page
 
 
 @pytest.mark.parametrize(("query", "cookie", "accept", "expected"), [
