@@ -28,10 +28,12 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Template
 
-from jisaku.gateway.store import DEFAULT_INTERVAL_S, stale_after
+from jisaku.contract import kinds
+from jisaku.gateway.store import stale_after
 
 from . import i18n
 from .api import position
+from .kind_view import browser_kinds, kind_name, levels_of, metric_label, reading_lines
 from .tiles import PMTILES_URL, TileSource
 
 router = APIRouter(tags=["pages"])
@@ -40,11 +42,8 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 # Japan, until the first devices report: the map then fits itself to them.
 DEFAULT_CENTER = (36.2, 138.25)
 
-VEHICLES = ("bus", "garbage_truck", "float")
 # A vehicle silent this long after going grey is taken off the map: it has gone home.
 HIDE_AFTER_STALE_S = 15 * 60
-# Snow depth colours, unless the gauge's settings (device_config) say otherwise.
-SNOW_WARN_CM, SNOW_ALERT_CM = 20.0, 50.0
 # Metrics that are not worth a chart of their own.
 NOT_CHARTED = {"lat", "lon", "heading", "acc_m", "alt_m"}
 
@@ -61,13 +60,13 @@ class Limits:
 
 
 def limits(kind: str, interval_s: float | None) -> Limits:
-    """Stale when the gateway would call it so (:func:`stale_after`); vehicles hidden 15 minutes later.
+    """Stale when the gateway would call it so (:func:`stale_after`); kinds that move hidden 15 minutes later.
 
     >>> limits("bus", 5)
     Limits(stale_s=60.0, hide_s=960.0)
     """
     stale_s = stale_after(kind, interval_s)
-    return Limits(stale_s, stale_s + HIDE_AFTER_STALE_S if kind in VEHICLES else None)
+    return Limits(stale_s, stale_s + HIDE_AFTER_STALE_S if kinds.moves(kind) else None)
 
 
 def freshness(device: dict[str, Any], now: float) -> str:
@@ -85,19 +84,10 @@ def freshness(device: dict[str, Any], now: float) -> str:
     return "live"
 
 
-def snow_thresholds(store, device_id: str) -> tuple[float, float]:
-    """``(warn_cm, alert_cm)`` the gauge runs with (the settings it applied), else the defaults."""
-    state = store.config_state(device_id)
-    settings = state["applied"] if state else {}
-    warn, alert = settings.get("warn_cm", SNOW_WARN_CM), settings.get("alert_cm", SNOW_ALERT_CM)
-    if not isinstance(warn, (int, float)) or not isinstance(alert, (int, float)) or warn >= alert:
-        return SNOW_WARN_CM, SNOW_ALERT_CM
-    return float(warn), float(alert)
-
-
-def compass(heading: float) -> str:
-    """8-point compass key for a heading in degrees: 0 → "n", 100 → "e"."""
-    return ("n", "ne", "e", "se", "s", "sw", "w", "nw")[round((heading % 360) / 45) % 8]
+def device_levels(store, device: dict[str, Any]) -> tuple[float, float] | None:
+    """``(warn, alert)`` the device's value is coloured by (the settings it applied), or None."""
+    state = store.config_state(device["id"])
+    return levels_of(device["kind"], state["applied"] if state else None)
 
 
 def short_label(device_id: str) -> str:
@@ -139,24 +129,14 @@ def describe(device: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
     """A device as the list and device pages show it: words in ``lang``, numbers localised."""
     t = i18n.translator(lang)
     values = device["values"]
-    lines = []
-    if isinstance(values.get("depth_cm"), (int, float)):
-        lines.append(t("value.depth", depth=i18n.format_number(values["depth_cm"], lang)))
-    if isinstance(values.get("speed_kmh"), (int, float)):
-        lines.append(t("value.speed", speed=i18n.format_number(values["speed_kmh"], lang, 0)))
-    if isinstance(values.get("heading"), (int, float)):
-        lines.append(t("value.heading", direction=t("direction." + compass(values["heading"]))))
-    if "paper" in values:
-        lines.append(t("value.paper") if values["paper"] else t("value.no_paper"))
     state = freshness(device, now)
-    kind = device["kind"] if f"kind.{device['kind']}" in i18n.catalog("en") else "other"
     return {
         "id": device["id"], "name": display_name(device, lang), "kind": device["kind"],
-        "kind_label": t(f"kind.{kind}"), "state": state, "state_label": t(f"status.{state}"),
+        "kind_label": kind_name(device["kind"], lang), "moves": kinds.moves(device["kind"]), "state": state, "state_label": t(f"status.{state}"),
         "updated": (t("status.updated", ago=i18n.format_ago(device["ts"], lang, now))
                     if device["ts"] is not None else t("status.never")),
         "when": i18n.format_datetime(device["ts"], lang) if device["ts"] is not None else "",
-        "lines": lines, "position": position(device),
+        "lines": reading_lines(device["kind"], values, lang), "position": position(device),
         "metrics": [m for m, v in values.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool) and m not in NOT_CHARTED],
     }
@@ -223,20 +203,28 @@ def live_map(request: Request) -> HTMLResponse:
         zoom = 14
     else:
         center, zoom = DEFAULT_CENTER, 5
-    thresholds = {d["id"]: snow_thresholds(store, d["id"]) for d in devices if d["kind"] == "snow_gauge"}
-    shared = set(thresholds.values())
+    levels = {d["id"]: device_levels(store, d) for d in devices}
     config = {
         "geojson": "/api/v1/latest.geojson", "stream": "/api/v1/stream", "lang": lang,
-        "words": i18n.js_catalog(lang),
+        "words": i18n.js_catalog(lang), "kinds": browser_kinds(lang),
         "tiles": tiles_config(request.app.state.tiles), "pmtilesScript": "/static/vendor/pmtiles/pmtiles.js",
         "limits": {d["id"]: vars(limits(d["kind"], d["interval_s"])) for d in devices},
-        "kindLimits": {k: vars(limits(k, None)) for k in (*DEFAULT_INTERVAL_S, "other")},
-        "snow": {"thresholds": thresholds, "defaults": [SNOW_WARN_CM, SNOW_ALERT_CM],
-                 "legend": list(shared.pop()) if len(shared) == 1 else [SNOW_WARN_CM, SNOW_ALERT_CM]},
+        "kindLimits": {k: vars(limits(k, None)) for k in (*kinds.registry().kinds, kinds.OTHER)},
+        "levels": {device_id: list(shown) for device_id, shown in levels.items() if shown},
+        "legends": legends(devices, levels),
     }
     response = HTMLResponse(render_map(request, center, zoom, config))
     i18n.remember_language(request, response)
     return response
+
+
+def legends(devices: list[dict[str, Any]], levels: dict[str, tuple[float, float] | None]) -> dict[str, list[float]]:
+    """Per kind with levels, the levels its legend shows: the devices' own if they all agree, else the defaults."""
+    shown = {}
+    for kind_id in {d["kind"] for d in devices if levels.get(d["id"])}:
+        used = {levels[d["id"]] for d in devices if d["kind"] == kind_id}
+        shown[kind_id] = list(used.pop() if len(used) == 1 else levels_of(kind_id, None))
+    return shown
 
 
 # ---------------------------------------------------------------- the list, and one device
@@ -249,9 +237,8 @@ def device_list(request: Request) -> HTMLResponse:
     groups: dict[str, list[dict[str, Any]]] = {}
     for device in described:
         groups.setdefault(device["kind"], []).append(device)
-    t = i18n.translator(lang)
-    order = [*DEFAULT_INTERVAL_S, *sorted(set(groups) - set(DEFAULT_INTERVAL_S))]
-    sections = [{"kind": k, "title": t(f"kinds.{k}") if f"kinds.{k}" in i18n.catalog("en") else k,
+    order = [k.id for k in kinds.all_kinds()] + sorted(set(groups) - set(kinds.registry().kinds))
+    sections = [{"kind": k, "title": kind_name(k, lang, plural=True) if kinds.get(k) else k,
                  "devices": groups[k]} for k in order if k in groups]
     return render(request, "list.html", sections=sections)
 
@@ -265,12 +252,17 @@ def device_page(request: Request, device_id: str) -> HTMLResponse:
         # Word for word what a device that never existed gets: a private one stays unknown.
         return render(request, "not_found.html", status_code=404, device_id=device_id)
     shown = describe(device, lang, now)
+    kind = kinds.get(device["kind"])
+    levels = device_levels(store, device)
     config = {
         "id": device_id, "lang": lang, "words": i18n.js_catalog(lang), "kind": device["kind"],
-        "vehicle": device["kind"] in VEHICLES, "metrics": shown["metrics"],
+        "kinds": {device["kind"] if kind else kinds.OTHER: browser_kinds(lang)[device["kind"] if kind else kinds.OTHER]},
+        "metricNames": {m: metric_label(m, lang) for m in shown["metrics"]},
+        "vehicle": shown["moves"], "metrics": shown["metrics"],
         "position": shown["position"], "tiles": tiles_config(request.app.state.tiles),
         "pmtilesScript": "/static/vendor/pmtiles/pmtiles.js",
-        "thresholds": snow_thresholds(store, device_id) if device["kind"] == "snow_gauge" else None,
+        # the levels as faint lines behind the chart of the value they colour
+        "levels": {"metric": kind.folder.marker.metric, "values": list(levels)} if levels else None,
     }
     return render(request, "device.html", device=shown,
                   config=json.dumps(config, ensure_ascii=False).replace("</", "<\\/"))

@@ -4,8 +4,7 @@ Each example folder has a ``device.toml``::
 
     [device]
     id = "snow-1"
-    kind = "snow_gauge"
-    app = "snow_gauge"        # which behaviour in jisaku.device.apps runs it
+    kind = "snow_gauge"       # its kind folder (kinds/snow_gauge) says how it runs
     interval_s = 10
 
     [ultrasonic]
@@ -14,7 +13,7 @@ Each example folder has a ``device.toml``::
 
 Example::
 
-    config = load_device_config("examples/snow-gauge")
+    config = load_device_config("kinds/snow_gauge")
     config.section("ultrasonic")["echo_pin"]     # 24
 """
 
@@ -54,7 +53,8 @@ class DeviceConfig:
 
     @property
     def app(self) -> str:
-        return self.device["app"]
+        """Your own code instead of the kind's, ``"file.py:Class"``; "" runs the kind's."""
+        return self.device.get("app", "")
 
     @property
     def name(self) -> str:
@@ -88,7 +88,7 @@ def load_device_config(where: str | Path, overrides: dict[str, Any] | None = Non
     if path.is_dir():
         path = path / CONFIG_NAME
     if not path.exists():
-        raise DeviceConfigError(f"no {CONFIG_NAME} at {path}: give an example folder such as examples/snow-gauge")
+        raise DeviceConfigError(f"no {CONFIG_NAME} at {path}: give an example folder such as kinds/snow_gauge")
     try:
         tables = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
@@ -96,10 +96,12 @@ def load_device_config(where: str | Path, overrides: dict[str, Any] | None = Non
     tables = merge(tables, overrides or {})
     device = tables.get("device")
     if not isinstance(device, dict):
-        raise DeviceConfigError(f"{path}: needs a [device] table with id, kind and app")
-    for key in ("id", "kind", "app"):
+        raise DeviceConfigError(f"{path}: needs a [device] table with id and kind")
+    for key in ("id", "kind"):
         if not isinstance(device.get(key), str):
             raise DeviceConfigError(f"{path}: [device] needs {key} = \"...\"")
+    if not isinstance(device.get("app", ""), str):
+        raise DeviceConfigError(f"{path}: [device] app must be \"file.py:Class\"")
     if not protocol.DEVICE_ID.match(device["id"]):
         raise DeviceConfigError(f"{path}: device id {device['id']!r} must be 1-64 of a-z 0-9 . _ -")
     return DeviceConfig(path.parent, tables)

@@ -1,9 +1,10 @@
 """Settings operators change from afar, checked before they are used.
 
-Each app lists what may be changed and within which limits, e.g.::
+Each kind lists what may be changed and within which limits, in its kind.toml::
 
-    class PrinterTray:
-        SETTINGS = {"left_after_s": (1, 3600), "report_every_s": (5, 86400)}
+    [settings]
+    left_after_s = [1, 3600]
+    report_every_s = [5, 86400]
 
 A new config is applied only if every value is known and within its limits
 (and, if the app has ``settings_problems(changes)`` for checks across settings,
@@ -14,7 +15,7 @@ operators' last word.
 
 Example::
 
-    remote = RemoteSettings(app, Path("data/devices/tray-1"))
+    remote = RemoteSettings(app, {"left_after_s": (1, 3600)}, Path("data/devices/tray-1"))
     remote.restore()                           # at start: the last accepted settings
     ok, reason = remote.apply({"left_after_s": 45})
 """
@@ -30,9 +31,9 @@ log = logging.getLogger(__name__)
 
 
 class RemoteSettings:
-    def __init__(self, app: Any, state_dir: Path):
+    def __init__(self, app: Any, limits: dict[str, tuple[float, float]], state_dir: Path):
         self.app = app
-        self.limits: dict[str, tuple[float, float]] = getattr(app, "SETTINGS", {})
+        self.limits = limits
         self.path = Path(state_dir) / "settings.json"
 
     def problems(self, settings: dict[str, Any]) -> list[str]:

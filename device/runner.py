@@ -3,7 +3,7 @@
 Example::
 
     stop = threading.Event()
-    config = load_device_config("examples/snow-gauge")
+    config = load_device_config("kinds/snow_gauge")
     run_device(config, "mqtt://127.0.0.1:1883", secret, simulate=True, stop=stop,
                state_dir=Path("data/devices/snow-1"))
 """
@@ -17,55 +17,74 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from jisaku.contract import kinds
+
 from . import __version__
-from .apps import APPS, PrinterTray, SnowGauge, VehicleTracker
 from .config import DeviceConfig, DeviceConfigError
 from .link import DeviceLink
 from .remote_settings import RemoteSettings
-from .simulate import DrivingRoute, PaperOnTray, Snowfall
 
 log = logging.getLogger(__name__)
 
 
+def kind_folder_for(config: DeviceConfig) -> kinds.KindFolder | None:
+    """The kind folder that runs this device: its ``app`` if that names one, else its ``kind``'s."""
+    if config.app and ":" not in config.app:
+        folder = kinds.folder(config.app)
+        if folder is None:
+            names = ", ".join(sorted(kinds.registry().folders))
+            raise DeviceConfigError(
+                f"{config.folder}: app {config.app!r} is not one of {names} (or file.py:Class for your own)")
+        return folder
+    kind = kinds.get(config.kind)
+    if not config.app and kind is None:
+        known = ", ".join(k.id for k in kinds.all_kinds())
+        raise DeviceConfigError(f"{config.folder}: kind {config.kind!r} is not one of {known}:"
+                                " give app = \"file.py:Class\" to run your own code, or add a kind folder (docs/kinds.md)")
+    return None if config.app else kind.folder
+
+
 def app_class_for(config: DeviceConfig) -> type:
-    """One of jisaku's apps by name, or your own: ``app = "counter.py:Counter"`` in the device's folder."""
-    if ":" in config.app:
-        file_name, _, class_name = config.app.partition(":")
-        path = config.path(file_name)
-        spec = importlib.util.spec_from_file_location(f"jisaku_app_{path.stem}", path)
-        if spec is None or not path.exists():
-            raise DeviceConfigError(f"{config.folder}: app file {path} not found")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        if not hasattr(module, class_name):
-            raise DeviceConfigError(f"{path} has no class {class_name}")
-        return getattr(module, class_name)
-    if config.app not in APPS:
-        raise DeviceConfigError(
-            f"{config.folder}: app {config.app!r} is not one of {', '.join(APPS)} (or file.py:Class for your own)")
-    return APPS[config.app]
+    """The kind's Raspberry Pi class, or your own: ``app = "counter.py:Counter"`` in the device's folder."""
+    folder = kind_folder_for(config)
+    if folder is not None:
+        return folder.pi_class()
+    file_name, _, class_name = config.app.partition(":")
+    path = config.path(file_name)
+    spec = importlib.util.spec_from_file_location(f"jisaku_app_{path.stem}", path)
+    if spec is None or not path.exists():
+        raise DeviceConfigError(f"{config.folder}: app file {path} not found")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, class_name):
+        raise DeviceConfigError(f"{path} has no class {class_name}")
+    return getattr(module, class_name)
 
 
-def build(config: DeviceConfig, link: DeviceLink, simulate: bool, stop: threading.Event):
-    """The app named by the config and, when simulating, the scenario that feeds it."""
+def setting_limits(config: DeviceConfig, app: Any) -> dict[str, tuple[float, float]]:
+    """What operators may change from afar: the kind folder's [settings], or your own app's SETTINGS."""
+    folder = kind_folder_for(config)
+    return folder.limits() if folder is not None else dict(getattr(app, "SETTINGS", {}))
+
+
+def build(config: DeviceConfig, link: DeviceLink, simulate: bool):
+    """The app named by the config and, when simulating, the kind's scenario that plays its world."""
     app_class = app_class_for(config)
     factory = scenario = None
     if simulate:
         from gpiozero.pins.mock import MockFactory
 
         factory = MockFactory()
-        if app_class is SnowGauge:
-            scenario = Snowfall(config, factory)
-            if scenario.temperature_file is not None:  # the simulated DS18B20
-                config.tables.setdefault("ultrasonic", {})["temperature_file"] = str(scenario.temperature_file)
-        elif app_class is PrinterTray:
-            scenario = PaperOnTray(config, factory)
+        folder = kind_folder_for(config)
+        scenario_class = folder.simulation_class() if folder is not None else None
+        if scenario_class is not None:
+            scenario = scenario_class(config, factory)  # first: it sets up the pins the app will use
     elif config.device.get("pin_factory"):
         factory = pin_factory(config.device["pin_factory"])
-    if app_class is VehicleTracker:
-        lines = DrivingRoute(config, stop).lines() if simulate else None
-        return VehicleTracker(config, link, lines=lines), scenario
-    return app_class(config, link, pin_factory=factory), scenario
+    app = app_class(config, link, pin_factory=factory)
+    if scenario is not None:
+        scenario.attach(app)
+    return app, scenario
 
 
 def pin_factory(name: str):
@@ -86,9 +105,9 @@ def run_device(config: DeviceConfig, broker_url: str, secret: str, simulate: boo
     """
     link = DeviceLink(config.id, secret, broker_url, state_dir,
                       outbox_bytes=int(config.device.get("outbox_bytes", 5_000_000)),
-                      info={"fw": __version__, "app": config.app})
-    app, scenario = build(config, link, simulate, stop)
-    remote = RemoteSettings(app, state_dir)
+                      info={"fw": __version__, "app": config.app or config.kind})
+    app, scenario = build(config, link, simulate)
+    remote = RemoteSettings(app, setting_limits(config, app), state_dir)
     remote.restore()
     link.on_config = remote.apply
     link.on_command = lambda do, args: run_command(app, do, args)

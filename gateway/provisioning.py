@@ -25,16 +25,10 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from urllib.parse import quote, urlsplit
 
+from jisaku.contract import kinds
 from jisaku.device.link import BrokerAddress
 
 from .registry import DeviceRecord
-
-# Kinds a phone with Traccar Client can be (a Pi tracker with a GPS module can be too).
-VEHICLE_KINDS = frozenset({"bus", "garbage_truck", "float", "vehicle", "phone", "tracker"})
-# The example app that runs each kind on a Raspberry Pi (device/apps/).
-APP_FOR_KIND = {"snow_gauge": "snow_gauge", "printer_tray": "printer_tray",
-                **{kind: "vehicle_tracker" for kind in VEHICLE_KINDS}}
-EXAMPLE_FOR_APP = {"snow_gauge": "snow-gauge", "printer_tray": "printer-tray", "vehicle_tracker": "vehicle-tracker"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +39,7 @@ class DeviceSnippets:
     config_json: str                # MicroPython board: save as /config.json
     device_toml: str                # Raspberry Pi: the [device] table of device.toml
     pi_command: str                 # Raspberry Pi: how to run it with its secret
-    traccar_url: str | None         # phone: Traccar Client's "Server URL" (None if not a vehicle)
+    traccar_url: str | None         # phone: Traccar Client's "Server URL" (None if the kind does not move)
     traccar_identifier: str | None  # phone: Traccar Client's "Device identifier"
     warnings: tuple[str, ...] = ()  # e.g. an address only this computer can reach
 
@@ -86,12 +80,12 @@ def device_snippets(device: DeviceRecord, secret: str, broker_url: str, http_url
         "wifi": {"ssid": "", "password": ""},
         "broker": {"host": broker.host, "port": broker.port},
     }
-    app = APP_FOR_KIND.get(device.kind, "")
+    kind = kinds.get(device.kind)
     lines = [
         "[device]",
         f"id = {_toml_string(device.id)}",
         f"kind = {_toml_string(device.kind)}",
-        f"app = {_toml_string(app)}" + ("" if app else "   # fill in: which app in jisaku/device/apps runs it"),
+        *([] if kind else ['app = "FILE.py:CLASS"   # fill in: your own code, as no kind folder describes this kind']),
         f"name = {_toml_string(device.name or device.id)}",
         *([f"name_ja = {_toml_string(device.name_ja)}"] if device.name_ja else []),
         f"public = {'true' if device.public else 'false'}",
@@ -100,14 +94,14 @@ def device_snippets(device: DeviceRecord, secret: str, broker_url: str, http_url
         lines.append(f"interval_s = {device.interval_s:g}")
     if device.lat is not None and device.lon is not None:
         lines.append(f"location = [{device.lat}, {device.lon}]")
-    example = EXAMPLE_FOR_APP.get(app, "FOLDER")
+    example = f"kinds/{kind.folder.name}" if kind else "FOLDER"
     # The secret goes in its own file (not device.toml, which is copied and shared).
     pi_command = (f"echo '{secret}' > {device.id}.secret && chmod 600 {device.id}.secret\n"
-                  f"JISAKU_BROKER={broker} jisaku device run examples/{example} --id {device.id}"
+                  f"JISAKU_BROKER={broker} jisaku device run {example} --id {device.id}"
                   f" --secret-file {device.id}.secret")
 
     traccar_url = traccar_identifier = None
-    if device.kind in VEHICLE_KINDS:
+    if kinds.moves(device.kind):  # a phone with Traccar Client can be any kind that moves
         traccar_url = f"{http_url}/osmand?key={quote(secret, safe='')}"
         traccar_identifier = device.id
         host = urlsplit(http_url).hostname or ""

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from jisaku.contract import kinds
 from jisaku.device.protocol import Event, Reading, Status
 
 from .db import Database, begin_write
@@ -67,8 +68,7 @@ def _json(values: dict[str, Any]) -> str:
 # often as its kind usually does.
 STALE_AFTER_INTERVALS = 3
 MIN_STALE_S = 60.0
-DEFAULT_INTERVAL_S = {"bus": 10.0, "garbage_truck": 10.0, "float": 10.0, "snow_gauge": 600.0, "printer_tray": 60.0}
-OTHER_INTERVAL_S = 300.0
+OTHER_INTERVAL_S = 300.0  # a kind no kind folder describes (each folder says its own interval_s)
 
 
 def stale_after(kind: str, interval_s: float | None) -> float:
@@ -77,7 +77,7 @@ def stale_after(kind: str, interval_s: float | None) -> float:
     >>> stale_after("snow_gauge", None), stale_after("bus", 5)
     (1800.0, 60.0)
     """
-    interval = interval_s or DEFAULT_INTERVAL_S.get(kind, OTHER_INTERVAL_S)
+    interval = interval_s or kinds.interval_s(kind, OTHER_INTERVAL_S)
     return max(STALE_AFTER_INTERVALS * interval, MIN_STALE_S)
 
 

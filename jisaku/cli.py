@@ -228,7 +228,7 @@ def parser() -> argparse.ArgumentParser:
 
     device = commands.add_parser("device", help="run a device").add_subparsers(dest="action", required=True)
     run = device.add_parser("run", help="run the device described in FOLDER/device.toml")
-    run.add_argument("folder", help="an example folder, e.g. examples/snow-gauge")
+    run.add_argument("folder", help="an example folder, e.g. kinds/snow_gauge")
     run.add_argument("--simulate", action="store_true", help="mock pins and a scenario instead of hardware")
     run.add_argument("--id", help="use this device id instead of the one in device.toml")
     run.add_argument("--secret-file", help="read the device's secret from this file")

@@ -18,6 +18,7 @@ import tomllib
 from pathlib import Path
 import uvicorn
 
+from jisaku.contract import kinds
 from jisaku.dashboard.app import create_app
 from jisaku.dashboard.operator import ConfigPublisher
 from jisaku.dashboard.osmand import PhonePublisher
@@ -49,11 +50,15 @@ def load_city(city_file: Path) -> list[DeviceConfig]:
     if not city_file.exists():
         raise DemoError(f"{city_file} not found: run jisaku demo from the repository root, or pass --city")
     city = tomllib.loads(city_file.read_text(encoding="utf-8"))
-    examples = city_file.parent.parent
     devices = []
     for entry in city.get("device", []):
+        folder = kinds.folder(entry.get("example", ""))
+        if folder is None or folder.example is None:
+            known = ", ".join(name for name, f in kinds.registry().folders.items() if f.example)
+            raise DemoError(f"{city_file}: example {entry.get('example')!r} is not a kind folder with a"
+                            f" device.toml; those are: {known}")
         overrides = {key: value for key, value in entry.items() if key != "example"}
-        devices.append(load_device_config(examples / entry["example"], overrides))
+        devices.append(load_device_config(folder.example, overrides))
     return devices
 
 

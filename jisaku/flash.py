@@ -1,8 +1,8 @@
-"""``jisaku flash``: put an example from firmware/ on a MicroPython board, ready to report.
+"""``jisaku flash``: put a kind's board code on a MicroPython board, ready to report.
 
 It registers the device (or gives an existing one a new secret), writes the board's
-``config.json``, copies ``firmware/lib`` to the board's ``/lib`` and the example's files to
-its root with mpremote, installs umqtt with mip, resets the board and waits until the
+``config.json``, copies ``firmware/lib`` to the board's ``/lib`` and the files of the kind
+folder's ``board/`` (``kinds/snow_gauge/board``, say) to its root with mpremote, installs umqtt with mip, resets the board and waits until the
 device says it is online. ``--dry-run`` prints the plan and changes nothing.
 
 Example::
@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jisaku.contract import kinds
+
 from . import board
 from .board import BoardError
 
-# What kind of device each example is, unless --kind says otherwise.
-EXAMPLE_KINDS = {"snow_gauge": "snow_gauge", "printer_tray": "printer_tray", "vehicle_tracker": "bus"}
 # What the board needs besides jisaku's own files (it lands in /lib/umqtt).
 MIP_PACKAGES = ["umqtt.simple"]
 # Not worth the board's small flash: documentation and Python's caches.
@@ -154,8 +154,9 @@ def make_request(args: argparse.Namespace, broker_url: str, environ: dict[str, s
     if (args.lat is None) != (args.lon is None):
         raise FlashError("give both --lat and --lon (where the device stands), or neither")
     host, port = board_broker(broker_url, args.broker_host, args.broker_port)
+    example, kind = example_and_kind(args.example, args.kind)
     return FlashRequest(
-        example=args.example, device_id=args.id, kind=args.kind or EXAMPLE_KINDS.get(args.example, args.example),
+        example=example, device_id=args.id, kind=kind,
         name=args.name or args.id, name_ja=args.name_ja or "", public=not args.private,
         lat=args.lat, lon=args.lon, wifi_ssid=ssid, wifi_password=password, broker_host=host, broker_port=port,
         secret=args.secret, wait_s=args.wait,
@@ -168,7 +169,8 @@ def make_request(args: argparse.Namespace, broker_url: str, environ: dict[str, s
 
 
 def find_firmware(explicit: Path | None = None, environ: dict[str, str] | None = None) -> Path:
-    """The firmware folder: ``--firmware``, else JISAKU_FIRMWARE, else the one that came with jisaku.
+    """The firmware folder (its ``lib/`` goes on every board): ``--firmware``, else JISAKU_FIRMWARE,
+    else the one that came with jisaku.
 
     In a checkout of the repository that is ``<repository>/firmware``; an installed jisaku
     carries a copy as ``jisaku/firmware`` (package data); ``./firmware`` in the working
@@ -177,25 +179,35 @@ def find_firmware(explicit: Path | None = None, environ: dict[str, str] | None =
     environ = os.environ if environ is None else environ
     if explicit or environ.get("JISAKU_FIRMWARE"):
         folder = Path(explicit or environ["JISAKU_FIRMWARE"])
-        if not (folder / "examples").is_dir():
-            raise FlashError(f"{folder} is not a firmware folder: it has no examples/ folder")
+        if not (folder / "lib").is_dir():
+            raise FlashError(f"{folder} is not a firmware folder: it has no lib/ folder")
         return folder
     here = Path(__file__).resolve().parent
     candidates = [here.parent / "firmware", here / "firmware", Path.cwd() / "firmware"]
     for folder in candidates:
-        if (folder / "examples").is_dir():
+        if (folder / "lib").is_dir():
             return folder
-    raise FlashError("cannot find the firmware folder (firmware/ with lib/ and examples/). It comes with\n"
+    raise FlashError("cannot find the firmware folder (firmware/ with lib/). It comes with\n"
                      "the jisaku repository: run jisaku from a checkout, or point at it with\n"
                      "--firmware PATH or JISAKU_FIRMWARE=PATH")
 
 
-def list_examples(firmware: Path) -> list[str]:
-    """The examples in ``firmware/examples``: the folders with a main.py."""
-    folder = firmware / "examples"
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if (p / "main.py").is_file())
+def list_examples() -> list[str]:
+    """The kind folders that have board code (a ``board`` folder with a main.py)."""
+    return sorted(name for name, folder in kinds.registry().folders.items()
+                  if folder.board_path is not None and (folder.board_path / "main.py").is_file())
+
+
+def example_and_kind(example: str, kind: str | None) -> tuple[str, str]:
+    """The kind folder to flash and the device's kind: ``bus`` → (vehicle_tracker, bus).
+
+    ``example`` is a kind folder (``vehicle_tracker``: its first kind, unless ``kind`` says) or a kind.
+    """
+    found = kinds.get(example)
+    if kinds.folder(example) is None and found is not None:
+        return found.folder.name, kind or found.id
+    folder = kinds.folder(example)
+    return example, kind or (folder.kinds[0].id if folder is not None else example)
 
 
 def board_files(folder: Path, dest: str) -> list[tuple[Path, str]]:
@@ -214,13 +226,13 @@ def board_files(folder: Path, dest: str) -> list[tuple[Path, str]]:
     return files
 
 
-def example_folder(firmware: Path, example: str) -> Path:
-    """``firmware/examples/<example>``, or FlashError naming the examples there are."""
-    available = list_examples(firmware)
+def example_folder(example: str) -> Path:
+    """The board code of kind folder ``example`` (``kinds/<example>/board``), or FlashError naming those there are."""
+    available = list_examples()
     if example not in available:
-        listing = ", ".join(available) if available else f"none yet in {firmware / 'examples'}"
+        listing = ", ".join(available) if available else "none: no kind folder has a board/ folder"
         raise FlashError(f"there is no example {example!r}; the examples are: {listing}")
-    return firmware / "examples" / example
+    return kinds.folder(example).board_path
 
 
 # ---------------------------------------------------------------- config.json
@@ -311,7 +323,7 @@ def build_plan(request: FlashRequest, firmware: Path, port: str | None, port_not
     the port was found; ``watch_broker`` where this computer watches for the device.
     """
     lib_files = board_files(firmware / "lib", "/lib") if (firmware / "lib").is_dir() else []
-    example_files = board_files(example_folder(firmware, request.example), "")
+    example_files = board_files(example_folder(request.example), "")
     shown_port = port or PORT_PLACEHOLDER
     steps = [Step(
         f"Check that the board on {shown_port} runs MicroPython", "check",
@@ -470,7 +482,7 @@ def cmd_flash(args: argparse.Namespace) -> None:
     try:
         request = make_request(args, settings.broker)
         firmware = find_firmware(Path(args.firmware) if args.firmware else None)
-        example_folder(firmware, request.example)
+        example_folder(request.example)
         port, port_note = args.port, f"port {args.port} (from --port)"
         if port is None:
             try:
@@ -513,12 +525,13 @@ def add_parser(commands) -> None:
     """Add ``jisaku flash`` to the ``jisaku`` subcommands."""
     flash = commands.add_parser(
         "flash", help="put an example on a MicroPython board over USB, registered and configured",
-        description="Register the device, write its config.json and copy firmware/lib and the example"
+        description="Register the device, write its config.json and copy firmware/lib and the kind's board code"
                     " to a MicroPython board with mpremote, then wait for it to come online."
                     " MicroPython itself must be on the board: see docs/flashing.md.")
-    flash.add_argument("example", help="the example folder under firmware/examples, e.g. snow_gauge")
+    flash.add_argument("example", help="a kind folder with board code (kinds/<name>/board), e.g. snow_gauge;"
+                                       " or a kind, e.g. garbage_truck")
     flash.add_argument("--id", required=True, help="the device id, e.g. snow-3")
-    flash.add_argument("--kind", help="bus, snow_gauge, printer_tray, ... (default: from the example)")
+    flash.add_argument("--kind", help="bus, garbage_truck, float, ... (default: the kind folder's first kind)")
     flash.add_argument("--name", help="the name residents see (default: the id)")
     flash.add_argument("--name-ja", help="the name on the Japanese pages (default: none; they show --name)")
     flash.add_argument("--private", action="store_true", help="keep it off the residents' pages")
@@ -535,7 +548,7 @@ def add_parser(commands) -> None:
                        help="the example's settings, e.g. interval_s=300")
     flash.add_argument("--pins", nargs="+", action="extend", metavar="NAME=PIN",
                        help="pins other than the example's defaults, e.g. trigger=5 echo=18")
-    flash.add_argument("--firmware", help="the firmware folder (default: $JISAKU_FIRMWARE, or the repository's)")
+    flash.add_argument("--firmware", help="the firmware folder with lib/ (default: $JISAKU_FIRMWARE, or the repository's)")
     flash.add_argument("--wait", type=float, default=60, help="seconds to wait for it to come online (0: do not)")
     flash.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     flash.set_defaults(run=cmd_flash)

@@ -27,7 +27,7 @@ from jisaku.gateway.store import Batch
 
 from .brokers import HOST, free_port
 from .receivers import MailReceiver, WebhookReceiver
-from .town import EXAMPLES, wait_until
+from .town import EXAMPLES, KINDS, wait_until
 
 T0 = 1_750_000_000.0  # a June 2025 afternoon
 DEEP_SNOW = {"name": "Deep snow", "kind": "snow_gauge",
@@ -56,7 +56,7 @@ def _alert_listener(town) -> tuple[mqtt.Client, list[dict]]:
 def test_a_value_wobbling_round_the_threshold_raises_once_notifies_once_and_clears_once(make_town):
     webhook, mail = WebhookReceiver(), MailReceiver()
     dead_url = f"http://{HOST}:{free_port()}/services/T000/B000/SECRETTOKEN"  # nobody listens there
-    gauge = load_device_config(EXAMPLES / "snow-gauge")
+    gauge = load_device_config(KINDS / "snow_gauge")
     try:
         town = make_town([gauge], notify={
             "webhook": [{"name": "office", "url": webhook.url + "/hook"}, {"name": "dead", "url": dead_url}],

@@ -19,7 +19,7 @@ from jisaku.device.protocol import Reading
 from jisaku.gateway.store import Batch
 
 from .pmtiles_files import write_raster_pmtiles
-from .town import EXAMPLES, REPO, wait_until
+from .town import EXAMPLES, KINDS, REPO, wait_until
 
 ARTIFACTS = REPO / "test-artifacts"
 TILE_HOSTS = {"tile.openstreetmap.org", "cyberjapandata.gsi.go.jp"}
@@ -62,7 +62,7 @@ def offline_phone(browser, locale="en-US"):
 
 def private_car():
     """A vehicle registered as private: it reports like the others and must never be shown."""
-    return load_device_config(EXAMPLES / "vehicle-tracker", {
+    return load_device_config(KINDS / "vehicle_tracker", {
         "device": {"id": "mayor-car", "kind": "bus", "name": "Mayor's car (private)", "public": False}})
 
 
@@ -70,7 +70,7 @@ def private_car():
 def test_live_map_on_a_phone_moves_a_bus_hides_private_devices_and_speaks_both_languages(browser, make_town):
     city = [d for d in load_city(EXAMPLES / "demo-city" / "city.toml") if d.id in ("bus-1", "snow-1", "tray-1")]
     # bus-7 is driven by this test itself, to a place it chooses.
-    bus_7 = load_device_config(EXAMPLES / "vehicle-tracker", {"device": {"id": "bus-7", "name": "Test bus 7"}})
+    bus_7 = load_device_config(KINDS / "vehicle_tracker", {"device": {"id": "bus-7", "name": "Test bus 7"}})
     town = make_town([*city, bus_7, private_car()])
     town.start_dashboard()
     town.run_devices([*city, town.devices[-1]])

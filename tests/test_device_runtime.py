@@ -12,14 +12,14 @@ import paho.mqtt.client as mqtt
 
 from jisaku.device.config import load_device_config
 
-from .town import EXAMPLES, wait_until
+from .town import KINDS, wait_until
 
 OUTAGE_S = 30
 
 
 def test_a_changed_threshold_reaches_the_running_tray_and_is_acknowledged(make_town):
     # Paper lies 4 s each time: never long enough for the default 30 s threshold.
-    tray = load_device_config(EXAMPLES / "printer-tray", {
+    tray = load_device_config(KINDS / "printer_tray", {
         "simulate": {"paper": [{"at_s": 6, "stays_s": 4}], "cycle_s": 600}})
     town = make_town([tray])
     town.run_devices()
@@ -47,7 +47,7 @@ def test_a_changed_threshold_reaches_the_running_tray_and_is_acknowledged(make_t
 
 
 def test_commands_are_answered(make_town):
-    tray = load_device_config(EXAMPLES / "printer-tray")
+    tray = load_device_config(KINDS / "printer_tray")
     town = make_town([tray])
     town.run_devices()
     wait_until(lambda: town.store.reading_count("tray-1") >= 1, 15, "the tray reports")
@@ -82,7 +82,7 @@ def test_commands_are_answered(make_town):
 
 
 def test_a_broker_outage_loses_nothing_even_when_the_device_restarts_in_it(make_town):
-    gauge = load_device_config(EXAMPLES / "snow-gauge", {"device": {"interval_s": 0.5}})
+    gauge = load_device_config(KINDS / "snow_gauge", {"device": {"interval_s": 0.5}})
     town = make_town([gauge])
     stop_first = town.run_devices()
     wait_until(lambda: town.store.reading_count("snow-1") >= 3, 15, "readings flow before the outage")

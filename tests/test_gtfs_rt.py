@@ -19,7 +19,7 @@ from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.store import Batch, SQLiteStore
 from jisaku.settings import Settings
 
-from .town import EXAMPLES, wait_until
+from .town import KINDS, wait_until
 
 FEED = "/gtfs-rt/vehicle-positions.pb"
 GTFS_TOML = """
@@ -149,8 +149,8 @@ def test_a_mistake_in_gtfs_toml_is_a_503_that_names_no_device(town_db, caplog):
 
 @pytest.mark.parametrize("broker_kind", ["embedded"], indirect=True)
 def test_a_simulated_bus_reaches_the_feed_through_the_whole_pipeline(make_town, tmp_path):
-    bus = load_device_config(EXAMPLES / "vehicle-tracker", {"device": {"interval_s": 1}, "gps": {"every_s": 1}})
-    hidden = load_device_config(EXAMPLES / "vehicle-tracker", {
+    bus = load_device_config(KINDS / "vehicle_tracker", {"device": {"interval_s": 1}, "gps": {"every_s": 1}})
+    hidden = load_device_config(KINDS / "vehicle_tracker", {
         "device": {"id": "bus-9", "public": False, "interval_s": 1}, "gps": {"every_s": 1}})
     town = make_town([bus, hidden])
     (town.directory / "gtfs.toml").write_text(GTFS_TOML, encoding="utf-8")

@@ -13,7 +13,7 @@ from jisaku.gateway.influx import InfluxStore
 
 from .conftest import require
 from .influx_server import InfluxServer, influxd_available
-from .town import EXAMPLES, wait_until
+from .town import KINDS, wait_until
 
 OUTAGE_S = 30  # the issue asks that an outage of 30 s loses nothing
 
@@ -28,7 +28,7 @@ def influx(tmp_path):
 @pytest.mark.parametrize("broker_kind", ["embedded"], indirect=True)
 def test_readings_land_in_influxdb_and_an_outage_loses_nothing(make_town, influx, tmp_path):
     readings = InfluxStore(influx.url, tmp_path / "spool", retry_s=1)
-    gauge = load_device_config(EXAMPLES / "snow-gauge", {
+    gauge = load_device_config(KINDS / "snow_gauge", {
         "device": {"interval_s": 0.5}, "simulate": {"curve": [[0, 37], [24, 37]]}})
     town = make_town([gauge], readings=readings)
     town.start_dashboard()

@@ -22,7 +22,7 @@ from jisaku.gateway.accounts import Accounts
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 
-from .town import EXAMPLES, wait_until
+from .town import KINDS, wait_until
 
 PASSWORD = "correct horse battery staple"
 OPERATOR_PASSWORD = "another long passphrase"
@@ -284,7 +284,7 @@ def test_pages_speak_japanese_and_english(app, tmp_path):
 
 
 def test_a_threshold_changed_on_the_page_reaches_the_running_tray(make_town):
-    tray = load_device_config(EXAMPLES / "printer-tray")
+    tray = load_device_config(KINDS / "printer_tray")
     town = make_town([tray])
     Accounts(town.registry.db).add("admin", PASSWORD, role="admin")
     publisher = ConfigPublisher(town.broker_url, "_tester", town.tester_secret)

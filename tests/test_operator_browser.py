@@ -20,14 +20,14 @@ from jisaku.gateway.registry import DeviceRecord, Registry
 
 from .brokers import free_port
 from .test_browser import ARTIFACTS, browser  # noqa: F401 (the fixture)
-from .town import EXAMPLES, wait_until
+from .town import KINDS, wait_until
 
 PASSWORD = "a long browser passphrase"
 
 
 @pytest.mark.parametrize("broker_kind", ["embedded"], indirect=True)
 def test_an_operator_changes_the_tray_threshold_in_the_browser(browser, make_town):  # noqa: F811
-    town = make_town([load_device_config(EXAMPLES / "printer-tray")])
+    town = make_town([load_device_config(KINDS / "printer_tray")])
     Accounts(town.registry.db).add("tanaka", PASSWORD, role="operator")
     publisher = ConfigPublisher(town.broker_url, "_tester", town.tester_secret)
     port = free_port()

@@ -25,7 +25,7 @@ from jisaku.dashboard.osmand import PhonePublisher
 from jisaku.device.config import load_device_config
 
 from .brokers import free_port
-from .town import EXAMPLES, Town, wait_until
+from .town import KINDS, Town, wait_until
 
 PHONE = "phone-bus-7"
 LAT, LON = 36.146123, 137.252345  # Takayama, by the station
@@ -53,7 +53,7 @@ class Dashboard:
 @pytest.fixture
 def phone_town(make_town):
     """A town with one registered phone (kind bus) and a dashboard that accepts /osmand."""
-    phone = load_device_config(EXAMPLES / "vehicle-tracker", {"device": {"id": PHONE}})
+    phone = load_device_config(KINDS / "vehicle_tracker", {"device": {"id": PHONE}})
     town = make_town([phone])
     phones = PhonePublisher(town.broker_url, "_tester", town.tester_secret)
     phones.start()
@@ -272,7 +272,7 @@ def test_bad_json_gets_400(phone_town):
 
 
 def test_without_a_publisher_osmand_answers_503(make_town):
-    phone = load_device_config(EXAMPLES / "vehicle-tracker", {"device": {"id": PHONE}})
+    phone = load_device_config(KINDS / "vehicle_tracker", {"device": {"id": PHONE}})
     town = make_town([phone])
     dashboard = Dashboard(town, None)
     try:
@@ -284,7 +284,7 @@ def test_without_a_publisher_osmand_answers_503(make_town):
 
 
 def test_an_unreachable_broker_answers_503(make_town):
-    phone = load_device_config(EXAMPLES / "vehicle-tracker", {"device": {"id": PHONE}})
+    phone = load_device_config(KINDS / "vehicle_tracker", {"device": {"id": PHONE}})
     town = make_town([phone])
     phones = PhonePublisher(f"mqtt://127.0.0.1:{free_port()}", "_tester", town.tester_secret, timeout_s=0.5)
     phones.start()

@@ -17,7 +17,7 @@ from jisaku.device import protocol
 from jisaku.device.config import load_device_config
 from jisaku.device.link import DeviceLink
 
-from .town import EXAMPLES, wait_until
+from .town import EXAMPLES, KINDS, wait_until
 from .vector_cases import load_cases, payload_bytes
 
 VEHICLES = {"bus", "garbage_truck", "float"}
@@ -55,7 +55,7 @@ def test_demo_town_appears_on_the_map_and_vehicles_move(make_town):
 
 
 def test_snow_gauge_reading_arrives_with_the_simulated_depth(make_town):
-    gauge = load_device_config(EXAMPLES / "snow-gauge", {
+    gauge = load_device_config(KINDS / "snow_gauge", {
         "device": {"interval_s": 0.5}, "simulate": {"curve": [[0, 37], [24, 37]]}})
     town = make_town([gauge])
     town.run_devices()
@@ -65,7 +65,7 @@ def test_snow_gauge_reading_arrives_with_the_simulated_depth(make_town):
 
 
 def test_printer_tray_events_arrive(make_town):
-    tray = load_device_config(EXAMPLES / "printer-tray", {
+    tray = load_device_config(KINDS / "printer_tray", {
         "tray": {"left_after_s": 1.0, "report_every_s": 60},
         "simulate": {"paper": [{"at_s": 0.5, "stays_s": 2.5}], "cycle_s": 600}})
     town = make_town([tray])
@@ -94,7 +94,7 @@ def test_10000_malformed_messages_are_quarantined_with_their_reasons_and_valid_o
     # The embedded broker (amqtt) moves a few hundred messages a second: a fifth of the load there.
     MALFORMED = 10_000 if broker_kind == "mosquitto" else 2_000
     VALID = MALFORMED // 5
-    gauge = load_device_config(EXAMPLES / "snow-gauge")
+    gauge = load_device_config(KINDS / "snow_gauge")
     town = make_town([gauge])
     client = _publisher(town, "_tester", town.tester_secret)
     # Replayed now, a vector's timestamp is judged against today's clock: leave out the
@@ -128,7 +128,7 @@ def test_10000_malformed_messages_are_quarantined_with_their_reasons_and_valid_o
 
 
 def test_a_rebooted_device_starting_its_seq_again_keeps_its_new_readings(make_town):
-    gauge = load_device_config(EXAMPLES / "snow-gauge")
+    gauge = load_device_config(KINDS / "snow_gauge")
     town = make_town([gauge])
     client = _publisher(town, "_tester", town.tester_secret)
     now = time.time()
@@ -152,7 +152,7 @@ def test_a_rebooted_device_starting_its_seq_again_keeps_its_new_readings(make_to
 
 
 def test_private_devices_stay_off_public_endpoints(make_town):
-    tray = load_device_config(EXAMPLES / "printer-tray", {"device": {"public": False}})
+    tray = load_device_config(KINDS / "printer_tray", {"device": {"public": False}})
     town = make_town([tray])
     town.start_dashboard()
     town.run_devices()
@@ -167,7 +167,7 @@ def test_private_devices_stay_off_public_endpoints(make_town):
 
 
 def test_a_device_that_stops_is_shown_offline(make_town):
-    gauge = load_device_config(EXAMPLES / "snow-gauge")
+    gauge = load_device_config(KINDS / "snow_gauge")
     town = make_town([gauge])
     town.start_dashboard()
     link = town.link("snow-1")
@@ -178,7 +178,7 @@ def test_a_device_that_stops_is_shown_offline(make_town):
 
 
 def test_a_wrong_secret_is_refused(make_town):
-    gauge = load_device_config(EXAMPLES / "snow-gauge")
+    gauge = load_device_config(KINDS / "snow_gauge")
     town = make_town([gauge])
     link = DeviceLink("snow-1", "not-the-secret", town.broker_url, town.directory / "wrong")
     link.start()

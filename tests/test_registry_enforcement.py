@@ -252,7 +252,7 @@ def test_snippets_for_a_board_a_pi_and_a_phone() -> None:
         "device_id": "bus-7", "secret": "s3cret-_x", "wifi": {"ssid": "", "password": ""},
         "broker": {"host": "192.168.1.10", "port": 1883}}
     device = tomllib.loads(snippets.device_toml)["device"]
-    assert device == {"id": "bus-7", "kind": "bus", "app": "vehicle_tracker", "name": "Loop 7",
+    assert device == {"id": "bus-7", "kind": "bus", "name": "Loop 7",
                       "public": True, "interval_s": 5}
     assert snippets.traccar_url == "https://jisaku.example.jp/osmand?key=s3cret-_x"
     assert snippets.traccar_identifier == "bus-7" and snippets.warnings == ()

@@ -33,6 +33,7 @@ from .brokers import EmbeddedBrokerThread, MosquittoServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
+KINDS = REPO / "kinds"
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:

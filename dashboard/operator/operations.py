@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from jisaku.device.apps import APPS
+from jisaku.contract import kinds
 from jisaku.gateway.accounts import Accounts, AccountError
 from jisaku.gateway.audit import AuditLog
 from jisaku.gateway.db import Database
-from jisaku.gateway.provisioning import APP_FOR_KIND, DeviceSnippets, device_snippets
+from jisaku.gateway.provisioning import DeviceSnippets, device_snippets
 from jisaku.gateway.registry import DeviceRecord, Registry, RegistryError
 # A device silent for STALE_AFTER_INTERVALS of its expected interval is "stale" (maybe its
 # battery, maybe its network): the gateway marks it so every few seconds; the pages use the
@@ -79,9 +79,8 @@ class DeviceView:
 
 
 def setting_limits(kind: str) -> dict[str, tuple[float, float]]:
-    """The settings a device of ``kind`` takes from afar, with their limits (from its app's SETTINGS)."""
-    app = APPS.get(APP_FOR_KIND.get(kind, kind))
-    return dict(getattr(app, "SETTINGS", {}))
+    """The settings a device of ``kind`` takes from afar, with their limits (its kind folder's [settings])."""
+    return kinds.limits_for(kind)
 
 
 def check_settings(kind: str, changes: dict[str, Any]) -> dict[str, float | int]:

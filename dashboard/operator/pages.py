@@ -18,8 +18,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from jisaku.dashboard import i18n
+from jisaku.dashboard.kind_view import kind_name
 from jisaku.gateway.accounts import ROLES, AccountError
-from jisaku.gateway.provisioning import APP_FOR_KIND
+from jisaku.contract import kinds
 from jisaku.gateway.registry import DeviceRecord
 
 from . import api, models
@@ -32,7 +33,6 @@ from .publisher import BrokerUnavailable, wait_for_answer
 # Pages wait this long for a device's answer after sending it settings, so that the page
 # usually shows "applied" at once; a device that is away shows "pending" instead.
 ANSWER_WAIT_S = 3.0
-KNOWN_KINDS = sorted(set(APP_FOR_KIND) - {"vehicle", "phone", "tracker"})
 # Messages shown once after a change (?done=…): only these keys, so a link cannot inject text.
 DONE = {"settings_sent", "device_saved", "revoked", "user_added", "user_saved", "logged_out"}
 
@@ -56,12 +56,20 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     now = time.time()
 
     def label(prefix: str, key: str) -> str:
-        """The catalog's word for ``prefix.key``, else the key itself (a new kind, a new setting)."""
+        """The catalog's word for ``prefix.key``, else the key itself (a new action, a new reason)."""
+        if prefix == "op.kind":
+            return kind_name(key, lang) if kinds.get(key) else key
         text = t(f"{prefix}.{key}")
         return key if text == f"{prefix}.{key}" else text
 
+    def setting_label(kind_id: str, name: str) -> str:
+        """What a setting is called on the operator pages, from the kind's folder (else its name)."""
+        kind = kinds.get(kind_id)
+        setting = kind.folder.settings.get(name) if kind else None
+        return setting.label[lang] if setting else name
+
     response = templates.TemplateResponse(request, f"operator/{template}", {
-        "t": t, "lang": lang, "label": label, "session": session,
+        "t": t, "lang": lang, "label": label, "setting_label": setting_label, "session": session,
         "csrf_field": CSRF_FIELD, "csrf": session.csrf if session else "",
         # The Japanese name on Japanese pages when the device has one, as residents see it.
         "device_name": lambda d: (lang == "ja" and getattr(d, "name_ja", "")) or d.name or d.id,
@@ -161,14 +169,14 @@ def _device_page(request: Request, device_id: str, status: int = 200, **context:
         view = ops.device(device_id)
     except NotFound:
         return render(request, "not_found.html", 404, what=device_id)
-    return render(request, "device.html", status, device=view, kinds=KNOWN_KINDS,
+    return render(request, "device.html", status, device=view, kinds=[k.id for k in kinds.all_kinds()],
                   history=ops.audit.entries(limit=20, target=device_id),
                   can_send=ops.publisher is not None, **context)
 
 
 @router.get("/devices/new")
 def new_device_page(request: Request):
-    return render(request, "device_new.html", kinds=KNOWN_KINDS, form={"public": "1"}, error=None)
+    return render(request, "device_new.html", kinds=[k.id for k in kinds.all_kinds()], form={"public": "1"}, error=None)
 
 
 def _float_field(form, key: str, t) -> float | None:
@@ -208,7 +216,7 @@ async def add_device(request: Request, session: Session = Depends(require_operat
         device = _record_from_form(form, str(form.get("id", "")).strip(), t)
         secret = ops.add_device(session.user.name, device)
     except OperationError as err:
-        return render(request, "device_new.html", 400, kinds=KNOWN_KINDS, form=dict(form), error=str(err))
+        return render(request, "device_new.html", 400, kinds=[k.id for k in kinds.all_kinds()], form=dict(form), error=str(err))
     return _secret_page(request, ops, device, secret, new=True)
 
 

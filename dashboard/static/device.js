@@ -5,12 +5,13 @@
 
 function jisakuDevice(config) {
   var words = config.words, lang = config.lang;
+  JISAKU_KINDS = config.kinds;
   var number = new Intl.NumberFormat(lang, { maximumFractionDigits: 1 });
   var charts = document.getElementById("jisaku-charts");
   var range = "24h", drawn = [], trackMap = null, trackLine = null;
 
   function w(key, values) { return jisakuWord(words, key, values); }
-  function metricName(metric) { return words["metric." + metric] || metric; }
+  function metricName(metric) { return config.metricNames[metric] || metric; }
   function periodName() { return w(range === "24h" ? "device.last_24h" : "device.last_7d"); }
 
   function axisDates(u, ticks) {
@@ -46,9 +47,9 @@ function jisakuDevice(config) {
       axes: [{ values: axisDates }, { values: function (u, ticks) { return ticks.map(number.format); }, size: 48 }],
       scales: { x: { time: true, range: [history.start, history.end] } }
     };
-    if (config.thresholds && metric === "depth_cm") {  // the snow levels as faint lines behind the data
+    if (config.levels && metric === config.levels.metric) {  // the levels (snow: warn, alert) as faint lines
       options.hooks = { draw: [function (u) {
-        config.thresholds.forEach(function (cm, i) {
+        config.levels.values.forEach(function (cm, i) {
           var y = u.valToPos(cm, "y", true);
           if (y < u.bbox.top || y > u.bbox.top + u.bbox.height) return;
           u.ctx.save(); u.ctx.strokeStyle = i ? "#c62828" : "#ef6c00"; u.ctx.setLineDash([6, 4]);

@@ -7,10 +7,10 @@
 "use strict";
 
 var JISAKU_POLL_MS = 1500;   // fallback polling: a new position still shows within 2 s
-var JISAKU_VEHICLES = ["bus", "garbage_truck", "float"];
 
 function jisakuLive(map, config) {
   var words = config.words, lang = config.lang;
+  JISAKU_KINDS = config.kinds;  // in the order their buttons stand: vehicles first
   var number = new Intl.NumberFormat(lang, { maximumFractionDigits: 1 });
   var relative = window.Intl && Intl.RelativeTimeFormat ? new Intl.RelativeTimeFormat(lang, { numeric: "always" }) : null;
   var markers = {}, features = {}, layers = {}, chips = {};
@@ -45,10 +45,13 @@ function jisakuLive(map, config) {
     return "live";
   }
 
-  function snowLevel(id, cm) {
-    var t = (config.snow.thresholds[id] || config.snow.defaults);
-    return cm >= t[1] ? "alert" : cm >= t[0] ? "warn" : "low";
+  // low, warn or alert: the device's own levels (the settings it applied), else its kind's defaults.
+  function levelOf(feature, value) {
+    var t = config.levels[feature.id] || jisakuKind(feature.properties.kind).marker.levels.defaults;
+    return value >= t[1] ? "alert" : value >= t[0] ? "warn" : "low";
   }
+
+  function unitOf(kind) { var unit = jisakuKind(kind).marker.unit; return unit ? " " + unit : ""; }
 
   function compass(deg) {
     return ["n", "ne", "e", "se", "s", "sw", "w", "nw"][Math.round(((deg % 360) + 360) % 360 / 45) % 8];
@@ -62,34 +65,43 @@ function jisakuLive(map, config) {
 
   function shortLabel(id) { var m = /(\d+)$/.exec(id); return m ? m[1] : ""; }
 
+  // A pill with the reading (style "value" in kind.toml), else the icon in a circle with its number.
   function icon(feature, state) {
-    var p = feature.properties, v = p.values || {}, kind = known(p.kind);
+    var p = feature.properties, v = p.values || {}, kind = known(p.kind), look = jisakuKind(kind);
     var cls = "jisaku-marker jisaku-" + kind + (state === "live" || state === "waiting" ? "" : " jisaku-stale");
-    var html;
-    if (kind === "snow_gauge" && typeof v.depth_cm === "number") {
-      html = '<span class="jisaku-value jisaku-snow-' + snowLevel(feature.id, v.depth_cm) + '">' +
-        jisakuSvg("snow_gauge", 16) + "<span>" + number.format(Math.round(v.depth_cm)) + " cm</span></span>";
-      return L.divIcon({ className: cls, html: html, iconSize: null, iconAnchor: [34, 18] });
-    }
-    if (kind === "printer_tray") {
-      html = '<span class="jisaku-value jisaku-tray-' + (v.paper ? "paper" : "empty") + '">' + jisakuSvg(kind, 16) +
-        "<span>" + jisakuEscape(v.paper ? w("value.paper") : w("value.no_paper")) + "</span></span>";
+    var metric = look.marker.metric, value = metric ? v[metric] : undefined, html;
+    if (look.marker.style === "value" && typeof value === "number") {
+      var states = look.metrics[metric] && look.metrics[metric].states, text, extra = "";
+      if (states && states.length) {
+        text = states[value] || String(value);
+        if (!value) extra = " jisaku-value-off";
+      } else {
+        text = number.format(Math.round(value)) + unitOf(kind);
+        if (look.marker.levels) extra = " jisaku-level-" + levelOf(feature, value);
+      }
+      html = '<span class="jisaku-value' + extra + '" style="background:' + look.colour + '">' +
+        jisakuSvg(kind, 16) + "<span>" + jisakuEscape(text) + "</span></span>";
       return L.divIcon({ className: cls, html: html, iconSize: null, iconAnchor: [20, 18] });
     }
     var arrow = typeof v.heading === "number"
       ? '<span class="jisaku-heading" style="transform:rotate(' + v.heading + 'deg)"></span>' : "";
     var label = shortLabel(feature.id);
-    html = arrow + '<span class="jisaku-badge" style="background:' + jisakuKind(kind).colour + '">' +
+    html = arrow + '<span class="jisaku-badge" style="background:' + look.colour + '">' +
       jisakuSvg(kind, 26) + "</span>" + (label ? '<span class="jisaku-label">' + jisakuEscape(label) + "</span>" : "");
     return L.divIcon({ className: cls, html: html, iconSize: [44, 44], iconAnchor: [22, 22], popupAnchor: [0, -20] });
   }
 
+  // What the values say, a line each; the same lines as the list page (kind_view.reading_lines).
   function describe(feature, state) {
-    var p = feature.properties, v = p.values || {}, lines = [];
-    if (typeof v.depth_cm === "number") lines.push(w("value.depth", { depth: number.format(v.depth_cm) }));
+    var p = feature.properties, v = p.values || {}, lines = [], metrics = jisakuKind(known(p.kind)).metrics;
+    Object.keys(metrics).forEach(function (name) {
+      var m = metrics[name], value = v[name];
+      if (typeof value !== "number") return;
+      if (m.states.length && value >= 0 && value < m.states.length) lines.push(m.states[Math.floor(value)]);
+      else if (m.reads) lines.push(m.reads.split("{value}").join(number.format(value)));
+    });
     if (typeof v.speed_kmh === "number") lines.push(w("value.speed", { speed: number.format(Math.round(v.speed_kmh)) }));
     if (typeof v.heading === "number") lines.push(w("value.heading", { direction: w("direction." + compass(v.heading)) }));
-    if ("paper" in v) lines.push(v.paper ? w("value.paper") : w("value.no_paper"));
     var status = w("status." + (state === "hidden" ? "stale" : state));
     var when = p.ts ? w("status.updated", { ago: ago(p.ts) }) : w("status.never");
     return { lines: lines, status: status, when: when };
@@ -98,7 +110,7 @@ function jisakuLive(map, config) {
   function popup(feature, state) {
     var p = feature.properties, d = describe(feature, state), kind = known(p.kind);
     return '<div class="jisaku-popup"><strong>' + jisakuEscape(nameOf(feature)) + "</strong>" +
-      '<span class="jisaku-popup-kind">' + jisakuEscape(w("kind." + kind)) + "</span>" +
+      '<span class="jisaku-popup-kind">' + jisakuEscape(jisakuKind(kind).name) + "</span>" +
       d.lines.map(function (line) { return "<span>" + jisakuEscape(line) + "</span>"; }).join("") +
       '<span class="jisaku-state jisaku-state-' + state + '">' + jisakuEscape(d.status) + "</span> " +
       '<span class="jisaku-ago">' + jisakuEscape(d.when) + "</span>" +
@@ -115,7 +127,7 @@ function jisakuLive(map, config) {
       chip.dataset.kind = kind;
       chip.setAttribute("aria-pressed", "true");
       chip.innerHTML = '<span class="jisaku-chip-icon" style="background:' + jisakuKind(kind).colour + '">' +
-        jisakuSvg(kind, 18) + '</span><span class="jisaku-chip-name">' + jisakuEscape(w("kinds." + kind)) +
+        jisakuSvg(kind, 18) + '</span><span class="jisaku-chip-name">' + jisakuEscape(jisakuKind(kind).plural) +
         '</span> <span class="jisaku-chip-count"></span>';
       chip.addEventListener("click", function () {
         var on = chip.getAttribute("aria-pressed") !== "true";
@@ -123,8 +135,8 @@ function jisakuLive(map, config) {
         if (on) layers[kind].addTo(map); else map.removeLayer(layers[kind]);
       });
       chips[kind] = chip;
-      // Vehicles first: they are what most people open the map for.
-      var order = JISAKU_VEHICLES.concat(["snow_gauge", "printer_tray", "other"]);
+      // In the kinds' order (kind.toml's `order`): vehicles first, what most people open the map for.
+      var order = Object.keys(JISAKU_KINDS);
       var after = Object.keys(chips).filter(function (k) { return order.indexOf(k) > order.indexOf(kind); })
         .map(function (k) { return chips[k]; }).sort(function (a, b) {
           return order.indexOf(a.dataset.kind) - order.indexOf(b.dataset.kind); })[0];
@@ -164,7 +176,7 @@ function jisakuLive(map, config) {
       if (clock) clock.textContent = d.when;
     }
     marker._jisakuLabel = { id: feature.id, state: state,
-      text: [title, w("kind." + kind)].concat(d.lines, [d.status, d.when]).join(", ") };
+      text: [title, jisakuKind(kind).name].concat(d.lines, [d.status, d.when]).join(", ") };
     label(marker);
     return state;
   }
@@ -189,7 +201,9 @@ function jisakuLive(map, config) {
     Object.keys(chips).forEach(function (kind) {
       chips[kind].querySelector(".jisaku-chip-count").textContent = number.format(counts[kind] || 0);
     });
-    if (counts.snow_gauge && !legendShown) { legend.addTo(map); legendShown = true; }
+    Object.keys(config.legends).forEach(function (kind) {
+      if (counts[kind] && !legends[kind]) legends[kind] = legend(kind).addTo(map);
+    });
     if (!fitted && bounds.length) {
       // Room at the bottom for the legend and the zoom buttons, so no marker hides behind them.
       map.fitBounds(bounds, { paddingTopLeft: [40, 40], paddingBottomRight: [40, 130], maxZoom: 16 });
@@ -242,17 +256,22 @@ function jisakuLive(map, config) {
 
   L.control.zoom({ position: "bottomright", zoomInTitle: "+", zoomOutTitle: "-" }).addTo(map);
   jisakuBaseMap(map, config.tiles, config.pmtilesScript);
-  var legend = L.control({ position: "bottomleft" });
-  legend.onAdd = function () {
-    var div = L.DomUtil.create("div", "jisaku-legend"), t = config.snow.legend;
-    var values = { warn: number.format(t[0]), alert: number.format(t[1]) };
-    div.innerHTML = "<strong>" + jisakuEscape(w("snow.legend")) + "</strong>" +
-      ["low", "warn", "alert"].map(function (level) {
-        return '<span><i class="jisaku-snow-' + level + '"></i>' + jisakuEscape(w("snow." + level, values)) + "</span>";
-      }).join("");
-    return div;
-  };
-  var legendShown = false;
+  // The colours of a kind with levels (snow depth: low, warn, alert), once one is on the map.
+  var legends = {};
+  function legend(kind) {
+    var control = L.control({ position: "bottomleft" }), t = config.legends[kind], look = jisakuKind(kind);
+    control.onAdd = function () {
+      var div = L.DomUtil.create("div", "jisaku-legend");
+      var values = { warn: number.format(t[0]), alert: number.format(t[1]), unit: unitOf(kind) };
+      div.dataset.kind = kind;
+      div.innerHTML = "<strong>" + jisakuEscape(look.marker.levels.legend) + "</strong>" +
+        ["low", "warn", "alert"].map(function (level) {
+          return '<span><i class="jisaku-level-' + level + '"></i>' + jisakuEscape(w("level." + level, values)) + "</span>";
+        }).join("");
+      return div;
+    };
+    return control;
+  }
 
   poll();
   if (window.EventSource) {
