@@ -6,8 +6,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# What the tests start for real: a Mosquitto broker, an InfluxDB server and a headless Chromium.
-TEST_PACKAGES := mosquitto influxdb chromium
+# What the tests start for real: a Mosquitto broker (and mosquitto_sub, the benchmark's yardstick),
+# an InfluxDB server and a headless Chromium.
+TEST_PACKAGES := mosquitto mosquitto-clients influxdb chromium
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 .PHONY: demo test setup test-packages clean
@@ -39,6 +40,7 @@ $(VENV)/.installed: pyproject.toml
 test-packages:
 	@missing=""; \
 	[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing="$$missing mosquitto"; \
+	command -v mosquitto_sub >/dev/null || missing="$$missing mosquitto-clients"; \
 	[ -x /usr/bin/influxd ] || command -v influxd >/dev/null || missing="$$missing influxdb"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
