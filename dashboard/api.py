@@ -7,13 +7,14 @@ import gzip
 import json
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from jisaku.gateway.store import SQLiteStore
 
+from .kind_view import browser_kinds
 from .models import DeviceSummary, FeatureCollection, Reading
 from .stream import GZIP_HEADER, HEARTBEAT, Broadcaster, feature, position
 
@@ -96,6 +97,14 @@ async def latest_geojson(request: Request) -> Response:
         # gzipped once per change; a phone on mobile data downloads a fraction of the bytes
         return Response(gzipped, media_type=GEOJSON, headers={**headers, "Content-Encoding": "gzip"})
     return Response(body, media_type=GEOJSON, headers=headers)
+
+
+@router.get("/kinds", summary="Every kind of device: its name, colour, icon and how its values read")
+def kinds_in(lang: Literal["ja", "en"] = Query("ja", description="the language of the names")) -> dict[str, Any]:
+    """From the kind folders (kinds/<name>/kind.toml), as the live map draws them; ``other`` is
+    what a device of a kind no folder describes is shown as. ``icon`` is SVG drawn on a 24 × 24
+    grid in which ``"C"`` stands for ``colour``."""
+    return browser_kinds(lang)
 
 
 @router.get("/devices", response_model=list[DeviceSummary], summary="Public devices with their status")

@@ -180,3 +180,15 @@ def test_a_kind_added_as_one_folder_shows_on_the_map_the_list_and_the_operator_p
             "雨量計" in page.locator('#kinds option[value="rain_gauge"]').inner_text()
     finally:
         server.should_exit = True
+
+
+def test_the_kinds_are_in_the_public_api_in_both_languages(tmp_path):
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(tmp_path / "jisaku.db", tiles="osm"))
+    japanese, english = client.get("/api/v1/kinds").json(), client.get("/api/v1/kinds?lang=en").json()
+    assert list(japanese) == ["bus", "garbage_truck", "float", "snow_gauge", "printer_tray", "other"]
+    assert (japanese["bus"]["name"], english["bus"]["name"]) == ("バス", "Bus")
+    assert japanese["snow_gauge"]["marker"]["levels"] == {"defaults": [20.0, 50.0], "legend": "積雪の深さ"}
+    assert english["printer_tray"]["metrics"]["paper"]["states"] == ["Tray empty", "Paper left on the tray"]
+    assert "/api/v1/kinds" in client.get("/openapi.json").json()["paths"]
