@@ -19,7 +19,7 @@ from jisaku.gateway.influx import InfluxStore
 from jisaku.gateway.registry import Registry
 from jisaku.gateway.store import SQLiteStore
 
-from jisaku import settings as jisaku_settings
+from jisaku.contract import settings as jisaku_settings
 
 from . import api, history, osmand, pages
 from . import gtfs_rt, opendata

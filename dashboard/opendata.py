@@ -42,7 +42,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from jisaku import settings as settings_module
+from jisaku.contract import settings as settings_module
 from jisaku.gateway import retention
 from jisaku.gateway.registry import DeviceRecord
 
@@ -209,7 +209,7 @@ def _keep_raw_days(request: Request) -> float | None:
     """How long the SQLite store keeps raw readings; None when for ever or when InfluxDB keeps them."""
     if request.app.state.readings is not request.app.state.store:
         return None
-    days = app_settings(request.app).retention.keep_raw_days
+    days = app_settings(request.app).retention_days[0]
     return days if days > 0 else None
 
 

@@ -26,8 +26,8 @@ import sys
 import threading
 from pathlib import Path
 
-from . import settings as settings_module
-from .settings import Settings, SettingsError
+from jisaku.contract import settings as settings_module
+from jisaku.contract.settings import Settings, SettingsError
 
 
 def _settings() -> Settings:

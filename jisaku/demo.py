@@ -29,10 +29,11 @@ from jisaku.gateway.alert_engine import start_alerts
 from jisaku.gateway.alerts import ensure_rules
 from jisaku.gateway.broker import EmbeddedBroker
 from jisaku.gateway.registry import DeviceRecord, Registry
+from jisaku.gateway.retention import RetentionPolicy
 from jisaku.gateway.secrets import new_secret
 from jisaku.gateway.service import Gateway
 
-from .settings import Settings
+from jisaku.contract.settings import Settings
 from .stores import open_stores
 from .users_cli import first_admin
 
@@ -112,7 +113,7 @@ async def _serve(settings: Settings, devices: list[DeviceConfig], rules: list[di
         raise
 
     gateway = Gateway(store, registry, settings.broker, "_gateway", gateway_secret, readings=influx,
-                      retention=settings.retention)
+                      retention=RetentionPolicy(*settings.retention_days))
     alerts = start_alerts(gateway, settings.notify)
     ensure_rules(alerts.book, rules)  # the town's [[alert_rule]]s, added once; operators may change them
     gateway.start()

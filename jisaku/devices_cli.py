@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from .settings import Settings
+from jisaku.contract.settings import Settings
 
 
 def _open(settings: Settings):
@@ -47,7 +47,7 @@ def cmd_add(args: argparse.Namespace) -> None:
     from jisaku.gateway.audit import cli_actor
     from jisaku.gateway.registry import DeviceRecord
 
-    from . import settings as settings_module
+    from jisaku.contract import settings as settings_module
 
     lat = lon = None
     if args.location:
@@ -68,7 +68,7 @@ def cmd_add(args: argparse.Namespace) -> None:
 def cmd_rotate(args: argparse.Namespace) -> None:
     from jisaku.gateway.audit import cli_actor
 
-    from . import settings as settings_module
+    from jisaku.contract import settings as settings_module
 
     settings = settings_module.load()
     registry, audit = _open(settings)
@@ -83,7 +83,7 @@ def cmd_rotate(args: argparse.Namespace) -> None:
 def cmd_revoke(args: argparse.Namespace) -> None:
     from jisaku.gateway.audit import cli_actor
 
-    from . import settings as settings_module
+    from jisaku.contract import settings as settings_module
 
     registry, audit = _open(settings_module.load())
     was_revoked = registry.is_revoked(args.id)
@@ -97,7 +97,7 @@ def cmd_revoke(args: argparse.Namespace) -> None:
 def cmd_remove(args: argparse.Namespace) -> None:
     from jisaku.gateway.audit import cli_actor
 
-    from . import settings as settings_module
+    from jisaku.contract import settings as settings_module
 
     registry, audit = _open(settings_module.load())
     device = registry.get(args.id)

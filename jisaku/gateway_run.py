@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 
-from .settings import SettingsError, load
+from jisaku.contract.settings import SettingsError, load
 from .stores import open_stores
 
 
@@ -30,13 +30,14 @@ def wait_for_stop() -> None:
 
 def run_gateway(client_id: str = "jisaku-gateway", shared: bool = False) -> None:
     from jisaku.gateway.alert_engine import start_alerts
+    from jisaku.gateway.retention import RetentionPolicy
     from jisaku.gateway.service import Gateway
 
     settings = load()
     registry, store, influx = open_stores(settings)
     secret = os.environ.get("JISAKU_GATEWAY_SECRET") or registry.service_secret("_gateway", settings.secrets_dir)
     gateway = Gateway(store, registry, settings.broker, "_gateway", secret, readings=influx,
-                      client_id=client_id, shared=shared, retention=settings.retention)
+                      client_id=client_id, shared=shared, retention=RetentionPolicy(*settings.retention_days))
     alerts = start_alerts(gateway, settings.notify)  # alert rules, and notifications from [notify]
     gateway.start()
     where = influx or settings.sqlite_path

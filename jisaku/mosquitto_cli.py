@@ -20,7 +20,7 @@ import signal
 import threading
 from pathlib import Path
 
-from . import settings as settings_module
+from jisaku.contract import settings as settings_module
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ def cmd_quarantine(args: argparse.Namespace) -> None:
     from jisaku.gateway.db import Database
     from jisaku.gateway.store import SQLiteStore
 
-    from .settings import load
+    from jisaku.contract.settings import load
 
     store = SQLiteStore(Database(load().sqlite_path))
     counts = store.quarantine_counts()

@@ -12,7 +12,7 @@ from jisaku.gateway.influx import InfluxStore
 from jisaku.gateway.registry import Registry
 from jisaku.gateway.store import SQLiteStore
 
-from .settings import Settings
+from jisaku.contract.settings import Settings
 
 
 def open_stores(settings: Settings) -> tuple[Registry, SQLiteStore, InfluxStore | None]:

@@ -25,7 +25,7 @@ from jisaku.gateway.accounts import ROLES, Accounts, AccountError
 from jisaku.gateway.audit import AuditLog, cli_actor
 from jisaku.gateway.secrets import new_secret
 
-from . import settings as settings_module
+from jisaku.contract import settings as settings_module
 
 
 def _open() -> tuple[Accounts, AuditLog]:

@@ -17,7 +17,7 @@ from jisaku.device.protocol import Reading
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.store import Batch, SQLiteStore
-from jisaku.settings import Settings
+from jisaku.contract.settings import Settings
 
 from .town import KINDS, wait_until
 

@@ -19,7 +19,7 @@ from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.retention import RetentionPolicy
 from jisaku.gateway.store import Batch, SQLiteStore
 from jisaku.gateway.influx import InfluxStore
-from jisaku.settings import Settings
+from jisaku.contract.settings import Settings
 
 from .conftest import require
 from .influx_server import InfluxServer, influxd_available

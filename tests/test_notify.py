@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from jisaku import settings
+from jisaku.contract import settings
 from jisaku.gateway.db import Database
 from jisaku.gateway.notify import Notifier, NotifyConfig, create_tables, enqueue, mask_url
 

@@ -18,7 +18,7 @@ from jisaku.gateway.db import Database
 from jisaku.gateway.influx import InfluxStore
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.store import Batch, SQLiteStore
-from jisaku.settings import Settings
+from jisaku.contract.settings import Settings
 
 from .conftest import require
 from .influx_server import InfluxServer, influxd_available

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from jisaku import settings
+from jisaku.contract import settings
 
 
 def test_defaults_file_and_environment(tmp_path):

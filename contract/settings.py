@@ -18,11 +18,6 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from jisaku.gateway.retention import RetentionPolicy
-
 CONFIG_FILE = "jisaku.toml"
 
 
@@ -79,11 +74,10 @@ class Settings:
         return None
 
     @property
-    def retention(self) -> RetentionPolicy:
-        from jisaku.gateway.retention import RetentionPolicy
-
+    def retention_days(self) -> tuple[float, float]:
+        """``(keep_raw_days, keep_hourly_days)`` as numbers: what gateway.retention.RetentionPolicy takes."""
         try:
-            return RetentionPolicy(float(self.keep_raw_days), float(self.keep_hourly_days))
+            return float(self.keep_raw_days), float(self.keep_hourly_days)
         except ValueError:
             raise SettingsError(f"keep_raw_days and keep_hourly_days are numbers of days (0: for ever), not"
                                 f" {self.keep_raw_days!r} / {self.keep_hourly_days!r}") from None
