@@ -60,7 +60,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from jisaku.device import protocol
+from jisaku.contract import protocol
 from jisaku.gateway.registry import Registry
 
 from .broker_connection import BrokerConnection, BrokerUnavailable

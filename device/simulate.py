@@ -28,7 +28,7 @@ from gpiozero.pins.mock import MockFactory, MockPin, MockTriggerPin
 
 from .apps.snow_gauge import speed_of_sound
 from .config import DeviceConfig
-from .geo import Route, load_route
+from jisaku.contract.geo import Route, load_route
 
 SPEED_OF_SOUND_M_S = 343.26  # what gpiozero's DistanceSensor assumes (20 °C)
 KMH_TO_KNOTS = 1 / 1.852

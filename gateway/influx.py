@@ -88,7 +88,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from jisaku.device.protocol import Reading
+from jisaku.contract.protocol import Reading
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from urllib.parse import quote, urlsplit
 
-from jisaku.device.link import BrokerAddress
+from jisaku.contract.mqtt import BrokerAddress
 
 from .registry import DeviceRecord
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from jisaku.device.protocol import Event, Reading, Status
+from jisaku.contract.protocol import Event, Reading, Status
 
 from .db import Database, begin_write
 

@@ -10,7 +10,7 @@ from gpiozero.pins.mock import MockFactory
 from jisaku.device.apps import PrinterTray, SnowGauge, VehicleTracker
 from jisaku.device.apps.snow_gauge import ASSUMED_SPEED_OF_SOUND, speed_of_sound
 from jisaku.device.config import DeviceConfigError, load_device_config
-from jisaku.device.geo import Route, distance_m, load_route
+from jisaku.contract.geo import Route, distance_m, load_route
 from jisaku.device.simulate import DrivingRoute, Snowfall, rmc_sentence
 
 from .town import EXAMPLES

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from jisaku.device.geo import distance_m
+from jisaku.contract.geo import distance_m
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.service import Gateway

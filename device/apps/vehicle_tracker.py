@@ -28,7 +28,7 @@ from collections.abc import Iterable
 import pynmea2
 
 from ..config import DeviceConfig
-from ..geo import distance_m
+from jisaku.contract.geo import distance_m
 from ..link import DeviceLink
 
 log = logging.getLogger(__name__)
