@@ -91,10 +91,10 @@ class CheckConnectFirst(Broker):
 
     amqtt 0.12 deletes or merges the session with the same client id *before* it
     authenticates, so a failed login with a known client id (device ids are public on the
-    map) silently cut a connected client off its subscriptions. amqtt also answered a
-    failed login by closing the socket without a CONNACK: upstream Yakifo/amqtt#334, fixed
-    by PR #335 after 0.12. No upstream issue was found for the session being touched before
-    the login is checked.
+    map) silently cut a connected client off its subscriptions: it takes the session over
+    (or deletes it, for a clean session) and only then answers the failed login. No upstream
+    issue was found for this. (Yakifo/amqtt#334, fixed by PR #335 and in 0.12.1, made the
+    failed login get its CONNACK; the session is still touched first.)
 
     Here the CONNECT is read first and given to `refuse_connect`; a refused client gets a
     CONNACK with that return code and is closed, an accepted one is handed to amqtt, which
