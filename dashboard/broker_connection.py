@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 
-from jisaku.device.link import BrokerAddress, new_client
+from jisaku.contract.mqtt import BrokerAddress, new_client
 
 log = logging.getLogger(__name__)
 

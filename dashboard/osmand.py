@@ -1,38 +1,12 @@
 """Phones as GPS trackers: Traccar Client's OsmAnd protocol at ``/osmand``.
 
-A phone running Traccar Client is a registered device like any other (``jisaku
-devices add bus-7 --kind bus`` prints its secret). Its server URL carries the
-secret in its own query string::
-
-    https://jisaku.example.jp/osmand?key=SECRET
-
-Traccar Client keeps that query string: version 9 and newer POST their JSON to
-the URL exactly as written, and the older Android versions append their own
-parameters with ``&`` (``?key=SECRET&id=bus-7&lat=...``). HTTP basic
-authentication (user = device id, password = secret) is accepted too, for other
-OsmAnd clients that can send it.
-
-Two request shapes are understood:
-
-- the classic OsmAnd form, in the query string or an
-  ``application/x-www-form-urlencoded`` body: ``id`` (or ``deviceid``), ``lat``
-  and ``lon`` (or ``location=lat,lon``), ``timestamp`` (epoch seconds,
-  milliseconds or ISO 8601), ``speed`` in knots, ``bearing`` (or ``heading``),
-  ``altitude``, ``accuracy`` and ``batt`` (percent);
-- the JSON of Traccar Client 9 (POST, ``application/json``)::
-
-    {"device_id": "bus-7",
-     "location": {"timestamp": "2025-01-01T00:00:00.000Z",
-                  "coords": {"latitude", "longitude", "speed" (m/s), "heading",
-                             "altitude", "accuracy"},
-                  "battery": {"level": 0..1, "is_charging"}, ...}}
-
-Either becomes one reading of the wire contract, ``{"ts", "seq", "v": {"lat",
-"lon", "speed_kmh"?, "heading"?, "alt_m"?, "acc_m"?, "battery_pct"?}}``, which
-the dashboard publishes on ``jisaku/<id>/data`` with its own service account;
-the gateway checks and stores it like any device's message. A phone has no
-sequence counter, so ``seq`` is the fix time in milliseconds: a re-sent fix has
-the same ``(ts, seq)`` and is stored once.
+A phone running Traccar Client is a registered device like any other; its server URL
+carries the secret (``https://jisaku.example.jp/osmand?key=SECRET``). The classic OsmAnd
+form (query string or form body) and Traccar Client 9's JSON both become one reading of the
+wire contract, published on ``jisaku/<id>/data`` with the dashboard's service account.
+Which fields are read, the units, the secret (key or HTTP basic) and why ``seq`` is the fix
+time in milliseconds: docs/phones.md ("Set the identifier and the server URL", "What is
+stored").
 
 Example::
 
@@ -60,7 +34,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from jisaku.device import protocol
+from jisaku.contract import protocol
 from jisaku.gateway.registry import Registry
 
 from .broker_connection import BrokerConnection, BrokerUnavailable

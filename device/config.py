@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import protocol
+from jisaku.contract import protocol
 
 CONFIG_NAME = "device.toml"
 

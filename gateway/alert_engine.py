@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from jisaku.device import protocol
-from jisaku.device.geo import distance_m
+from jisaku.contract import protocol
+from jisaku.contract.geo import distance_m
 
 from . import notify
 from .alert_words import Wording, held

@@ -69,7 +69,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from jisaku.device import protocol
+from jisaku.contract import protocol
 
 from . import notify
 from .alert_words import LANGUAGES, Wording, say

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from jisaku.device.geo import distance_m
+from jisaku.contract.geo import distance_m
 
 
 class AreaError(ValueError):

@@ -26,7 +26,7 @@ from ipaddress import ip_address
 from urllib.parse import quote, urlsplit
 
 from jisaku.contract import kinds
-from jisaku.device.link import BrokerAddress
+from jisaku.contract.mqtt import BrokerAddress
 
 from .registry import DeviceRecord
 

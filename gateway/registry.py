@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from jisaku.device import protocol
+from jisaku.contract import protocol
 
 from .db import Database
 from .secrets import hash_secret, new_secret, verify_secret

@@ -30,8 +30,8 @@ from typing import Callable
 
 import paho.mqtt.client as mqtt
 
-from jisaku.device import protocol
-from jisaku.device.link import BrokerAddress, new_client
+from jisaku.contract import protocol
+from jisaku.contract.mqtt import BrokerAddress, new_client
 
 from .influx import InfluxStore, InfluxWriteError
 from .buffered_client import BufferedClient

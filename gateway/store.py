@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jisaku.contract import kinds
-from jisaku.device.protocol import Event, Reading, Status
+from jisaku.contract.protocol import Event, Reading, Status
 
 from .db import Database, begin_write
 

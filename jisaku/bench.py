@@ -73,8 +73,8 @@ def _publisher(index: int, url: str, password: str, plan: list[tuple[str, int, i
     Puts ("ready", index) on ``results`` once connected, waits for ``start``, then puts
     ("done", index, published, acked, last_ack_time, error).
     """
-    from jisaku.device import protocol
-    from jisaku.device.link import BrokerAddress, new_client
+    from jisaku.contract import protocol
+    from jisaku.contract.mqtt import BrokerAddress, new_client
 
     error = None
     published = 0
@@ -146,8 +146,8 @@ def _raw_publisher(index: int, url: str, password: str, plan: list[tuple[str, in
     """
     import struct
 
-    from jisaku.device import protocol
-    from jisaku.device.link import BrokerAddress
+    from jisaku.contract import protocol
+    from jisaku.contract.mqtt import BrokerAddress
 
     def varint(n: int) -> bytes:
         out = bytearray()
@@ -376,7 +376,7 @@ def ingest(readings: int = 100_000, devices: int = 100, publishers: int = 2, rat
     The latency phase always publishes with paho, at a steady rate. ``gateway_workers`` > 1 runs
     ``jisaku gateway --workers N``: N processes on a shared subscription.
     """
-    from jisaku.device import protocol
+    from jisaku.contract import protocol
     from jisaku.gateway.db import Database
     from jisaku.gateway.mosquitto import write_mosquitto_files
     from jisaku.gateway.registry import DeviceRecord, Registry
@@ -677,8 +677,8 @@ class _Observer(threading.Thread):
 
 def _publish_warmup(url: str, secret: str, channel: str, payload: bytes, retain: bool = False) -> None:
     """One warm-up message from the warm-up device, waiting until the broker has it."""
-    from jisaku.device import protocol
-    from jisaku.device.link import BrokerAddress, new_client
+    from jisaku.contract import protocol
+    from jisaku.contract.mqtt import BrokerAddress, new_client
 
     broker = BrokerAddress.parse(url)
     client = new_client(f"jisaku-bench-warmup-{os.getpid()}", BENCH_USER, secret, broker)

@@ -84,7 +84,7 @@ def where(index: int, t: float) -> dict[str, float]:
 
 def build_town(db_path: Path, vehicles: int) -> None:
     """Register the vehicles (and one private device) and write their first positions."""
-    from jisaku.device.protocol import Reading
+    from jisaku.contract.protocol import Reading
     from jisaku.gateway.db import Database
     from jisaku.gateway.registry import DeviceRecord, Registry
     from jisaku.gateway.store import Batch, SQLiteStore
@@ -102,7 +102,7 @@ def build_town(db_path: Path, vehicles: int) -> None:
 
 def _mover(db_path: str, vehicles: int, report_s: float, stop) -> None:
     """Own process: every vehicle reports every ``report_s`` seconds, written in small batches."""
-    from jisaku.device.protocol import Reading
+    from jisaku.contract.protocol import Reading
     from jisaku.gateway.db import Database
     from jisaku.gateway.store import Batch, SQLiteStore
 
@@ -313,7 +313,7 @@ def _streams_process(url: str, count: int, marker: bytes, conn) -> None:
 
 def stream_latency(url: str, db_path: Path, count: int) -> list[float | None]:
     """Open ``count`` streams, write one marked position, and return each stream's delay (None: never)."""
-    from jisaku.device.protocol import Reading
+    from jisaku.contract.protocol import Reading
     from jisaku.gateway.db import Database
     from jisaku.gateway.store import Batch, SQLiteStore
 

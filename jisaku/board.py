@@ -20,7 +20,7 @@ from pathlib import Path
 
 from serial.tools import list_ports
 
-from jisaku.device import protocol
+from jisaku.contract import protocol
 
 # docs/flashing.md tells how to put MicroPython itself on a board.
 FLASHING_DOC = "docs/flashing.md"
@@ -162,7 +162,7 @@ class StatusWatch:
     """
 
     def __init__(self, device_id: str, broker_url: str, username: str, secret: str):
-        from jisaku.device.link import BrokerAddress, new_client
+        from jisaku.contract.mqtt import BrokerAddress, new_client
 
         self.device_id = device_id
         self.broker = BrokerAddress.parse(broker_url)

@@ -48,7 +48,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_broker(args: argparse.Namespace) -> None:
-    from jisaku.device.link import BrokerAddress
+    from jisaku.contract.mqtt import BrokerAddress
     from jisaku.gateway.broker import EmbeddedBroker
 
     settings = _settings()
@@ -145,7 +145,7 @@ def cmd_devices_configure(args: argparse.Namespace) -> None:
     import json
     import time
 
-    from jisaku.device.link import BrokerAddress, new_client
+    from jisaku.contract.mqtt import BrokerAddress, new_client
     from jisaku.gateway.service import push_config
     from jisaku.gateway.store import SQLiteStore
 

@@ -23,7 +23,7 @@ from jisaku.dashboard.app import create_app
 from jisaku.dashboard.operator import ConfigPublisher
 from jisaku.dashboard.osmand import PhonePublisher
 from jisaku.device.config import DeviceConfig, load_device_config
-from jisaku.device.link import BrokerAddress
+from jisaku.contract.mqtt import BrokerAddress
 from jisaku.device.runner import run_device
 from jisaku.gateway.alert_engine import start_alerts
 from jisaku.gateway.alerts import ensure_rules

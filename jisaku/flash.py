@@ -122,7 +122,7 @@ def board_broker(broker_url: str, host: str | None, port: int | None) -> tuple[s
     The board needs an address it can reach over Wi-Fi, so 127.0.0.1 and localhost are
     refused with what to use instead.
     """
-    from jisaku.device.link import BrokerAddress
+    from jisaku.contract.mqtt import BrokerAddress
 
     broker = BrokerAddress.parse(broker_url)
     host = host or broker.host
@@ -140,7 +140,7 @@ def board_broker(broker_url: str, host: str | None, port: int | None) -> tuple[s
 
 def make_request(args: argparse.Namespace, broker_url: str, environ: dict[str, str] | None = None) -> FlashRequest:
     """Check the command line (and JISAKU_WIFI_SSID / JISAKU_WIFI_PASSWORD) and make a request."""
-    from jisaku.device import protocol
+    from jisaku.contract import protocol
 
     environ = os.environ if environ is None else environ
     if not protocol.DEVICE_ID.match(args.id):

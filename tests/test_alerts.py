@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from pydantic import ValidationError
 
-from jisaku.device import protocol
+from jisaku.contract import protocol
 from jisaku.device.config import load_device_config
 from jisaku.gateway.alert_words import WORDS
 from jisaku.gateway.alert_engine import AlertEngine

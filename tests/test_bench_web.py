@@ -13,7 +13,7 @@ import uvicorn
 
 from jisaku import bench_web
 from jisaku.dashboard.app import create_app
-from jisaku.device.protocol import Reading
+from jisaku.contract.protocol import Reading
 from jisaku.gateway.db import Database
 from jisaku.gateway.store import Batch, SQLiteStore
 

@@ -15,7 +15,7 @@ import pytest
 
 from jisaku.demo import load_city
 from jisaku.device.config import load_device_config
-from jisaku.device.protocol import Reading
+from jisaku.contract.protocol import Reading
 from jisaku.gateway.store import Batch
 
 from .pmtiles_files import write_raster_pmtiles

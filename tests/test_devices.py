@@ -9,7 +9,7 @@ from gpiozero.pins.mock import MockFactory
 
 from jisaku.contract import kinds
 from jisaku.device.config import DeviceConfigError, load_device_config
-from jisaku.device.geo import Route, distance_m, load_route
+from jisaku.contract.geo import Route, distance_m, load_route
 from jisaku.kinds.printer_tray.pi import PrinterTray
 from jisaku.kinds.snow_gauge.pi import ASSUMED_SPEED_OF_SOUND, SnowGauge, speed_of_sound
 from jisaku.kinds.snow_gauge.simulate import Snowfall

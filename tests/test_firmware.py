@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from jisaku.contract import kinds
-from jisaku.device.geo import distance_m
+from jisaku.contract.geo import distance_m
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.service import Gateway

@@ -15,7 +15,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from jisaku.device import protocol
+from jisaku.contract import protocol
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.store import SQLiteStore

@@ -13,7 +13,7 @@ from google.transit import gtfs_realtime_pb2
 from jisaku.dashboard import gtfs_rt
 from jisaku.dashboard.app import create_app
 from jisaku.device.config import load_device_config
-from jisaku.device.protocol import Reading
+from jisaku.contract.protocol import Reading
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.store import Batch, SQLiteStore

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from jisaku.dashboard.app import create_app
 from jisaku.dashboard.history import BucketCache, window
-from jisaku.device.protocol import Reading
+from jisaku.contract.protocol import Reading
 from jisaku.gateway.db import Database
 from jisaku.gateway.influx import InfluxStore
 from jisaku.gateway.registry import DeviceRecord, Registry

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from jisaku.dashboard.app import create_app
 from jisaku.dashboard.history import window
-from jisaku.device.protocol import Reading
+from jisaku.contract.protocol import Reading
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.retention import RetentionPolicy

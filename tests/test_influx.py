@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from jisaku.device.protocol import Reading
+from jisaku.contract.protocol import Reading
 from jisaku.gateway.influx import InfluxStore, InfluxWriteError, line, ts_to_ns
 
 from .conftest import require

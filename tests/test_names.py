@@ -20,7 +20,7 @@ from jisaku import cli, flash
 from jisaku.dashboard.app import create_app
 from jisaku.dashboard.stream import Broadcaster
 from jisaku.demo import load_city, register
-from jisaku.device.protocol import Reading
+from jisaku.contract.protocol import Reading
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.store import Batch, SQLiteStore

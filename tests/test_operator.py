@@ -363,7 +363,7 @@ def test_every_word_on_the_operator_pages_is_in_both_catalogs():
 def test_device_list_tells_running_from_silent_and_shows_battery_firmware_and_rejected_messages(app):
     import time
 
-    from jisaku.device.protocol import Reading, Status
+    from jisaku.contract.protocol import Reading, Status
     from jisaku.gateway.store import Batch, Quarantined
 
     registry, store = app.state.registry, app.state.store
@@ -413,7 +413,7 @@ def test_the_device_page_shows_a_refused_revision_with_the_devices_reason_and_a_
 def test_a_device_the_gateway_marked_stale_is_shown_stale_since_it_was_last_heard(app):
     import time
 
-    from jisaku.device.protocol import Reading, Status
+    from jisaku.contract.protocol import Reading, Status
     from jisaku.gateway.store import Batch
 
     store = app.state.store

@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from jisaku.demo import load_city
-from jisaku.device import protocol
+from jisaku.contract import protocol
 from jisaku.device.config import load_device_config
 from jisaku.device.link import DeviceLink
 

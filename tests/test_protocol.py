@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jisaku.device import protocol
+from jisaku.contract import protocol
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.service import Gateway

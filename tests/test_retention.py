@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from jisaku.device.protocol import Reading, Status
+from jisaku.contract.protocol import Reading, Status
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.retention import RetentionPolicy

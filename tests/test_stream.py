@@ -15,7 +15,7 @@ import uvicorn
 
 from jisaku.dashboard.app import create_app
 from jisaku.dashboard.stream import QUEUE_EVENTS, Broadcaster, Event
-from jisaku.device.protocol import Reading, Status
+from jisaku.contract.protocol import Reading, Status
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.store import Batch, SQLiteStore

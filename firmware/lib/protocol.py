@@ -1,6 +1,6 @@
 """The jisaku wire contract v1, for MicroPython boards.
 
-The same rules as jisaku.device.protocol on the Raspberry Pi, written small:
+The same rules as jisaku.contract.protocol on the Raspberry Pi, written small:
 the shared test vectors in tests/vectors/ hold both to them. A message the
 gateway would refuse is refused here first, with the same reason code, so a
 mistake shows on the board's console instead of in the gateway's quarantine.

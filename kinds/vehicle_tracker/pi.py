@@ -27,8 +27,8 @@ from collections.abc import Iterable
 
 import pynmea2
 
+from jisaku.contract.geo import distance_m
 from jisaku.device.config import DeviceConfig
-from jisaku.device.geo import distance_m
 from jisaku.device.link import DeviceLink
 
 log = logging.getLogger(__name__)

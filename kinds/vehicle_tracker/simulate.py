@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pynmea2
 
+from jisaku.contract.geo import Route, load_route
 from jisaku.device.config import DeviceConfig
-from jisaku.device.geo import Route, load_route
 from jisaku.device.simulate import Scenario
 
 KMH_TO_KNOTS = 1 / 1.852

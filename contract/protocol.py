@@ -10,7 +10,7 @@ Topics are ``jisaku/{device_id}/{channel}``. A reading looks like::
 
 Example::
 
-    from jisaku.device import protocol
+    from jisaku.contract import protocol
     payload = protocol.encode_reading(seq=1, values={"depth_cm": 12.5}, ts=1732300000.0)
     device_id, channel = protocol.parse_topic("jisaku/snow-1/data")
     readings = protocol.decode_readings(payload, received_at=1732300001.0)
