@@ -74,75 +74,9 @@ from jisaku.device import protocol
 from . import notify
 from .alert_words import LANGUAGES, Wording, say
 from .areas import AreaError, parse_area
-from .db import Database, add_missing_columns, begin_write
+from .db import Database, write
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_rules (
-    id        INTEGER PRIMARY KEY,
-    name      TEXT NOT NULL,
-    device_id TEXT,                  -- the rule is for this device, or
-    kind      TEXT,                  -- for every device of this kind
-    enabled   INTEGER NOT NULL DEFAULT 1,
-    condition TEXT NOT NULL,         -- JSON, see Rule.condition
-    created   REAL NOT NULL,
-    updated   REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alerts (
-    id              INTEGER PRIMARY KEY,
-    rule_id         INTEGER NOT NULL,
-    rule_name       TEXT NOT NULL,   -- kept, so history reads well after the rule is gone
-    device_id       TEXT NOT NULL,
-    state           TEXT NOT NULL,   -- raised | acknowledged | cleared
-    message         TEXT NOT NULL,   -- why it was raised
-    message_ja      TEXT NOT NULL DEFAULT '',  -- the same in Japanese (see alert_words.py)
-    value           TEXT,            -- JSON: the value that raised it
-    raised          REAL NOT NULL,
-    acknowledged    REAL,
-    acknowledged_by TEXT,
-    cleared         REAL,
-    cleared_message TEXT,
-    cleared_message_ja TEXT
-);
--- At most one open alert per rule and device.
-CREATE UNIQUE INDEX IF NOT EXISTS alerts_open ON alerts (rule_id, device_id) WHERE state != 'cleared';
-CREATE INDEX IF NOT EXISTS alerts_raised ON alerts (raised);
-CREATE TABLE IF NOT EXISTS alert_history (
-    id       INTEGER PRIMARY KEY,
-    alert_id INTEGER NOT NULL,
-    ts       REAL NOT NULL,
-    state    TEXT NOT NULL,          -- raised | acknowledged | cleared
-    actor    TEXT,                   -- the operator, or NULL for the gateway
-    message  TEXT NOT NULL,
-    message_ja TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS alert_history_alert ON alert_history (alert_id);
--- What judging one rule for one device remembers between readings (see _Track).
-CREATE TABLE IF NOT EXISTS alert_tracks (
-    rule_id         INTEGER NOT NULL,
-    device_id       TEXT NOT NULL,
-    pending_since   REAL,
-    pending_message TEXT,            -- JSON: a wording (alert_words.py)
-    pending_value   TEXT,            -- JSON
-    last_ts         REAL NOT NULL,
-    anchor_lat      REAL,
-    anchor_lon      REAL,
-    anchor_ts       REAL NOT NULL,
-    PRIMARY KEY (rule_id, device_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS alert_meta (
-    key   TEXT PRIMARY KEY,
-    value INTEGER NOT NULL           -- rules_rev: +1 on every rule change, for the engine to reload
-);
-"""
-
-# Columns added after the first release (see db.ADDED_COLUMNS).
-ADDED_COLUMNS = [
-    ("alerts", "message_ja", "TEXT NOT NULL DEFAULT ''"),
-    ("alerts", "cleared_message_ja", "TEXT"),
-    ("alert_history", "message_ja", "TEXT NOT NULL DEFAULT ''"),
-]
 
 
 
@@ -294,9 +228,6 @@ class AlertBook:
 
     def __init__(self, db: Database):
         self.db = db
-        db.connection.executescript(SCHEMA)
-        add_missing_columns(db.connection, ADDED_COLUMNS)
-        notify.create_tables(db.connection)
 
     # ------------------------------------------------------------ rules
 
@@ -313,8 +244,7 @@ class AlertBook:
         rule = self._checked(rule)
         now = time.time()
         connection = self.db.connection
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")
+        with write(connection):
             cursor = connection.execute(
                 "INSERT INTO alert_rules (name, device_id, kind, enabled, condition, created, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -327,8 +257,7 @@ class AlertBook:
         reading on; those of devices the rule no longer covers, or of a disabled rule, are cleared."""
         rule = self._checked(rule).model_copy(update={"id": rule_id})
         connection = self.db.connection
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")
+        with write(connection):
             if self.rule(rule_id) != rule:  # a changed rule starts afresh: a pending duration meant the old levels
                 connection.execute("DELETE FROM alert_tracks WHERE rule_id=?", (rule_id,))
             updated = connection.execute(
@@ -348,8 +277,7 @@ class AlertBook:
     def delete_rule(self, rule_id: int, user: str | None = None) -> None:
         """Remove a rule; its open alerts are cleared. Their history stays."""
         connection = self.db.connection
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")
+        with write(connection):
             for alert in self._open(connection, "rule_id=?", (rule_id,)):
                 self._clear(connection, alert, time.time(), ("rule_deleted", {}), None, actor=user)
             if not connection.execute("DELETE FROM alert_rules WHERE id=?", (rule_id,)).rowcount:
@@ -398,8 +326,7 @@ class AlertBook:
             raise AlertError("say who acknowledges the alert")
         connection = self.db.connection
         now = time.time()
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")
+        with write(connection):
             row = connection.execute("SELECT * FROM alerts WHERE id=?", (alert_id,)).fetchone()
             if row is None:
                 raise AlertNotFound(f"there is no alert {alert_id}")
@@ -440,9 +367,7 @@ class AlertBook:
         if connection is not None:
             yield connection
             return
-        connection = self.db.connection
-        with connection:
-            begin_write(connection)
+        with write(self.db.connection) as connection:
             yield connection
 
     def open_alerts(self, connection: sqlite3.Connection | None = None) -> dict[tuple[int, str], Alert]:

@@ -64,31 +64,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .db import Database
+from .db import Database, write
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS notify_outbox (
-    id         INTEGER PRIMARY KEY,
-    created    REAL NOT NULL,
-    payload    TEXT NOT NULL,        -- the message, a JSON object
-    fanned_out INTEGER NOT NULL DEFAULT 0  -- 1 once a delivery per channel has been made
-);
-CREATE INDEX IF NOT EXISTS notify_outbox_new ON notify_outbox (fanned_out);
-CREATE TABLE IF NOT EXISTS notify_deliveries (
-    id         INTEGER PRIMARY KEY,
-    message_id INTEGER NOT NULL,
-    channel    TEXT NOT NULL,        -- a channel's name, e.g. webhook-1, smtp, mqtt
-    created    REAL NOT NULL,
-    state      TEXT NOT NULL,        -- pending | sent | failed
-    attempts   INTEGER NOT NULL DEFAULT 0,
-    next_try   REAL NOT NULL,
-    last_error TEXT,
-    done       REAL
-);
-CREATE INDEX IF NOT EXISTS notify_deliveries_pending ON notify_deliveries (state, channel, id);
-"""
 
 EVENTS = ("raised", "acknowledged", "cleared")
 # How often the sender looks for messages queued by another process (the dashboard).
@@ -97,10 +75,6 @@ POLL_S = 2.0
 CLAIM_S = 300.0
 # Sent and failed deliveries are kept this long for operators to look at.
 KEEP_DONE_S = 30 * 86400
-
-
-def create_tables(connection: sqlite3.Connection) -> None:
-    connection.executescript(SCHEMA)
 
 
 def enqueue(connection: sqlite3.Connection, payload: dict[str, Any]) -> None:
@@ -316,7 +290,6 @@ class Notifier:
         self.db = db
         self.config = config or NotifyConfig()
         self.publish = publish
-        create_tables(db.connection)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -381,8 +354,7 @@ class Notifier:
         if connection.execute("SELECT 1 FROM notify_outbox WHERE fanned_out = 0 LIMIT 1").fetchone() is None:
             return
         channels = self.config.channel_names()
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")  # several gateway workers: one of them fans out each message
+        with write(connection):  # several gateway workers: one of them fans out each message
             rows = connection.execute("SELECT id, payload FROM notify_outbox WHERE fanned_out = 0 ORDER BY id")
             for row in rows.fetchall():
                 event = json.loads(row["payload"]).get("event")

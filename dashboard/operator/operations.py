@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,7 +23,7 @@ from urllib.parse import urlsplit
 from jisaku.device.apps import APPS
 from jisaku.gateway.accounts import Accounts, AccountError
 from jisaku.gateway.audit import AuditLog
-from jisaku.gateway.db import Database
+from jisaku.gateway.db import Database, write
 from jisaku.gateway.provisioning import APP_FOR_KIND, DeviceSnippets, device_snippets
 from jisaku.gateway.registry import DeviceRecord, Registry, RegistryError
 # A device silent for STALE_AFTER_INTERVALS of its expected interval is "stale" (maybe its
@@ -150,17 +149,9 @@ class Operations:
         # Where devices reach the broker, for the snippets; guessed from the page's address if None.
         self.broker_url = broker_url or (publisher.broker_url if publisher else None)
 
-    @contextmanager
     def _transaction(self):
         """The change and its audit entry are kept together, or neither is."""
-        connection = self.db.connection
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
+        return write(self.db.connection)
 
     # ------------------------------------------------------------ devices: looking
 
