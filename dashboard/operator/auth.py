@@ -136,10 +136,6 @@ class Auth:
         if token:
             self.db.connection.execute("DELETE FROM operator_sessions WHERE token_hash=?", (_hash(token),))
 
-    def end_sessions_of(self, name: str) -> None:
-        """Log a user out everywhere (their password changed, or they were disabled)."""
-        self.db.connection.execute("DELETE FROM operator_sessions WHERE user=?", (name,))
-
 
 # ---------------------------------------------------------------- cookies
 
