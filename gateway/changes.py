@@ -24,7 +24,8 @@ from typing import Any, Protocol
 from jisaku.device.apps import APPS
 
 from .accounts import AccountError, Accounts
-from .alerts import AlertBook, AlertNotFound, Rule
+from .alert_rules import Rule
+from .alerts import AlertBook, AlertNotFound
 from .audit import AuditLog
 from .db import Database, write
 from .provisioning import APP_FOR_KIND

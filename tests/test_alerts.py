@@ -21,7 +21,8 @@ from jisaku.device import protocol
 from jisaku.device.config import load_device_config
 from jisaku.gateway.alert_words import WORDS
 from jisaku.gateway.alert_engine import AlertEngine
-from jisaku.gateway.alerts import AlertBook, AlertError, AlertNotFound, RuleError
+from jisaku.gateway.alert_rules import RuleError
+from jisaku.gateway.alerts import AlertBook, AlertError, AlertNotFound
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.store import Batch

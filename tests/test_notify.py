@@ -8,7 +8,8 @@ import pytest
 
 from jisaku import settings
 from jisaku.gateway.db import Database
-from jisaku.gateway.notify import Notifier, NotifyConfig, enqueue, mask_url
+from jisaku.gateway.notify_config import NotifyConfig, mask_url
+from jisaku.gateway.notify_outbox import Notifier, enqueue
 
 from .brokers import HOST, free_port
 from .receivers import MailReceiver, WebhookReceiver

@@ -3,7 +3,8 @@ and the API (``/api/v1/operator/alerts``, ``/api/v1/operator/rules``).
 
 The rules and alerts themselves live in :class:`jisaku.gateway.alerts.AlertBook`; the
 gateway's alert engine judges readings against them. Every rule change and every
-acknowledgement is written to the audit log.
+acknowledgement goes through :class:`jisaku.gateway.changes.Changes`, which writes it
+to the audit log.
 
 A rule form has every field of every kind of condition; only those of the chosen
 type are used, so the form works without JavaScript.
@@ -22,8 +23,9 @@ from pydantic import ValidationError
 from jisaku.dashboard import i18n
 from jisaku.dashboard.pages import DEFAULT_CENTER, tiles_config
 from jisaku.dashboard.stream import position
+from jisaku.gateway.alert_rules import Rule, RuleError
+from jisaku.gateway.alerts import Alert, AlertBook, AlertChange, AlertError, AlertNotFound
 from jisaku.gateway.changes import Changes
-from jisaku.gateway.alerts import Alert, AlertBook, AlertChange, AlertError, AlertNotFound, Rule, RuleError
 
 from .api import ERRORS
 from .auth import Session, check_csrf, require_operator
