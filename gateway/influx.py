@@ -10,64 +10,8 @@ Example::
     store.write_readings([("snow-1", Reading(ts, 1, {"depth_cm": 12.5}))])
     store.readings("snow-1", since=ts - 3600)
 
-URL
-    ``influxdb://host:8086/<db>`` (plain HTTP) or ``influxdbs://…`` (HTTPS); ``http://`` and
-    ``https://`` are accepted too. Any path before the last segment is kept as a prefix (for a
-    reverse proxy). ``?rp=<retention policy>`` is passed on to every request.
-
-Authentication
-    - ``influxdb://<token>@host/<db>`` sends ``Authorization: Token <token>``: the API token of
-      InfluxDB 2.x and 3.x. InfluxDB 1.8 accepts the same scheme with ``<user>:<password>`` as
-      the token, but the URL ``user:password@`` form below is the one that works on every 1.x.
-    - ``influxdb://<user>:<password>@host/<db>`` sends HTTP Basic authentication. InfluxDB 1.x
-      checks the user and password (verified with 1.6.7, which does *not* accept the Token
-      scheme); 2.x checks a v1-compatible authorization (username + password, or the username
-      and an API token as the password); 3.x ignores the username and takes the password as
-      the database token.
-    Percent-encode ``@ : /`` in a token or password.
-
-Database
-    On first contact the store sends ``CREATE DATABASE "<db>"`` (a no-op if it exists). That
-    works on InfluxDB 1.x with an admin user or without authentication. InfluxDB 2.x and 3.x
-    answer it with an error, which is ignored: there the bucket and its DBRP mapping
-    (``influx v1 dbrp create``) or the 3.x database must be created beforehand.
-
-Schema (line protocol, ``precision=ns``)::
-
-    reading,device=<device id> seq=<seq>i,<metric>=<value>,… <ts in nanoseconds>
-
-    - measurement ``reading``, one tag ``device``, the integer field ``seq``;
-    - one field per metric: every number is written as a float (InfluxDB fixes a field's type
-      at its first write in a shard, so ``3`` then ``3.5`` must not make ``3`` an integer),
-      bools as bools, anything else as a quoted string. Read back, a whole float comes back
-      as an int (``12.0`` → ``12``), which compares equal; integers beyond 2**53 lose precision.
-    - a metric called ``time``, ``seq`` or ``device`` (reserved by InfluxDB or by this schema),
-      or one starting with ``v.``, is stored as the field ``v.<name>`` and renamed back on read.
-    - device ids and metric names may hold spaces, commas, equals signs, quotes and any
-      Unicode (escaped), but not a line break or a backslash (ValueError; the wire protocol
-      never lets them through).
-    - NaN, infinities and None cannot be stored in InfluxDB and are left out of the point.
-    - the timestamp is ``ts`` to the nanosecond (converted through its decimal form, so
-      ``1732300000.123`` becomes exactly ``1732300000123000000``).
-
-De-duplication
-    InfluxDB keeps one point per (measurement, tag set, timestamp): a re-sent reading lands
-    on the same point and overwrites it with the same values. ``seq`` is deliberately not part
-    of that key: one device does not take two readings in the same nanosecond, so (device, ts)
-    is unique enough. (A device that does would see the later one win.)
-
-Spool
-    When InfluxDB cannot be reached (connection refused, timeout, 5xx, 401/403/404 such as a
-    missing database or a revoked token), the batch is written to ``spool_dir`` as one file of
-    line protocol, named by a counter (``000000000042-<n readings>.lp``) so that order is kept,
-    fsync'd and renamed into place. Every later :meth:`InfluxStore.write_readings` first sends
-    the spool, oldest file first, deleting each file only after a 2xx answer, and writes the
-    new batch directly only when the spool is empty; otherwise the new batch is spooled behind
-    the older ones. A new ``InfluxStore`` on the same directory picks up what an earlier process
-    left. After a failed attempt, writes go straight to the spool for ``retry_s`` seconds so a
-    dead server does not cost a timeout per batch; :meth:`InfluxStore.flush_spool` always tries.
-    A spooled file that InfluxDB rejects as malformed (HTTP 400) is renamed to ``*.rejected``
-    and logged, so it does not hold up the rest.
+The URL, authentication with each InfluxDB version, the schema, de-duplication
+and the spool are specified in docs/gateway.md ("InfluxDB").
 """
 
 from __future__ import annotations
