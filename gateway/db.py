@@ -97,10 +97,11 @@ def write(connection: sqlite3.Connection, timeout: float = BUSY_TIMEOUT_S) -> It
     _begin_write(connection, timeout)
     try:
         yield connection
+        connection.execute("COMMIT")
     except BaseException:
-        connection.execute("ROLLBACK")
+        if connection.in_transaction:  # SQLite itself may have undone it already (a full disk, say)
+            connection.execute("ROLLBACK")
         raise
-    connection.execute("COMMIT")
 
 
 def _begin_write(connection: sqlite3.Connection, timeout: float) -> None:
