@@ -44,7 +44,7 @@ class Settings:
     # kept for keep_hourly_days (0: for ever); see gateway/retention.py.
     keep_raw_days: str = "90"
     keep_hourly_days: str = "0"
-    # The [notify] table: where alert notifications go (webhook, smtp, mqtt); see gateway/notify.py.
+    # The [notify] table: where alert notifications go (webhook, smtp, mqtt); see docs/alerts.md.
     notify: dict = field(default_factory=dict, hash=False)
 
     @property

@@ -27,17 +27,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from .db import Database
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    name          TEXT PRIMARY KEY,
-    role          TEXT NOT NULL,          -- operator or admin
-    password_hash TEXT NOT NULL,          -- argon2id, never the password
-    disabled      INTEGER NOT NULL DEFAULT 0,
-    created       REAL NOT NULL,
-    changed       REAL NOT NULL           -- password or role last changed
-);
-"""
-
 ROLES = ("operator", "admin")
 USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 MIN_PASSWORD = 10
@@ -94,7 +83,6 @@ def check_password(password: str) -> None:
 class Accounts:
     def __init__(self, db: Database):
         self.db = db
-        self.db.connection.executescript(SCHEMA)
 
     def add(self, name: str, password: str, role: str = "operator") -> User:
         check_name(name)

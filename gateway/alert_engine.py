@@ -1,8 +1,9 @@
 """The alert engine: judges what the gateway stores against the alert rules.
 
 It runs in the gateway (each worker of ``jisaku gateway --workers N`` has one) and
-keeps everything in SQLite through :class:`jisaku.gateway.alerts.AlertBook`: see
-that module for the rules, and for what is remembered between readings::
+keeps everything in SQLite through :class:`jisaku.gateway.alerts.AlertBook`. The
+rules are in alert_rules.py; what is remembered between readings, and why, is in
+docs/alerts.md ("For developers")::
 
     engine = AlertEngine(db, Registry(db), notifier)
     gateway.listeners.append(engine.on_batch)
@@ -29,11 +30,13 @@ from typing import Any
 from jisaku.contract import protocol
 from jisaku.contract.geo import distance_m
 
-from . import notify
+from .alert_rules import NotMoved, Rule
 from .alert_words import Wording, held
-from .alerts import Alert, AlertBook, AlertChange, NotMoved, Rule, local_time
+from .alerts import Alert, AlertBook, AlertChange, local_time
 from .areas import Area, parse_area
 from .db import Database
+from .notify_config import NotifyConfig
+from .notify_outbox import Notifier
 from .registry import Registry
 from .store import Batch
 
@@ -99,7 +102,7 @@ class AlertEngine:
     """Judges every stored batch against the rules; see the module's docstring."""
 
     def __init__(self, db: Database, registry: Registry | None = None,
-                 notifier: notify.Notifier | None = None, tick_s: float = TICK_S):
+                 notifier: Notifier | None = None, tick_s: float = TICK_S):
         self.book = AlertBook(db)
         self.registry = registry or Registry(db)
         self.notifier = notifier
@@ -384,8 +387,8 @@ def start_alerts(gateway: Any, notify_settings: dict[str, Any] | None = None) ->
     ``notify_settings`` is the ``[notify]`` table of ``jisaku.toml`` (``settings.notify``).
     """
     db = gateway.store.db
-    config = notify.NotifyConfig.from_settings(notify_settings)
-    notifier = notify.Notifier(db, config, publish=getattr(gateway, "publish", None))
+    config = NotifyConfig.from_settings(notify_settings)
+    notifier = Notifier(db, config, publish=getattr(gateway, "publish", None))
     engine = AlertEngine(db, gateway.registry, notifier)
     gateway.listeners.append(engine.on_batch)
     engine.start()

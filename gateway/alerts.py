@@ -1,60 +1,18 @@
-"""Alert rules and alerts: raised when a rule's condition holds, acknowledged by an operator, cleared.
-
-Four kinds of rule, each for one device (``device_id``) or for every device of
-a kind (``kind``, e.g. ``snow_gauge``):
-
-- ``above`` / ``below`` a threshold, with separate raise and clear levels so a
-  value wobbling around the threshold raises one alert, not fifty, and
-  optionally only after the value has stayed there ``for_min`` minutes::
-
-      {"name": "Deep snow", "kind": "snow_gauge",
-       "condition": {"type": "above", "metric": "depth_cm", "raise_at": 30, "clear_at": 25}}
-
-  An ``above`` alert is raised when the value reaches ``raise_at`` (≥) and
-  cleared when it falls below ``clear_at`` (<); ``below`` is the mirror image.
-- ``no_data``: no reading for ``minutes`` (``{"type": "no_data", "minutes": 30}``).
-- ``not_moved``: a vehicle that keeps reporting its position but has stayed
-  within ``radius_m`` (default 50 m) for ``minutes``.
-- ``area``: a vehicle ``inside`` (or ``outside``) an area, a circle or a GeoJSON
-  polygon (see :mod:`jisaku.gateway.areas`)::
-
-      {"type": "area", "alert_when": "inside", "area": {"type": "circle", "lat": 36.146,
-       "lon": 137.252, "radius_m": 300}}
-
-  ``inside`` raises on entering and clears on leaving; ``outside`` the reverse.
+"""The alert book: rules, alerts and their history, in SQLite, for any process.
 
 Each alert goes raised → (acknowledged) → cleared; every step is kept in the
-history and queued as a notification (:mod:`jisaku.gateway.notify`).
+history and queued as a notification (notify_outbox.py). The operator pages change
+rules and acknowledge alerts through gateway/changes.py; the gateway's
+:class:`jisaku.gateway.alert_engine.AlertEngine` judges readings and raises and
+clears alerts here. How it all behaves (restarts, several workers): docs/alerts.md.
 
-:class:`AlertBook`, here, is what the operator pages and the engine use, in any
-process: rules, alerts and history, all in SQLite::
+Example::
 
     book = AlertBook(Database(Path("data/jisaku.db")))
     rule = book.add_rule({"name": "Deep snow", "kind": "snow_gauge", "condition": {
         "type": "above", "metric": "depth_cm", "raise_at": 30, "clear_at": 25}})
-    book.update_rule(rule.id, {**rule.model_dump(), "enabled": False})
-    book.delete_rule(rule.id, user="tanaka")
     book.alerts(active_only=True)              # list[Alert], newest first
     book.acknowledge(alert_id, user="tanaka")  # AlertNotFound / AlertError if it cannot be
-    book.history(device_id="snow-1")           # list[AlertChange], newest first
-
-Bad rules raise ``pydantic.ValidationError`` (a ValueError; ``err.errors()``
-for a form) or :class:`RuleError` (an unknown device or rule).
-
-The judging is done in the gateway by :class:`jisaku.gateway.alert_engine.AlertEngine`,
-which has the same methods (they go to its book) and picks up rule changes made
-by another process within a few seconds. What alerts say, in English and
-Japanese, is in :mod:`jisaku.gateway.alert_words`.
-
-Everything lives in SQLite: rules, open alerts, and what the engine remembers
-between readings (a pending minimum duration, where a vehicle stopped). So after
-a restart an open alert stays open and is cleared, not raised again, and a bus
-that stopped before the restart is still timed from when it stopped. It also
-lets ``jisaku gateway --workers 2`` judge one device whose readings the shared
-subscription deals to both workers: each batch is judged in a write
-transaction, so a worker sees what the other remembered. A reading older than
-the newest one already judged for a rule is not judged again (it is stored all
-the same): alerts are about now, and judging it late would undo a newer verdict.
 """
 
 from __future__ import annotations
@@ -65,89 +23,16 @@ import json
 import logging
 import sqlite3
 import time
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel
 
-from jisaku.contract import protocol
-
-from . import notify
+from .alert_rules import Rule, RuleError
 from .alert_words import LANGUAGES, Wording, say
-from .areas import AreaError, parse_area
-from .db import Database, add_missing_columns, begin_write
+from .db import Database, write
+from .notify_outbox import enqueue
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_rules (
-    id        INTEGER PRIMARY KEY,
-    name      TEXT NOT NULL,
-    device_id TEXT,                  -- the rule is for this device, or
-    kind      TEXT,                  -- for every device of this kind
-    enabled   INTEGER NOT NULL DEFAULT 1,
-    condition TEXT NOT NULL,         -- JSON, see Rule.condition
-    created   REAL NOT NULL,
-    updated   REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alerts (
-    id              INTEGER PRIMARY KEY,
-    rule_id         INTEGER NOT NULL,
-    rule_name       TEXT NOT NULL,   -- kept, so history reads well after the rule is gone
-    device_id       TEXT NOT NULL,
-    state           TEXT NOT NULL,   -- raised | acknowledged | cleared
-    message         TEXT NOT NULL,   -- why it was raised
-    message_ja      TEXT NOT NULL DEFAULT '',  -- the same in Japanese (see alert_words.py)
-    value           TEXT,            -- JSON: the value that raised it
-    raised          REAL NOT NULL,
-    acknowledged    REAL,
-    acknowledged_by TEXT,
-    cleared         REAL,
-    cleared_message TEXT,
-    cleared_message_ja TEXT
-);
--- At most one open alert per rule and device.
-CREATE UNIQUE INDEX IF NOT EXISTS alerts_open ON alerts (rule_id, device_id) WHERE state != 'cleared';
-CREATE INDEX IF NOT EXISTS alerts_raised ON alerts (raised);
-CREATE TABLE IF NOT EXISTS alert_history (
-    id       INTEGER PRIMARY KEY,
-    alert_id INTEGER NOT NULL,
-    ts       REAL NOT NULL,
-    state    TEXT NOT NULL,          -- raised | acknowledged | cleared
-    actor    TEXT,                   -- the operator, or NULL for the gateway
-    message  TEXT NOT NULL,
-    message_ja TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS alert_history_alert ON alert_history (alert_id);
--- What judging one rule for one device remembers between readings (see _Track).
-CREATE TABLE IF NOT EXISTS alert_tracks (
-    rule_id         INTEGER NOT NULL,
-    device_id       TEXT NOT NULL,
-    pending_since   REAL,
-    pending_message TEXT,            -- JSON: a wording (alert_words.py)
-    pending_value   TEXT,            -- JSON
-    last_ts         REAL NOT NULL,
-    anchor_lat      REAL,
-    anchor_lon      REAL,
-    anchor_ts       REAL NOT NULL,
-    PRIMARY KEY (rule_id, device_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS alert_meta (
-    key   TEXT PRIMARY KEY,
-    value INTEGER NOT NULL           -- rules_rev: +1 on every rule change, for the engine to reload
-);
-"""
-
-# Columns added after the first release (see db.ADDED_COLUMNS).
-ADDED_COLUMNS = [
-    ("alerts", "message_ja", "TEXT NOT NULL DEFAULT ''"),
-    ("alerts", "cleared_message_ja", "TEXT"),
-    ("alert_history", "message_ja", "TEXT NOT NULL DEFAULT ''"),
-]
-
-
-
-class RuleError(ValueError):
-    """A rule that cannot be saved: an unknown device, an unknown rule id."""
 
 
 class AlertNotFound(LookupError):
@@ -156,93 +41,6 @@ class AlertNotFound(LookupError):
 
 class AlertError(ValueError):
     """An alert that cannot be acknowledged: already cleared, or already acknowledged."""
-
-
-# ---------------------------------------------------------------- rules
-
-
-class Threshold(BaseModel):
-    """Above or below a level, with hysteresis and an optional minimum duration."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["above", "below"]
-    metric: str = Field(description="the value to watch, e.g. depth_cm")
-    raise_at: float
-    clear_at: float | None = Field(None, description="defaults to raise_at (no hysteresis)")
-    for_min: float = Field(0, ge=0, description="raise only once the value has stayed there this long")
-
-    @field_validator("metric")
-    @classmethod
-    def _metric(cls, metric: str) -> str:
-        if not protocol.METRIC_NAME.match(metric):
-            raise ValueError(f"metric {metric!r} should be a name like depth_cm (a-z, 0-9, _)")
-        return metric
-
-    @model_validator(mode="after")
-    def _clear_on_the_safe_side(self) -> "Threshold":
-        if self.clear_at is None:
-            self.clear_at = self.raise_at
-        if self.type == "above" and self.clear_at > self.raise_at:
-            raise ValueError(f"clear_at ({self.clear_at:g}) must be at or below raise_at ({self.raise_at:g}) for an"
-                             " 'above' rule: the alert clears once the value falls back below clear_at")
-        if self.type == "below" and self.clear_at < self.raise_at:
-            raise ValueError(f"clear_at ({self.clear_at:g}) must be at or above raise_at ({self.raise_at:g}) for a"
-                             " 'below' rule: the alert clears once the value rises back above clear_at")
-        return self
-
-
-class NoData(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["no_data"]
-    minutes: float = Field(gt=0)
-
-
-class NotMoved(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["not_moved"]
-    minutes: float = Field(gt=0)
-    radius_m: float = Field(50, gt=0, description="moving less than this counts as standing still (GPS wanders)")
-
-
-class InArea(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["area"]
-    area: dict[str, Any] = Field(description="a circle or a GeoJSON Polygon / MultiPolygon / Feature")
-    alert_when: Literal["inside", "outside"] = "inside"
-    for_min: float = Field(0, ge=0)
-
-    @field_validator("area")
-    @classmethod
-    def _area(cls, area: dict[str, Any]) -> dict[str, Any]:
-        try:
-            parse_area(area)
-        except AreaError as err:
-            raise ValueError(str(err)) from None
-        return area
-
-
-Condition = Annotated[Threshold | NoData | NotMoved | InArea, Field(discriminator="type")]
-
-
-class Rule(BaseModel):
-    """An alert rule, as stored and as the operator pages send it (JSON)."""
-
-    model_config = ConfigDict(extra="forbid")
-    id: int | None = None
-    name: str = Field(min_length=1, max_length=200)
-    device_id: str | None = None
-    kind: str | None = None
-    enabled: bool = True
-    condition: Condition
-
-    @model_validator(mode="after")
-    def _one_scope(self) -> "Rule":
-        if (self.device_id is None) == (self.kind is None):
-            raise ValueError("a rule is for one device (device_id) or for every device of a kind (kind): give one")
-        return self
-
-    def applies_to(self, device_id: str, kind: str | None) -> bool:
-        return self.enabled and (self.device_id == device_id if self.device_id else self.kind == kind)
 
 
 class Alert(BaseModel):
@@ -294,9 +92,6 @@ class AlertBook:
 
     def __init__(self, db: Database):
         self.db = db
-        db.connection.executescript(SCHEMA)
-        add_missing_columns(db.connection, ADDED_COLUMNS)
-        notify.create_tables(db.connection)
 
     # ------------------------------------------------------------ rules
 
@@ -313,8 +108,7 @@ class AlertBook:
         rule = self._checked(rule)
         now = time.time()
         connection = self.db.connection
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")
+        with write(connection):
             cursor = connection.execute(
                 "INSERT INTO alert_rules (name, device_id, kind, enabled, condition, created, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -327,8 +121,7 @@ class AlertBook:
         reading on; those of devices the rule no longer covers, or of a disabled rule, are cleared."""
         rule = self._checked(rule).model_copy(update={"id": rule_id})
         connection = self.db.connection
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")
+        with write(connection):
             if self.rule(rule_id) != rule:  # a changed rule starts afresh: a pending duration meant the old levels
                 connection.execute("DELETE FROM alert_tracks WHERE rule_id=?", (rule_id,))
             updated = connection.execute(
@@ -348,8 +141,7 @@ class AlertBook:
     def delete_rule(self, rule_id: int, user: str | None = None) -> None:
         """Remove a rule; its open alerts are cleared. Their history stays."""
         connection = self.db.connection
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")
+        with write(connection):
             for alert in self._open(connection, "rule_id=?", (rule_id,)):
                 self._clear(connection, alert, time.time(), ("rule_deleted", {}), None, actor=user)
             if not connection.execute("DELETE FROM alert_rules WHERE id=?", (rule_id,)).rowcount:
@@ -398,8 +190,7 @@ class AlertBook:
             raise AlertError("say who acknowledges the alert")
         connection = self.db.connection
         now = time.time()
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")
+        with write(connection):
             row = connection.execute("SELECT * FROM alerts WHERE id=?", (alert_id,)).fetchone()
             if row is None:
                 raise AlertNotFound(f"there is no alert {alert_id}")
@@ -440,9 +231,7 @@ class AlertBook:
         if connection is not None:
             yield connection
             return
-        connection = self.db.connection
-        with connection:
-            begin_write(connection)
+        with write(self.db.connection) as connection:
             yield connection
 
     def open_alerts(self, connection: sqlite3.Connection | None = None) -> dict[tuple[int, str], Alert]:
@@ -513,7 +302,7 @@ class AlertBook:
                 raised_message = alert.message_ja if lang == "ja" and alert.message_ja else alert.message
                 lines.append(say(("because", {"time": local_time(alert.raised), "what": raised_message}), lang))
             texts[lang] = (f"{words['state']}: {alert.rule_name} ({shown})", "\n".join(lines))
-        notify.enqueue(connection, {
+        enqueue(connection, {
             "event": state, "title": texts["en"][0], "text": texts["en"][1],
             "title_ja": texts["ja"][0], "text_ja": texts["ja"][1],
             "alert_id": alert.id, "state": alert.state, "rule_id": alert.rule_id, "rule": alert.rule_name,

@@ -21,20 +21,6 @@ from typing import Any
 
 from .db import Database
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_log (
-    id      INTEGER PRIMARY KEY,
-    ts      REAL NOT NULL,
-    actor   TEXT NOT NULL,    -- an operator's user name, or "cli:<unix user>"
-    action  TEXT NOT NULL,    -- e.g. device.add, device.revoke, rule.update, user.add
-    target  TEXT NOT NULL,    -- what it was done to: a device id, a rule id, a user name
-    before  TEXT,             -- JSON, NULL when the thing did not exist
-    after   TEXT              -- JSON, NULL when the thing is gone
-);
-CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts);
-"""
-
-
 def cli_actor() -> str:
     """Who is changing things from the command line: the Unix user."""
     try:
@@ -46,7 +32,6 @@ def cli_actor() -> str:
 class AuditLog:
     def __init__(self, db: Database):
         self.db = db
-        self.db.connection.executescript(SCHEMA)
 
     def record(self, actor: str, action: str, target: str,
                before: dict[str, Any] | None = None, after: dict[str, Any] | None = None) -> None:

@@ -2,93 +2,34 @@
 
 One file (``data/jisaku.db``) in WAL mode: the gateway is the one writer, the
 dashboard and the command line read at the same time without blocking it.
+``connect`` is the one way to open it: it brings the file's layout up to date
+(migrations.py). ``write`` is the one way to change it.
+
+Example::
+
+    db = Database(Path("data/jisaku.db"))
+    with write(db.connection) as connection:
+        connection.execute("UPDATE devices SET public=0 WHERE id=?", ("snow-1",))
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    id          TEXT PRIMARY KEY,
-    kind        TEXT NOT NULL,
-    name        TEXT NOT NULL DEFAULT '',
-    name_ja     TEXT NOT NULL DEFAULT '',  -- the name in Japanese; '' = show `name` everywhere
-    public      INTEGER NOT NULL DEFAULT 1,
-    interval_s  REAL,
-    lat         REAL,
-    lon         REAL,
-    secret_hash TEXT,            -- NULL once revoked: the device may not connect
-    created     REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS service_accounts (
-    username    TEXT PRIMARY KEY,    -- always starts with "_", which no device id can
-    secret_hash TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS readings (
-    device_id TEXT NOT NULL,
-    ts        REAL NOT NULL,
-    seq       INTEGER NOT NULL,
-    v         TEXT NOT NULL,         -- the reading's values as a JSON object
-    received  REAL NOT NULL,
-    PRIMARY KEY (device_id, ts, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    device_id TEXT NOT NULL,
-    ts        REAL NOT NULL,
-    seq       INTEGER NOT NULL,
-    event     TEXT NOT NULL,
-    v         TEXT NOT NULL,
-    received  REAL NOT NULL,
-    PRIMARY KEY (device_id, ts, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS latest (
-    device_id TEXT PRIMARY KEY,
-    ts        REAL NOT NULL,         -- time of the newest reading
-    v         TEXT NOT NULL,         -- newest value of every metric the device has sent
-    updated   REAL NOT NULL          -- when this row last changed, for the live stream
-);
-CREATE INDEX IF NOT EXISTS latest_updated ON latest (updated);
-CREATE TABLE IF NOT EXISTS device_status (
-    device_id TEXT PRIMARY KEY,
-    state     TEXT NOT NULL,
-    since     REAL NOT NULL,
-    info      TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS status_history (
-    device_id TEXT NOT NULL,
-    ts        REAL NOT NULL,
-    state     TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS status_history_device ON status_history (device_id, ts);
-CREATE TABLE IF NOT EXISTS device_config (
-    device_id TEXT PRIMARY KEY,
-    rev       INTEGER NOT NULL,      -- the newest revision pushed to the device
-    settings  TEXT NOT NULL,         -- all of its settings, as a JSON object
-    applied   TEXT NOT NULL DEFAULT '{}',  -- the settings of the newest revision it applied
-    pushed    REAL NOT NULL,
-    acked_rev INTEGER,               -- the newest revision the device answered
-    ok        INTEGER,               -- whether it applied it
-    reason    TEXT,                  -- why not, in the device's words
-    acked     REAL
-);
-CREATE TABLE IF NOT EXISTS quarantine (
-    id        INTEGER PRIMARY KEY,
-    received  REAL NOT NULL,
-    topic     TEXT NOT NULL,
-    payload   BLOB NOT NULL,         -- the first bytes only
-    reason    TEXT NOT NULL,
-    detail    TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS quarantine_reason ON quarantine (reason);
-"""
+from .migrations import MIGRATIONS
+
+
+class DatabaseTooNew(RuntimeError):
+    """The file was last opened by a newer jisaku, which changed its layout."""
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """Open (and if need be create) the database at ``path``."""
+    """Open (and if need be create) the database at ``path``, its layout brought up to date."""
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     connection.row_factory = sqlite3.Row
@@ -97,36 +38,73 @@ def connect(path: Path) -> sqlite3.Connection:
     # It costs one fsync per batch, and a batch holds all that arrived meanwhile.
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
-    connection.executescript(SCHEMA)
-    add_missing_columns(connection, ADDED_COLUMNS)
+    try:
+        migrate(connection, path)
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
-# Columns added after the first release. CREATE TABLE IF NOT EXISTS leaves an existing
-# table as it was, so a database made by an older jisaku gets them here, at connect time:
-# nobody has to run a migration by hand after an upgrade. Only ever add to this list.
-ADDED_COLUMNS = [
-    ("devices", "name_ja", "TEXT NOT NULL DEFAULT ''"),
-]
+def schema_version(connection: sqlite3.Connection) -> int:
+    """How many of migrations.MIGRATIONS this database has had."""
+    return connection.execute("PRAGMA user_version").fetchone()[0]
 
 
-def add_missing_columns(connection: sqlite3.Connection, columns: list[tuple[str, str, str]]) -> None:
-    """Add each (table, column, definition) the table lacks; see ADDED_COLUMNS."""
-    for table, column, definition in columns:
-        have = {row["name"] for row in connection.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            try:
-                connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
-            except sqlite3.OperationalError as err:
-                # Another process (gateway, dashboard) opening the same file added it just now.
-                if "duplicate column" not in str(err):
-                    raise
+def migrate(connection: sqlite3.Connection, path: Path | str = "the database") -> None:
+    """Apply the migrations the database lacks, all in one write transaction.
+
+    Gateway workers, the dashboard and the command line may open a new or old file at
+    the same moment: the first to get the write lock does the work, and the others,
+    reading the version again once they have the lock, find nothing left to do.
+    """
+    newest = MIGRATIONS[-1].version
+    if _check_version(connection, path, newest) == newest:
+        return  # the usual case: up to date, no lock taken
+    with write(connection):
+        version = _check_version(connection, path, newest)
+        for step in MIGRATIONS:
+            if step.version > version:
+                step.apply(connection)
+        # PRAGMA takes no ? parameter; `newest` is our own integer.
+        connection.execute(f"PRAGMA user_version = {int(newest)}")
+
+
+def _check_version(connection: sqlite3.Connection, path: Path | str, newest: int) -> int:
+    version = schema_version(connection)
+    if version > newest:
+        raise DatabaseTooNew(
+            f"{path} was last used by a newer jisaku (database layout {version}; this jisaku knows up to"
+            f" {newest}): upgrade jisaku (pip install --upgrade jisaku, or git pull and make setup),"
+            " or restore a backup made before the upgrade")
+    return version
 
 
 BUSY_TIMEOUT_S = 30.0
 
 
-def begin_write(connection: sqlite3.Connection, timeout: float = BUSY_TIMEOUT_S) -> None:
+@contextlib.contextmanager
+def write(connection: sqlite3.Connection, timeout: float = BUSY_TIMEOUT_S) -> Iterator[sqlite3.Connection]:
+    """One write transaction: ``with write(connection): ...`` commits at the end, or undoes it all on an error.
+
+    Every change to the database goes through here. Inside another ``write`` on the
+    same connection it joins that one, so that e.g. a change and its audit entry are
+    kept together, or neither is.
+    """
+    if connection.in_transaction:
+        yield connection
+        return
+    _begin_write(connection, timeout)
+    try:
+        yield connection
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:  # SQLite itself may have undone it already (a full disk, say)
+            connection.execute("ROLLBACK")
+        raise
+
+
+def _begin_write(connection: sqlite3.Connection, timeout: float) -> None:
     """Start a write transaction, waiting for another process's to end.
 
     SQLite's own wait sleeps in steps growing to 100 ms, so two gateways sharing
@@ -154,7 +132,7 @@ class Database:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._local = threading.local()
-        connect(self.path).close()  # create the schema once, up front
+        connect(self.path).close()  # bring the layout up to date once, up front
 
     @property
     def connection(self) -> sqlite3.Connection:

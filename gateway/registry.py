@@ -21,7 +21,7 @@ from pathlib import Path
 
 from jisaku.contract import protocol
 
-from .db import Database
+from .db import Database, write
 from .secrets import hash_secret, new_secret, verify_secret
 
 
@@ -46,20 +46,9 @@ class RegistryError(ValueError):
 VERIFIED_CACHE_SIZE = 10_000
 
 
-# One row that counts every change to devices or accounts (see Registry.version).
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS registry_version (
-    id      INTEGER PRIMARY KEY CHECK (id = 1),
-    version INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO registry_version (id, version) VALUES (1, 0);
-"""
-
-
 class Registry:
     def __init__(self, db: Database):
         self.db = db
-        self.db.connection.executescript(SCHEMA)
         self._seen_version: int | None = None
         self._verified: dict[tuple[str, bytes], bool] = {}
 
@@ -80,21 +69,11 @@ class Registry:
 
     def _write(self, sql: str, params: tuple) -> int:
         """Run one change and bump the version in the same transaction; return the rows changed."""
-        connection = self.db.connection
-        if connection.in_transaction:  # the caller's transaction (e.g. with an audit entry) commits both
+        # Inside a caller's write() (e.g. with an audit entry) it joins it: both commit together.
+        with write(self.db.connection) as connection:
             rows = connection.execute(sql, params).rowcount
             if rows:
                 connection.execute("UPDATE registry_version SET version = version + 1 WHERE id=1")
-            return rows
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            rows = connection.execute(sql, params).rowcount
-            if rows:
-                connection.execute("UPDATE registry_version SET version = version + 1 WHERE id=1")
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
         return rows
 
     # ------------------------------------------------------------ devices

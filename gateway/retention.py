@@ -29,23 +29,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .db import Database
+from .db import Database, write
 
 HOUR = 3600
 DAY = 86400
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS readings_hourly (
-    device_id TEXT NOT NULL,
-    hour      REAL NOT NULL,     -- start of the hour, UTC epoch seconds
-    metric    TEXT NOT NULL,
-    n         INTEGER NOT NULL,
-    min       REAL NOT NULL,
-    max       REAL NOT NULL,
-    sum       REAL NOT NULL,
-    PRIMARY KEY (device_id, hour, metric)
-) WITHOUT ROWID;
-"""
 
 # Folding a day at a time keeps each write transaction short: the gateway goes on
 # storing between them.
@@ -69,7 +56,6 @@ class RetentionPolicy:
         """Fold and delete what is due; returns (hourly rows written, raw readings deleted)."""
         now = time.time() if now is None else now
         connection = db.connection
-        connection.executescript(SCHEMA)
         folded = deleted = 0
         if self.keep_raw_days > 0:
             # Whole hours only, so an hour is never folded in two halves.
@@ -78,23 +64,21 @@ class RetentionPolicy:
             start = oldest // HOUR * HOUR if oldest is not None else cutoff
             while start < cutoff:
                 end = min(start + DAY, cutoff)
-                with connection:
-                    connection.execute("BEGIN IMMEDIATE")
+                with write(connection):
                     folded += connection.execute(FOLD, (start, end)).rowcount
                     deleted += connection.execute("DELETE FROM readings WHERE ts >= ? AND ts < ?",
                                                   (start, end)).rowcount
                 start = end
-            with connection:
+            with write(connection):
                 connection.execute("DELETE FROM quarantine WHERE received < ?", (cutoff,))
         if self.keep_hourly_days > 0:
-            with connection:
+            with write(connection):
                 connection.execute("DELETE FROM readings_hourly WHERE hour < ?", (now - self.keep_hourly_days * DAY,))
         return folded, deleted
 
     @staticmethod
     def hourly(db: Database, device_id: str, since: float, until: float) -> list[dict]:
         """The hourly figures of one device, oldest first."""
-        db.connection.executescript(SCHEMA)
         return [
             {"hour": row["hour"], "metric": row["metric"], "n": row["n"], "min": row["min"],
              "max": row["max"], "mean": row["sum"] / row["n"]}
@@ -106,9 +90,5 @@ class RetentionPolicy:
 
 def hourly_metrics(db: Database, device_id: str) -> set[str]:
     """The metrics of a device that have stored hourly figures (none before the policy first ran)."""
-    connection = db.connection
-    exists = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'readings_hourly'")
-    if exists.fetchone() is None:
-        return set()
-    return {row[0] for row in connection.execute(
+    return {row[0] for row in db.connection.execute(
         "SELECT DISTINCT metric FROM readings_hourly WHERE device_id = ?", (device_id,))}

@@ -22,7 +22,7 @@ from typing import Any
 from jisaku.contract import kinds
 from jisaku.contract.protocol import Event, Reading, Status
 
-from .db import Database, begin_write
+from .db import Database, write
 
 # Enough of a bad payload to see what went wrong, not enough to fill a disk.
 QUARANTINE_PAYLOAD_BYTES = 4096
@@ -94,10 +94,9 @@ class SQLiteStore:
     def write(self, batch: Batch) -> None:
         now = time.time()
         connection = self.db.connection
-        with connection:  # one transaction: all of the batch or none of it
-            # The write lock up front, so that two gateways sharing the file wait for
-            # each other instead of failing half-way.
-            begin_write(connection)
+        # One transaction: all of the batch or none of it. The write lock is taken up front,
+        # so that two gateways sharing the file wait for each other instead of failing half-way.
+        with write(connection):
             rows = [(device_id, r.ts, r.seq, _json(r.values), now) for device_id, r in batch.readings]
             if self.keep_readings:
                 # Re-sent readings share (device, ts, seq) with the stored ones: kept once.
@@ -192,8 +191,7 @@ class SQLiteStore:
                   if now - max(row["since"], row["updated"] or 0) > stale_after(row["kind"], row["interval_s"])]
         if silent:
             connection = self.db.connection
-            with connection:
-                connection.execute("BEGIN IMMEDIATE")
+            with write(connection):
                 for device_id in silent:
                     changed = connection.execute(
                         "UPDATE device_status SET state = 'stale', since = ? WHERE device_id = ? AND state = 'online'",
@@ -241,8 +239,7 @@ class SQLiteStore:
         does not come back in every later revision.
         """
         connection = self.db.connection
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")
+        with write(connection):
             row = connection.execute("SELECT rev, applied FROM device_config WHERE device_id=?",
                                      (device_id,)).fetchone()
             rev = (row["rev"] if row else 0) + 1
@@ -391,15 +388,12 @@ class SQLiteStore:
                "  WHERE device_id = :device AND ts >= :start AND ts < :end)"
                " SELECT CAST((ts - :start) / :bucket AS INTEGER) AS b, min(x) AS lo, total(x) AS s, max(x) AS hi,"
                " count(x) AS n FROM r WHERE typeof(x) IN ('integer', 'real') GROUP BY b")
-        if _has_hourly(self.db.connection):
-            # A reading is either raw or folded, never both (the fold deletes in the same
-            # transaction), so adding the two up counts each reading once.
-            sql = (raw + " UNION ALL"
-                   " SELECT CAST((hour - :start) / :bucket AS INTEGER), min, sum, max, n FROM readings_hourly"
-                   " WHERE device_id = :device AND metric = :metric AND hour >= :start AND hour < :end")
-            sql = f"SELECT b, min(lo), total(s) / sum(n), max(hi), sum(n) FROM ({sql}) GROUP BY b ORDER BY b"
-        else:
-            sql = f"SELECT b, lo, s / n, hi, n FROM ({raw}) ORDER BY b"
+        # A reading is either raw or folded, never both (the fold deletes in the same
+        # transaction), so adding the two up counts each reading once.
+        sql = (raw + " UNION ALL"
+               " SELECT CAST((hour - :start) / :bucket AS INTEGER), min, sum, max, n FROM readings_hourly"
+               " WHERE device_id = :device AND metric = :metric AND hour >= :start AND hour < :end")
+        sql = f"SELECT b, min(lo), total(s) / sum(n), max(hi), sum(n) FROM ({sql}) GROUP BY b ORDER BY b"
         rows = self.db.connection.execute(sql, params).fetchall()
         return [{"ts": start + b * bucket_s, "min": lo, "avg": mean, "max": hi, "n": n}
                 for b, lo, mean, hi, n in rows]
@@ -416,12 +410,6 @@ class SQLiteStore:
             {"start": start, "end": end, "bucket": bucket_s, "device": device_id},
         ).fetchall()
         return [{"ts": ts, "lat": lat, "lon": lon} for ts, lat, lon in rows]
-
-
-def _has_hourly(connection) -> bool:
-    """Whether the retention policy has made its ``readings_hourly`` table in this file yet."""
-    return connection.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'readings_hourly'").fetchone() is not None
 
 
 def _json_path(metric: str) -> str:

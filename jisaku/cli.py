@@ -127,66 +127,6 @@ def cmd_device_run(args: argparse.Namespace) -> None:
         stop.set()
 
 
-def cmd_devices_add(args: argparse.Namespace) -> None:
-    from jisaku.gateway.registry import DeviceRecord
-
-    lat = lon = None
-    if args.location:
-        lat, lon = (float(x) for x in args.location.split(","))
-    secret = _registry(_settings()).add_device(DeviceRecord(
-        id=args.id, kind=args.kind, name=args.name or args.id, public=not args.private,
-        interval_s=args.interval, lat=lat, lon=lon,
-    ))
-    print(f"registered {args.id}. Its secret, shown only this once:\n\n  {secret}\n\n"
-          f"Put it on the device, e.g. JISAKU_DEVICE_SECRET={secret} jisaku device run ...")
-
-
-def cmd_devices_configure(args: argparse.Namespace) -> None:
-    import json
-    import time
-
-    from jisaku.contract.mqtt import BrokerAddress, new_client
-    from jisaku.gateway.service import push_config
-    from jisaku.gateway.store import SQLiteStore
-
-    changes = {}
-    for pair in args.settings:
-        name, _, value = pair.partition("=")
-        try:
-            changes[name] = json.loads(value)
-        except ValueError:
-            sys.exit(f"jisaku: {pair!r} should be name=number, e.g. left_after_s=45")
-    settings = _settings()
-    registry = _registry(settings)
-    store = SQLiteStore(registry.db)
-    broker = BrokerAddress.parse(settings.broker)
-    client = new_client(f"jisaku-cli-{os.getpid()}", "_gateway",
-                        os.environ.get("JISAKU_GATEWAY_SECRET") or registry.service_secret("_gateway", settings.secrets_dir),
-                        broker)
-    try:
-        client.connect(broker.host, broker.port)
-    except OSError as err:
-        sys.exit(f"jisaku: cannot reach the broker at {broker} ({err}); is jisaku broker or mosquitto running?")
-    client.loop_start()
-    try:
-        config = push_config(client, store, registry, args.id, changes)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    print(f"{args.id}: sent rev {config['rev']}: {json.dumps(config)}")
-    for _ in range(int(args.wait * 10)):  # the gateway records the device's answer
-        state = store.config_state(args.id)
-        if state["state"] != "pending":
-            break
-        time.sleep(0.1)
-    if state["state"] == "applied":
-        print(f"{args.id}: applied.")
-    elif state["state"] == "refused":
-        sys.exit(f"{args.id}: refused: {state['reason']}")
-    else:
-        print(f"{args.id}: no answer yet; the device applies it when it is next online.")
-
-
 def cmd_devices_list(args: argparse.Namespace) -> None:
     import datetime
 
@@ -244,15 +184,9 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--private", action="store_true", help="keep it off the residents' pages")
     add.add_argument("--interval", type=float, help="expected seconds between readings")
     add.add_argument("--location", help="LAT,LON for a device that does not move")
-    add.set_defaults(run=cmd_devices_add)
     devices_cli.add_options(add)  # audit log, ready-to-copy settings
     devices.add_parser("list", help="the registered devices").set_defaults(run=cmd_devices_list)
-    configure = devices.add_parser("configure", help="change a device's settings from afar, e.g. left_after_s=45")
-    configure.add_argument("id")
-    configure.add_argument("settings", nargs="+", metavar="NAME=VALUE")
-    configure.add_argument("--wait", type=float, default=10, help="seconds to wait for the device's answer")
-    configure.set_defaults(run=cmd_devices_configure)
-    devices_cli.add_parser(devices)  # rotate, revoke, remove
+    devices_cli.add_parser(devices)  # configure, rotate, revoke, remove
 
     from . import bench, flash
 
@@ -274,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         pass
     except BrokenPipeError:  # piped into head, say: the reader has all it wanted
         sys.stderr.close()
-    except (SettingsError, ValueError, RuntimeError) as err:
+    except (SettingsError, ValueError, LookupError, RuntimeError) as err:
         if args.verbose:
             raise
         sys.exit(f"jisaku: {err} (add -v to see where)")

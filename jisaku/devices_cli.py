@@ -1,10 +1,13 @@
-"""``jisaku devices add / rotate / revoke / remove``: change the device registry from the command line.
+"""``jisaku devices add / configure / rotate / revoke / remove``: change devices from the command line.
 
-Each change is written to the audit log (actor ``cli:<unix user>``); a secret is printed
-once, with ready-to-copy settings for the device, and never logged or recorded.
+Each change goes through ``jisaku.gateway.changes.Changes``, as the operator pages' do:
+checked the same way (settings within their limits) and written to the audit log
+(actor ``cli:<unix user>``). A secret is printed once, with ready-to-copy settings for
+the device, and never logged or recorded.
 
     jisaku devices add snow-3 --kind snow_gauge --location 36.146,137.252 \
         --name "Snow gauge, city hall" --name-ja "積雪計（市役所）"
+    jisaku devices configure tray-1 left_after_s=45   # new settings, within their limits
     jisaku devices rotate snow-3        # a new secret; the old one stops working now
     jisaku devices revoke snow-3        # no secret works; a connected device is cut off
     jisaku devices remove snow-3        # forget it (its readings stay)
@@ -16,18 +19,20 @@ mosquitto sync`` applies it (docs/mosquitto.md).
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
+import json
+import os
+import sys
 
+from jisaku.contract import settings as settings_module
 from jisaku.contract.settings import Settings
 
 
-def _open(settings: Settings):
-    from jisaku.gateway.audit import AuditLog
+def _changes(settings: Settings, publisher=None):
+    """Where the command line's changes go, as the operator pages' do: checked, and audited."""
+    from jisaku.gateway.changes import Changes
     from jisaku.gateway.db import Database
-    from jisaku.gateway.registry import Registry
 
-    db = Database(settings.sqlite_path)
-    return Registry(db), AuditLog(db)
+    return Changes(Database(settings.sqlite_path), publisher)
 
 
 def _snippets_text(settings: Settings, args: argparse.Namespace, device, secret: str) -> str:
@@ -47,8 +52,6 @@ def cmd_add(args: argparse.Namespace) -> None:
     from jisaku.gateway.audit import cli_actor
     from jisaku.gateway.registry import DeviceRecord
 
-    from jisaku.contract import settings as settings_module
-
     lat = lon = None
     if args.location:
         try:
@@ -56,11 +59,9 @@ def cmd_add(args: argparse.Namespace) -> None:
         except ValueError:
             raise ValueError(f"--location {args.location!r} should be LAT,LON, e.g. 36.146,137.252") from None
     settings = settings_module.load()
-    registry, audit = _open(settings)
     device = DeviceRecord(id=args.id, kind=args.kind, name=args.name or args.id, public=not args.private,
                           interval_s=args.interval, lat=lat, lon=lon, name_ja=args.name_ja or "")
-    secret = registry.add_device(device)
-    audit.record(cli_actor(), "device.add", device.id, before=None, after=asdict(device))
+    secret = _changes(settings).add_device(cli_actor(), device)
     print(f"registered {device.id}.")
     _show_secret(device.id, secret, _snippets_text(settings, args, device, secret))
 
@@ -68,27 +69,17 @@ def cmd_add(args: argparse.Namespace) -> None:
 def cmd_rotate(args: argparse.Namespace) -> None:
     from jisaku.gateway.audit import cli_actor
 
-    from jisaku.contract import settings as settings_module
-
     settings = settings_module.load()
-    registry, audit = _open(settings)
-    was_revoked = registry.is_revoked(args.id)
-    secret = registry.rotate_secret(args.id)  # raises RegistryError for an unknown id
-    audit.record(cli_actor(), "device.rotate_secret", args.id,
-                 before={"revoked": was_revoked}, after={"revoked": False})
+    changes = _changes(settings)
+    secret = changes.rotate_secret(cli_actor(), args.id)
     print(f"{args.id}: new secret; the old one no longer works, and a connected {args.id} is cut off.")
-    _show_secret(args.id, secret, _snippets_text(settings, args, registry.get(args.id), secret))
+    _show_secret(args.id, secret, _snippets_text(settings, args, changes.registry.get(args.id), secret))
 
 
 def cmd_revoke(args: argparse.Namespace) -> None:
     from jisaku.gateway.audit import cli_actor
 
-    from jisaku.contract import settings as settings_module
-
-    registry, audit = _open(settings_module.load())
-    was_revoked = registry.is_revoked(args.id)
-    registry.revoke(args.id)
-    audit.record(cli_actor(), "device.revoke", args.id, before={"revoked": was_revoked}, after={"revoked": True})
+    _changes(settings_module.load()).revoke(cli_actor(), args.id)
     print(f"{args.id}: revoked. It can no longer log in, and a connected {args.id} is cut off"
           f" (with Mosquitto: once `jisaku mosquitto sync` has run). `jisaku devices rotate {args.id}`"
           " gives it a new secret.")
@@ -97,13 +88,47 @@ def cmd_revoke(args: argparse.Namespace) -> None:
 def cmd_remove(args: argparse.Namespace) -> None:
     from jisaku.gateway.audit import cli_actor
 
-    from jisaku.contract import settings as settings_module
-
-    registry, audit = _open(settings_module.load())
-    device = registry.get(args.id)
-    registry.remove_device(args.id)
-    audit.record(cli_actor(), "device.remove", args.id, before=asdict(device) if device else None, after=None)
+    _changes(settings_module.load()).remove_device(cli_actor(), args.id)
     print(f"{args.id}: removed from the registry; its stored readings stay.")
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """``["left_after_s=45"]`` as ``{"left_after_s": 45}``; the limits are checked by Changes."""
+    changes = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            changes[name] = json.loads(value)
+        except ValueError:
+            raise ValueError(f"{pair!r} should be name=number, e.g. left_after_s=45") from None
+    return changes
+
+
+def cmd_configure(args: argparse.Namespace) -> None:
+    from jisaku.dashboard.broker_connection import BrokerUnavailable
+    from jisaku.dashboard.operator.publisher import ConfigPublisher, wait_for_answer
+    from jisaku.gateway.audit import cli_actor
+
+    settings = settings_module.load()
+    changes = _changes(settings)
+    secret = os.environ.get("JISAKU_GATEWAY_SECRET") or changes.registry.service_secret("_gateway",
+                                                                                        settings.secrets_dir)
+    # Connects only when there is something to send: settings out of their limits are refused first.
+    publisher = changes.publisher = ConfigPublisher(settings.broker, "_gateway", secret)
+    try:
+        config = changes.push_settings(cli_actor(), args.id, parse_settings(args.settings))
+    except BrokerUnavailable as err:
+        sys.exit(f"jisaku: cannot reach the broker ({err}); is jisaku broker or mosquitto running?")
+    finally:
+        publisher.stop()
+    print(f"{args.id}: sent rev {config['rev']}: {json.dumps(config)}")
+    state = wait_for_answer(changes.store, args.id, config["rev"], args.wait)  # the gateway records it
+    if state["state"] == "applied":
+        print(f"{args.id}: applied.")
+    elif state["state"] == "refused":
+        sys.exit(f"{args.id}: refused: {state['reason']}")
+    else:
+        print(f"{args.id}: no answer yet; the device applies it when it is next online.")
 
 
 def _address_options(parser: argparse.ArgumentParser) -> None:
@@ -114,7 +139,12 @@ def _address_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(devices) -> None:
-    """Register rotate, revoke and remove under ``jisaku devices`` (``add`` is made in cli.py)."""
+    """Register configure, rotate, revoke and remove under ``jisaku devices`` (``add`` is made in cli.py)."""
+    configure = devices.add_parser("configure", help="change a device's settings from afar, e.g. left_after_s=45")
+    configure.add_argument("id")
+    configure.add_argument("settings", nargs="+", metavar="NAME=VALUE")
+    configure.add_argument("--wait", type=float, default=10, help="seconds to wait for the device's answer")
+    configure.set_defaults(run=cmd_configure)
     rotate = devices.add_parser("rotate", help="give a device a new secret (the old one stops working)")
     rotate.add_argument("id")
     _address_options(rotate)

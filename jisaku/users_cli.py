@@ -21,18 +21,19 @@ import datetime
 import getpass
 import sys
 
-from jisaku.gateway.accounts import ROLES, Accounts, AccountError
-from jisaku.gateway.audit import AuditLog, cli_actor
+from jisaku.gateway.accounts import ROLES, AccountError
+from jisaku.gateway.audit import cli_actor
+from jisaku.gateway.changes import Changes
 from jisaku.gateway.secrets import new_secret
 
 from jisaku.contract import settings as settings_module
 
 
-def _open() -> tuple[Accounts, AuditLog]:
+def _changes() -> Changes:
+    """Where account changes go, as the operator pages' do: each with its audit entry."""
     from jisaku.gateway.db import Database
 
-    db = Database(settings_module.load().sqlite_path)
-    return Accounts(db), AuditLog(db)
+    return Changes(Database(settings_module.load().sqlite_path))
 
 
 def read_password(prompt: str = "Password: ") -> str:
@@ -46,14 +47,12 @@ def read_password(prompt: str = "Password: ") -> str:
 
 
 def cmd_add(args: argparse.Namespace) -> None:
-    accounts, audit = _open()
-    accounts.add(args.name, read_password(f"Password for {args.name}: "), role=args.role)
-    audit.record(cli_actor(), "user.add", args.name, None, {"role": args.role, "disabled": False})
+    _changes().add_user(cli_actor(), args.name, read_password(f"Password for {args.name}: "), args.role)
     print(f"added {args.role} {args.name}; they can log in at /operator/login")
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    accounts, _ = _open()
+    accounts = _changes().accounts
     print(f"{'name':20} {'role':9} {'state':9} changed")
     for user in accounts.users():
         changed = datetime.datetime.fromtimestamp(user.changed).strftime("%Y-%m-%d %H:%M")
@@ -61,25 +60,17 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_passwd(args: argparse.Namespace) -> None:
-    accounts, audit = _open()
-    accounts.set_password(args.name, read_password(f"New password for {args.name}: "))
-    audit.record(cli_actor(), "user.password", args.name, None, None)  # that it changed, never what to
+    _changes().set_password(cli_actor(), args.name, read_password(f"New password for {args.name}: "))
     print(f"changed the password of {args.name}")
 
 
 def cmd_role(args: argparse.Namespace) -> None:
-    accounts, audit = _open()
-    before = accounts.get(args.name)
-    accounts.set_role(args.name, args.role)
-    audit.record(cli_actor(), "user.update", args.name, {"role": before.role}, {"role": args.role})
+    _changes().update_user(cli_actor(), args.name, role=args.role)
     print(f"{args.name} is now {args.role}")
 
 
 def _set_disabled(name: str, disabled: bool) -> None:
-    accounts, audit = _open()
-    accounts.set_disabled(name, disabled)
-    before = not disabled
-    audit.record(cli_actor(), "user.update", name, {"disabled": before}, {"disabled": disabled})
+    _changes().update_user(cli_actor(), name, disabled=disabled)
     print(f"{name} is now {'disabled' if disabled else 'enabled'}")
 
 
@@ -112,10 +103,9 @@ def first_admin(db) -> str | None:
 
     Returns None when accounts exist already; they keep their passwords.
     """
-    accounts = Accounts(db)
-    if accounts.users():
+    changes = Changes(db)
+    if changes.accounts.users():
         return None
     password = new_secret(12)
-    accounts.add("admin", password, role="admin")
-    AuditLog(db).record("demo", "user.add", "admin", None, {"role": "admin", "disabled": False})
+    changes.add_user("demo", "admin", password, "admin")
     return password

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import sqlite3
 import threading
 import time
 
@@ -20,7 +21,8 @@ from jisaku.contract import protocol
 from jisaku.device.config import load_device_config
 from jisaku.gateway.alert_words import WORDS
 from jisaku.gateway.alert_engine import AlertEngine
-from jisaku.gateway.alerts import AlertBook, AlertError, AlertNotFound, RuleError
+from jisaku.gateway.alert_rules import RuleError
+from jisaku.gateway.alerts import AlertBook, AlertError, AlertNotFound
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.store import Batch
@@ -284,9 +286,10 @@ def test_a_reading_judged_late_does_not_undo_a_newer_verdict(engine):
     assert alert.state == "cleared", "the late 33 cm, older than the 24 cm, raises nothing"
 
 
-def test_alerts_kept_by_an_older_jisaku_stay_and_new_ones_get_their_japanese(db):
+def test_alerts_kept_by_an_older_jisaku_stay_and_new_ones_get_their_japanese(tmp_path):
     # The two tables as jisaku made them before message_ja, with an alert in them.
-    db.connection.executescript("""
+    old = sqlite3.connect(tmp_path / "jisaku.db")
+    old.executescript("""
         CREATE TABLE alerts (id INTEGER PRIMARY KEY, rule_id INTEGER NOT NULL, rule_name TEXT NOT NULL,
             device_id TEXT NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL, value TEXT, raised REAL NOT NULL,
             acknowledged REAL, acknowledged_by TEXT, cleared REAL, cleared_message TEXT);
@@ -296,7 +299,12 @@ def test_alerts_kept_by_an_older_jisaku_stay_and_new_ones_get_their_japanese(db)
             NULL, NULL, NULL, NULL);
         INSERT INTO alert_history VALUES (1, 1, 1.0e9, 'raised', NULL, 'depth_cm 40 ≥ 30');
     """)
-    engine = AlertEngine(db, Registry(db))
+    old.close()
+    db = Database(tmp_path / "jisaku.db")
+    registry = Registry(db)
+    for device in ("snow-1", "snow-2"):
+        registry.add_device(DeviceRecord(device, "snow_gauge", name=device.upper()))  # as the db fixture
+    engine = AlertEngine(db, registry)
     (old,) = engine.alerts()
     assert (old.message, old.message_ja) == ("depth_cm 40 ≥ 30", "")  # the pages show the English one
     engine.add_rule(DEEP_SNOW)

@@ -8,7 +8,8 @@ import pytest
 
 from jisaku.contract import settings
 from jisaku.gateway.db import Database
-from jisaku.gateway.notify import Notifier, NotifyConfig, create_tables, enqueue, mask_url
+from jisaku.gateway.notify_config import NotifyConfig, mask_url
+from jisaku.gateway.notify_outbox import Notifier, enqueue
 
 from .brokers import HOST, free_port
 from .receivers import MailReceiver, WebhookReceiver
@@ -22,9 +23,7 @@ MESSAGE = {"event": "raised", "title": "RAISED: Deep snow (City hall)", "text": 
 
 @pytest.fixture
 def db(tmp_path) -> Database:
-    db = Database(tmp_path / "jisaku.db")
-    create_tables(db.connection)  # the alert book does this in the gateway and the dashboard
-    return db
+    return Database(tmp_path / "jisaku.db")
 
 
 @pytest.fixture
@@ -107,7 +106,6 @@ def test_people_read_the_language_the_settings_name(tmp_path, receiver):
     bilingual = {**MESSAGE, "title_ja": "発生: 積雪注意 (市役所)", "text_ja": "snow-1: depth_cm が 31（30 以上）"}
     for language in ("ja", "en"):
         db = Database(tmp_path / f"{language}.db")
-        create_tables(db.connection)
         enqueue(db.connection, bilingual)
         notifier(db, language=language, webhook=[{"name": language, "url": f"{receiver.url}/{language}",
                                                   "format": "slack"}]).run_once(T0)

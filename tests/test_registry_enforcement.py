@@ -23,12 +23,14 @@ import pytest
 from jisaku import cli
 from jisaku.gateway.audit import AuditLog
 from jisaku.gateway.broker import EmbeddedBroker
+from jisaku.gateway.changes import Changes
 from jisaku.gateway.db import Database
 from jisaku.gateway.provisioning import device_snippets
 from jisaku.gateway.registry import DeviceRecord, Registry
+from jisaku.gateway.store import SQLiteStore
 from jisaku.mosquitto_cli import Syncer
 
-from .brokers import HOST, MosquittoServer, _mqtt_round_trip, free_port
+from .brokers import HOST, EmbeddedBrokerThread, MosquittoServer, _mqtt_round_trip, free_port
 from .test_broker import GRACE_S, WAIT_S, Peer, peers  # noqa: F401 (peers is a fixture)
 
 
@@ -262,3 +264,54 @@ def test_snippets_for_a_board_a_pi_and_a_phone() -> None:
     assert snippets.traccar_url is None
     assert tomllib.loads(snippets.device_toml)["device"]["location"] == [36.1462, 137.25225]
     assert any("only works on this computer" in w for w in snippets.warnings)
+
+
+def test_cli_configure_checks_the_limits_like_the_operator_pages(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("JISAKU_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("JISAKU_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("JISAKU_BROKER", f"mqtt://127.0.0.1:{free_port()}")  # nobody there: it must not get that far
+    registry = Registry(Database(tmp_path / "data" / "jisaku.db"))
+    registry.add_device(DeviceRecord("tray-1", "printer_tray"))
+    with pytest.raises(SystemExit, match=r"left_after_s must be a number from 1 to 3600, not 99999"):
+        cli.main(["devices", "configure", "tray-1", "left_after_s=99999"])
+    with pytest.raises(SystemExit, match=r"unknown setting 'volume'.*left_after_s, report_every_s"):
+        cli.main(["devices", "configure", "tray-1", "volume=3"])
+    with pytest.raises(SystemExit, match="no device 'tray-9'"):
+        cli.main(["devices", "configure", "tray-9", "left_after_s=45"])
+    assert SQLiteStore(registry.db).config_state("tray-1") is None, "nothing was sent"
+    assert AuditLog(registry.db).entries() == []
+
+
+def test_cli_configure_sends_the_settings_and_leaves_an_audit_entry(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("JISAKU_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("JISAKU_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("JISAKU_GATEWAY_SECRET", "gateway-secret")
+    registry = Registry(Database(tmp_path / "data" / "jisaku.db"))
+    registry.add_device(DeviceRecord("tray-1", "printer_tray"))
+    with EmbeddedBrokerThread({"_gateway": "gateway-secret"}) as broker:
+        monkeypatch.setenv("JISAKU_BROKER", broker.url)
+        cli.main(["devices", "configure", "tray-1", "left_after_s=45", "--wait", "0"])
+    assert "tray-1: sent rev 1" in capsys.readouterr().out
+    assert SQLiteStore(registry.db).config_state("tray-1")["settings"] == {"left_after_s": 45}
+    (entry,) = AuditLog(registry.db).entries()
+    assert (entry["action"], entry["target"], entry["actor"].startswith("cli:")) == ("device.settings", "tray-1", True)
+    assert entry["after"] == {"rev": 1, "settings": {"left_after_s": 45}}
+
+
+def test_cli_users_changes_are_audited_and_disabling_ends_sessions(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("JISAKU_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("JISAKU_CONFIG", str(tmp_path / "none.toml"))
+    db = Database(tmp_path / "data" / "jisaku.db")
+    Changes(db).add_user("demo", "tanaka", "a long passphrase", "admin")  # suzuki is not the last admin
+    Changes(db).add_user("tanaka", "suzuki", "a long passphrase", "operator")
+    db.connection.execute("INSERT INTO operator_sessions (token_hash, user, csrf, created, expires)"
+                          " VALUES ('h', 'suzuki', 'c', 0, 9e99)")
+    cli.main(["users", "role", "suzuki", "admin"])
+    cli.main(["users", "disable", "suzuki"])
+    assert db.connection.execute("SELECT count(*) FROM operator_sessions").fetchone()[0] == 0
+    actions = [(e["actor"].split(":")[0], e["action"], e["after"]) for e in AuditLog(db).entries()]
+    assert actions == [("cli", "user.update", {"disabled": True}), ("cli", "user.update", {"role": "admin"}),
+                       ("tanaka", "user.add", {"role": "operator", "disabled": False}),
+                       ("demo", "user.add", {"role": "admin", "disabled": False})]
+    with pytest.raises(SystemExit, match="no user 'nobody'"):
+        cli.main(["users", "role", "nobody", "admin"])

@@ -43,9 +43,10 @@ def install(app: FastAPI, db: Database, store: SQLiteStore, registry: Registry,
     """
     accounts = Accounts(db)
     app.state.operator_auth = Auth(db, accounts)
-    app.state.operator_ops = Operations(db, store, registry, accounts, app.state.operator_auth, config_publisher)
     # The engine in the gateway does the judging; rules and alerts are in SQLite for any process.
     app.state.operator_alerts = alerts if alerts is not None else AlertBook(db)
+    app.state.operator_ops = Operations(db, store, registry, accounts, config_publisher,
+                                        alerts=app.state.operator_alerts)
     app.include_router(api.login_router)
     app.include_router(api.router)
     app.include_router(pages.login_router)

@@ -3,7 +3,8 @@ and the API (``/api/v1/operator/alerts``, ``/api/v1/operator/rules``).
 
 The rules and alerts themselves live in :class:`jisaku.gateway.alerts.AlertBook`; the
 gateway's alert engine judges readings against them. Every rule change and every
-acknowledgement is written to the audit log.
+acknowledgement goes through :class:`jisaku.gateway.changes.Changes`, which writes it
+to the audit log.
 
 A rule form has every field of every kind of condition; only those of the chosen
 type are used, so the form works without JavaScript.
@@ -22,11 +23,12 @@ from pydantic import ValidationError
 from jisaku.dashboard import i18n
 from jisaku.dashboard.pages import DEFAULT_CENTER, tiles_config
 from jisaku.dashboard.stream import position
-from jisaku.gateway.alerts import Alert, AlertBook, AlertChange, AlertError, AlertNotFound, Rule, RuleError
+from jisaku.gateway.alert_rules import Rule, RuleError
+from jisaku.gateway.alerts import Alert, AlertBook, AlertChange, AlertError, AlertNotFound
+from jisaku.gateway.changes import Changes
 
 from .api import ERRORS
 from .auth import Session, check_csrf, require_operator
-from .operations import Operations
 from .pages import render, see
 
 api_router = APIRouter(prefix="/api/v1/operator", tags=["operator alerts"], responses=ERRORS,
@@ -43,44 +45,9 @@ def _book(request: Request) -> AlertBook:
     return request.app.state.operator_alerts
 
 
-def _ops(request: Request) -> Operations:
-    return request.app.state.operator_ops
-
-
-def _json(rule: Rule) -> dict[str, Any]:
-    return rule.model_dump(mode="json", exclude={"id"})
-
-
-def add_rule(request: Request, actor: str, rule: Rule | dict) -> Rule:
-    saved = _book(request).add_rule(rule)
-    _ops(request).audit.record(actor, "rule.add", str(saved.id), None, _json(saved))
-    return saved
-
-
-def update_rule(request: Request, actor: str, rule_id: int, rule: Rule | dict) -> Rule:
-    book = _book(request)
-    before = book.rule(rule_id)
-    if before is None:
-        raise AlertNotFound(f"there is no rule {rule_id}")
-    saved = book.update_rule(rule_id, rule, user=actor)
-    _ops(request).audit.record(actor, "rule.update", str(rule_id), _json(before), _json(saved))
-    return saved
-
-
-def delete_rule(request: Request, actor: str, rule_id: int) -> None:
-    book = _book(request)
-    before = book.rule(rule_id)
-    if before is None:
-        raise AlertNotFound(f"there is no rule {rule_id}")
-    book.delete_rule(rule_id, user=actor)
-    _ops(request).audit.record(actor, "rule.delete", str(rule_id), _json(before), None)
-
-
-def acknowledge(request: Request, actor: str, alert_id: int) -> Alert:
-    alert = _book(request).acknowledge(alert_id, actor)
-    _ops(request).audit.record(actor, "alert.acknowledge", str(alert_id), {"state": "raised"},
-                               {"state": "acknowledged"})
-    return alert
+def _changes(request: Request) -> Changes:
+    """Where rule changes and acknowledgements are made, each with its audit entry."""
+    return request.app.state.operator_ops.changes
 
 
 def _refused(err: Exception) -> JSONResponse:
@@ -108,7 +75,7 @@ def alert_history(request: Request, device_id: Annotated[str | None, Query(max_l
                  summary="Mark an alert as seen (it stays open until its condition clears)")
 def acknowledge_alert(alert_id: AlertId, request: Request, session: Annotated[Session, Depends(require_operator)]):
     try:
-        return acknowledge(request, session.user.name, alert_id)
+        return _changes(request).acknowledge(session.user.name, alert_id)
     except (AlertNotFound, AlertError) as err:
         return _refused(err)
 
@@ -121,7 +88,7 @@ def rules(request: Request):
 @api_router.post("/rules", response_model=Rule, status_code=201, summary="Add an alert rule")
 def new_rule(body: Rule, request: Request, session: Annotated[Session, Depends(require_operator)]):
     try:
-        return add_rule(request, session.user.name, body.model_copy(update={"id": None}))
+        return _changes(request).add_rule(session.user.name, body.model_copy(update={"id": None}))
     except (RuleError, ValueError) as err:
         return _refused(err)
 
@@ -130,7 +97,7 @@ def new_rule(body: Rule, request: Request, session: Annotated[Session, Depends(r
 def replace_rule(rule_id: RuleId, body: Rule, request: Request,
                  session: Annotated[Session, Depends(require_operator)]):
     try:
-        return update_rule(request, session.user.name, rule_id, body)
+        return _changes(request).update_rule(session.user.name, rule_id, body)
     except (AlertNotFound, RuleError, ValueError) as err:
         return _refused(err)
 
@@ -138,7 +105,7 @@ def replace_rule(rule_id: RuleId, body: Rule, request: Request,
 @api_router.delete("/rules/{rule_id}", status_code=204, summary="Delete an alert rule (its open alerts clear)")
 def remove_rule(rule_id: RuleId, request: Request, session: Annotated[Session, Depends(require_operator)]):
     try:
-        delete_rule(request, session.user.name, rule_id)
+        _changes(request).delete_rule(session.user.name, rule_id)
     except (AlertNotFound, RuleError) as err:
         return _refused(err)
     return Response(status_code=204)
@@ -157,7 +124,7 @@ def alerts_page(request: Request):
 @page_router.post("/alerts/{alert_id}/acknowledge")
 def acknowledge_page(request: Request, alert_id: AlertId, session: Session = Depends(require_operator)):
     try:
-        acknowledge(request, session.user.name, alert_id)
+        _changes(request).acknowledge(session.user.name, alert_id)
     except (AlertNotFound, AlertError):
         pass  # cleared or seen by someone else meanwhile: the list shows how it stands now
     return see("/operator/alerts?done=acknowledged")
@@ -238,7 +205,7 @@ def _problem(err: Exception) -> str:
 async def add_rule_page(request: Request, session: Session = Depends(require_operator)):
     form = await request.form()
     try:
-        add_rule(request, session.user.name, _rule_from_form(form))
+        _changes(request).add_rule(session.user.name, _rule_from_form(form))
     except (RuleError, ValueError) as err:
         return _rules_page(request, 400, form=dict(form), error=_problem(err))
     return see("/operator/rules?done=rule_saved")
@@ -248,7 +215,7 @@ async def add_rule_page(request: Request, session: Session = Depends(require_ope
 async def save_rule_page(request: Request, rule_id: RuleId, session: Session = Depends(require_operator)):
     form = await request.form()
     try:
-        update_rule(request, session.user.name, rule_id, _rule_from_form(form))
+        _changes(request).update_rule(session.user.name, rule_id, _rule_from_form(form))
     except AlertNotFound:
         return render(request, "not_found.html", 404, what=str(rule_id))
     except (RuleError, ValueError) as err:
@@ -263,7 +230,7 @@ async def delete_rule_page(request: Request, rule_id: RuleId, session: Session =
     if form.get("confirm") != "yes":
         return _rules_page(request, 400, error=t("op.secret.confirm_first"))
     try:
-        delete_rule(request, session.user.name, rule_id)
+        _changes(request).delete_rule(session.user.name, rule_id)
     except (AlertNotFound, RuleError):
         return render(request, "not_found.html", 404, what=str(rule_id))
     return see("/operator/rules?done=rule_deleted")

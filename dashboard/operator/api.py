@@ -31,7 +31,9 @@ from jisaku.gateway.registry import DeviceRecord
 from . import models
 from .auth import (COOKIE, Auth, LoginRefused, Session, check_csrf, clear_session_cookie, client_ip,
                    require_admin, require_operator, set_session_cookie)
-from .operations import NotFound, OperationError, Operations, PublisherMissing
+from jisaku.gateway.changes import NotFound, OperationError, PublisherMissing
+
+from .operations import Operations
 from .publisher import BrokerUnavailable
 
 ERRORS = {
@@ -136,7 +138,7 @@ def _with_secret(ops: Operations, request: Request, device_id: str, secret: str)
 def add_device(body: models.NewDevice, request: Request, session: Annotated[Session, Depends(require_operator)]):
     ops = _ops(request)
     try:
-        secret = ops.add_device(session.user.name, DeviceRecord(
+        secret = ops.changes.add_device(session.user.name, DeviceRecord(
             id=body.id, kind=body.kind, name=body.name or body.id, name_ja=body.name_ja, public=body.public,
             interval_s=body.interval_s, lat=body.lat, lon=body.lon))
     except _REFUSED as err:
@@ -158,7 +160,7 @@ def update_device(device_id: DeviceIdPath, body: models.DeviceChange, request: R
     changes = {key: value for key, value in changes.items()
                if value is not None or key in ("interval_s", "lat", "lon")}
     try:
-        ops.update_device(session.user.name, DeviceRecord(**{**asdict(record), **changes}))
+        ops.changes.update_device(session.user.name, DeviceRecord(**{**asdict(record), **changes}))
     except _REFUSED as err:
         return _error(err)
     return _device(ops, device_id)
@@ -171,7 +173,7 @@ async def push_settings(device_id: DeviceIdPath, body: models.SettingsChange, re
                         session: Annotated[Session, Depends(require_operator)]):
     ops = _ops(request)
     try:
-        config = await run_in_threadpool(ops.push_settings, session.user.name, device_id, body.settings)
+        config = await run_in_threadpool(ops.changes.push_settings, session.user.name, device_id, body.settings)
     except _REFUSED as err:
         return _error(err)
     return models.SettingsSent(rev=config["rev"], settings={k: v for k, v in config.items() if k != "rev"},
@@ -183,7 +185,7 @@ async def push_settings(device_id: DeviceIdPath, body: models.SettingsChange, re
 def rotate(device_id: DeviceIdPath, request: Request, session: Annotated[Session, Depends(require_operator)]):
     ops = _ops(request)
     try:
-        secret = ops.rotate_secret(session.user.name, device_id)
+        secret = ops.changes.rotate_secret(session.user.name, device_id)
     except _REFUSED as err:
         return _error(err)
     return _with_secret(ops, request, device_id, secret)
@@ -194,7 +196,7 @@ def rotate(device_id: DeviceIdPath, request: Request, session: Annotated[Session
 def revoke(device_id: DeviceIdPath, request: Request, session: Annotated[Session, Depends(require_operator)]):
     ops = _ops(request)
     try:
-        ops.revoke(session.user.name, device_id)
+        ops.changes.revoke(session.user.name, device_id)
     except _REFUSED as err:
         return _error(err)
     return _device(ops, device_id)
@@ -273,7 +275,7 @@ def users(request: Request):
 def add_user(body: models.NewUser, request: Request, session: Annotated[Session, Depends(require_operator)]):
     ops = _ops(request)
     try:
-        ops.add_user(session.user.name, body.name, body.password, body.role)
+        ops.changes.add_user(session.user.name, body.name, body.password, body.role)
     except _REFUSED as err:
         return _error(err)
     return _user(ops, body.name)
@@ -285,7 +287,7 @@ def update_user(name: UserPath, body: models.UserChange, request: Request,
                 session: Annotated[Session, Depends(require_operator)]):
     ops = _ops(request)
     try:
-        ops.update_user(session.user.name, name, role=body.role, disabled=body.disabled)
+        ops.changes.update_user(session.user.name, name, role=body.role, disabled=body.disabled)
     except _REFUSED as err:
         return _error(err)
     return _user(ops, name)

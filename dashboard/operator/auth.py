@@ -33,22 +33,6 @@ from fastapi import Request
 from jisaku.gateway.accounts import Accounts, User
 from jisaku.gateway.db import Database
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS operator_sessions (
-    token_hash TEXT PRIMARY KEY,      -- SHA-256 of the cookie's value, never the value
-    user       TEXT NOT NULL,
-    csrf       TEXT NOT NULL,
-    created    REAL NOT NULL,
-    expires    REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS login_failures (
-    ip    TEXT NOT NULL,
-    name  TEXT NOT NULL,
-    ts    REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS login_failures_ip ON login_failures (ip, ts);
-"""
-
 COOKIE = "jisaku_operator"
 LOGIN_CSRF_COOKIE = "jisaku_login_csrf"  # before there is a session: the login form's own token
 CSRF_HEADER = "x-csrf-token"
@@ -97,7 +81,6 @@ class Auth:
     def __init__(self, db: Database, accounts: Accounts):
         self.db = db
         self.accounts = accounts
-        self.db.connection.executescript(SCHEMA)
 
     def login(self, name: str, password: str, ip: str) -> Session:
         """A new session for ``name``, or :class:`LoginRefused`."""
@@ -152,10 +135,6 @@ class Auth:
     def logout(self, token: str | None) -> None:
         if token:
             self.db.connection.execute("DELETE FROM operator_sessions WHERE token_hash=?", (_hash(token),))
-
-    def end_sessions_of(self, name: str) -> None:
-        """Log a user out everywhere (their password changed, or they were disabled)."""
-        self.db.connection.execute("DELETE FROM operator_sessions WHERE user=?", (name,))
 
 
 # ---------------------------------------------------------------- cookies

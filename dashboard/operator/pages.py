@@ -27,7 +27,9 @@ from . import api, models
 from .auth import (COOKIE, CSRF_FIELD, LOGIN_CSRF_COOKIE, LoginRefused, Session, check_csrf,
                    clear_login_csrf_cookie, clear_session_cookie, client_ip, current_session, login_csrf,
                    require_admin, require_operator, same_token, set_login_csrf_cookie, set_session_cookie)
-from .operations import NotFound, OperationError, Operations, PublisherMissing
+from jisaku.gateway.changes import NotFound, OperationError, PublisherMissing
+
+from .operations import Operations
 from .publisher import BrokerUnavailable, wait_for_answer
 
 # Pages wait this long for a device's answer after sending it settings, so that the page
@@ -214,7 +216,7 @@ async def add_device(request: Request, session: Session = Depends(require_operat
     ops = _ops(request)
     try:
         device = _record_from_form(form, str(form.get("id", "")).strip(), t)
-        secret = ops.add_device(session.user.name, device)
+        secret = ops.changes.add_device(session.user.name, device)
     except OperationError as err:
         return render(request, "device_new.html", 400, kinds=[k.id for k in kinds.all_kinds()], form=dict(form), error=str(err))
     return _secret_page(request, ops, device, secret, new=True)
@@ -236,7 +238,7 @@ async def save_device(request: Request, device_id: str, session: Session = Depen
     t = i18n.translator(i18n.pick_language(request))
     ops = _ops(request)
     try:
-        ops.update_device(session.user.name, _record_from_form(form, device_id, t))
+        ops.changes.update_device(session.user.name, _record_from_form(form, device_id, t))
     except NotFound:
         return render(request, "not_found.html", 404, what=device_id)
     except OperationError as err:
@@ -263,7 +265,7 @@ async def send_settings(request: Request, device_id: str, session: Session = Dep
     if not changes:
         return _device_page(request, device_id, 400, settings_error=t("op.settings.nothing"))
     try:
-        config = await run_in_threadpool(ops.push_settings, session.user.name, device_id, changes)
+        config = await run_in_threadpool(ops.changes.push_settings, session.user.name, device_id, changes)
     except OperationError as err:
         return _device_page(request, device_id, 400, settings_error=str(err))
     except PublisherMissing:
@@ -293,7 +295,7 @@ async def rotate(request: Request, device_id: str, session: Session = Depends(re
     if not _confirmed(form):
         return _device_page(request, device_id, 400, secret_error=t("op.secret.confirm_first"))
     try:
-        secret = ops.rotate_secret(session.user.name, device_id)
+        secret = ops.changes.rotate_secret(session.user.name, device_id)
     except NotFound:
         return render(request, "not_found.html", 404, what=device_id)
     return _secret_page(request, ops, ops.registry.get(device_id), secret, new=False)
@@ -307,7 +309,7 @@ async def revoke(request: Request, device_id: str, session: Session = Depends(re
     if not _confirmed(form):
         return _device_page(request, device_id, 400, secret_error=t("op.secret.confirm_first"))
     try:
-        ops.revoke(session.user.name, device_id)
+        ops.changes.revoke(session.user.name, device_id)
     except NotFound:
         return render(request, "not_found.html", 404, what=device_id)
     return see(f"/operator/devices/{quote(device_id)}?done=revoked")
@@ -346,7 +348,7 @@ async def add_user(request: Request, session: Session = Depends(require_operator
     form = await request.form()
     name, role = str(form.get("name", "")).strip(), str(form.get("role", "operator"))
     try:
-        await run_in_threadpool(_ops(request).add_user, session.user.name, name, str(form.get("password", "")), role)
+        await run_in_threadpool(_ops(request).changes.add_user, session.user.name, name, str(form.get("password", "")), role)
     except AccountError as err:
         return _users_page(request, 400, error=str(err), form={"name": name, "role": role})
     return see("/operator/users?done=user_added")
@@ -357,7 +359,7 @@ async def save_user(request: Request, name: str, session: Session = Depends(requ
     form = await request.form()
     role = str(form.get("role", "")) or None
     try:
-        _ops(request).update_user(session.user.name, name, role=role, disabled=form.get("disabled") == "1")
+        _ops(request).changes.update_user(session.user.name, name, role=role, disabled=form.get("disabled") == "1")
     except NotFound:
         return render(request, "not_found.html", 404, what=name)
     except AccountError as err:

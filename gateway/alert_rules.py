@@ -1,0 +1,112 @@
+"""Alert rules: what to watch, on which devices, and when an alert is raised and cleared.
+
+Four kinds of condition: ``above`` / ``below`` a threshold (with separate raise and
+clear levels, and optionally a minimum duration), ``no_data``, ``not_moved`` and
+``area``. A rule is for one device (``device_id``) or every device of a kind
+(``kind``). What each kind means for operators: docs/alerts.md.
+
+Example::
+
+    rule = Rule.model_validate({"name": "Deep snow", "kind": "snow_gauge", "condition": {
+        "type": "above", "metric": "depth_cm", "raise_at": 30, "clear_at": 25}})
+    rule.applies_to("snow-1", "snow_gauge")     # True
+    Rule.model_validate({"name": "x", "condition": {"type": "no_data", "minutes": 30}})  # ValidationError: no scope
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from jisaku.device import protocol
+
+from .areas import AreaError, parse_area
+
+
+class RuleError(ValueError):
+    """A rule that cannot be saved: an unknown device, an unknown rule id."""
+
+
+class Threshold(BaseModel):
+    """Above or below a level, with hysteresis and an optional minimum duration."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["above", "below"]
+    metric: str = Field(description="the value to watch, e.g. depth_cm")
+    raise_at: float
+    clear_at: float | None = Field(None, description="defaults to raise_at (no hysteresis)")
+    for_min: float = Field(0, ge=0, description="raise only once the value has stayed there this long")
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, metric: str) -> str:
+        if not protocol.METRIC_NAME.match(metric):
+            raise ValueError(f"metric {metric!r} should be a name like depth_cm (a-z, 0-9, _)")
+        return metric
+
+    @model_validator(mode="after")
+    def _clear_on_the_safe_side(self) -> "Threshold":
+        if self.clear_at is None:
+            self.clear_at = self.raise_at
+        if self.type == "above" and self.clear_at > self.raise_at:
+            raise ValueError(f"clear_at ({self.clear_at:g}) must be at or below raise_at ({self.raise_at:g}) for an"
+                             " 'above' rule: the alert clears once the value falls back below clear_at")
+        if self.type == "below" and self.clear_at < self.raise_at:
+            raise ValueError(f"clear_at ({self.clear_at:g}) must be at or above raise_at ({self.raise_at:g}) for a"
+                             " 'below' rule: the alert clears once the value rises back above clear_at")
+        return self
+
+
+class NoData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["no_data"]
+    minutes: float = Field(gt=0)
+
+
+class NotMoved(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["not_moved"]
+    minutes: float = Field(gt=0)
+    radius_m: float = Field(50, gt=0, description="moving less than this counts as standing still (GPS wanders)")
+
+
+class InArea(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["area"]
+    area: dict[str, Any] = Field(description="a circle or a GeoJSON Polygon / MultiPolygon / Feature")
+    alert_when: Literal["inside", "outside"] = "inside"
+    for_min: float = Field(0, ge=0)
+
+    @field_validator("area")
+    @classmethod
+    def _area(cls, area: dict[str, Any]) -> dict[str, Any]:
+        try:
+            parse_area(area)
+        except AreaError as err:
+            raise ValueError(str(err)) from None
+        return area
+
+
+Condition = Annotated[Threshold | NoData | NotMoved | InArea, Field(discriminator="type")]
+
+
+class Rule(BaseModel):
+    """An alert rule, as stored and as the operator pages send it (JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: int | None = None
+    name: str = Field(min_length=1, max_length=200)
+    device_id: str | None = None
+    kind: str | None = None
+    enabled: bool = True
+    condition: Condition
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> "Rule":
+        if (self.device_id is None) == (self.kind is None):
+            raise ValueError("a rule is for one device (device_id) or for every device of a kind (kind): give one")
+        return self
+
+    def applies_to(self, device_id: str, kind: str | None) -> bool:
+        return self.enabled and (self.device_id == device_id if self.device_id else self.kind == kind)

@@ -1,0 +1,256 @@
+"""Every change to devices, their settings, accounts and alert rules, each with its audit entry.
+
+The operator pages, the operator API and the ``jisaku`` command all change things
+through here, so each change is checked the same way (a setting within its limits,
+a device that exists) and leaves the same entry in the audit log: who (an
+operator's name, or ``cli:<unix user>``), what, before and after. Where it can, the
+change and its entry are written in one transaction: both are kept, or neither.
+Secrets are never recorded.
+
+Example::
+
+    changes = Changes(Database(Path("data/jisaku.db")), publisher=config_publisher)
+    secret = changes.add_device("tanaka", DeviceRecord("snow-5", "snow_gauge"))
+    changes.push_settings(cli_actor(), "tray-1", {"left_after_s": 45})
+    changes.update_user("tanaka", "suzuki", role="admin")
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any, Protocol
+
+from jisaku.contract import kinds
+
+from .accounts import AccountError, Accounts
+from .alert_rules import Rule
+from .alerts import AlertBook, AlertNotFound
+from .audit import AuditLog
+from .db import Database, write
+from .registry import DeviceRecord, Registry, RegistryError
+from .store import SQLiteStore
+
+
+class OperationError(ValueError):
+    """A change that cannot be made as asked; the message says what to do instead."""
+
+
+class NotFound(LookupError):
+    pass
+
+
+class PublisherMissing(RuntimeError):
+    """There is no broker connection to send settings with."""
+
+
+class ConfigPublisher(Protocol):
+    """What sends a device its settings: the dashboard's ConfigPublisher, or the command line's own."""
+
+    def push(self, store: SQLiteStore, registry: Registry, device_id: str, changes: dict[str, Any]) -> dict: ...
+
+
+def setting_limits(kind: str) -> dict[str, tuple[float, float]]:
+    """The settings a device of ``kind`` takes from afar, with their limits (its kind folder's [settings])."""
+    return kinds.limits_for(kind)
+
+
+def check_settings(kind: str, changes: dict[str, Any]) -> dict[str, float | int]:
+    """The changes as numbers, or :class:`OperationError` naming each one out of its limits."""
+    limits = setting_limits(kind)
+    if not limits:
+        raise OperationError(f"a {kind} device has no settings that can be changed from here")
+    if not changes:
+        raise OperationError("nothing to change: give at least one setting")
+    clean, problems = {}, []
+    for name, value in changes.items():
+        if name not in limits:
+            problems.append(f"unknown setting {name!r} (a {kind} takes {', '.join(sorted(limits))})")
+            continue
+        low, high = limits[name]
+        number = _number(value)
+        if number is None or not low <= number <= high:
+            problems.append(f"{name} must be a number from {low:g} to {high:g}, not {value!r}")
+            continue
+        clean[name] = int(number) if float(number).is_integer() else number
+    if problems:
+        raise OperationError("; ".join(problems))
+    return clean
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip().replace(",", "."))
+        except ValueError:
+            return None
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+class Changes:
+    """``publisher`` sends settings to devices (None: push_settings says so). ``alerts`` is an
+    AlertBook, or the gateway's AlertEngine in the same process (it then reloads the rules at once)."""
+
+    def __init__(self, db: Database, publisher: ConfigPublisher | None = None, alerts: Any = None):
+        self.db = db
+        self.registry = Registry(db)
+        self.accounts = Accounts(db)
+        self.audit = AuditLog(db)
+        self.store = SQLiteStore(db)
+        self.publisher = publisher
+        self.alerts = alerts if alerts is not None else AlertBook(db)
+
+    def _together(self):
+        """The change and its audit entry are kept together, or neither is."""
+        return write(self.db.connection)
+
+    # ------------------------------------------------------------ devices
+
+    def add_device(self, actor: str, device: DeviceRecord) -> str:
+        """Register the device; returns its secret (show it once)."""
+        with self._together():
+            try:
+                secret = self.registry.add_device(device)
+            except RegistryError as err:
+                raise OperationError(str(err)) from None
+            self.audit.record(actor, "device.add", device.id, None, asdict(device))
+        return secret
+
+    def update_device(self, actor: str, device: DeviceRecord) -> None:
+        with self._together():
+            before = self.must_exist(device.id)
+            if before == device:
+                return
+            self.registry.update_device(device)
+            old, new = asdict(before), asdict(device)
+            changed = [key for key in new if old[key] != new[key]]
+            self.audit.record(actor, "device.update", device.id,
+                              {key: old[key] for key in changed}, {key: new[key] for key in changed})
+
+    def rotate_secret(self, actor: str, device_id: str) -> str:
+        """A new secret for the device (show it once); the old one stops working."""
+        with self._together():
+            self.must_exist(device_id)
+            revoked = self.registry.is_revoked(device_id)
+            secret = self.registry.rotate_secret(device_id)
+            # That it happened, never the secret itself.
+            self.audit.record(actor, "device.rotate_secret", device_id, {"revoked": revoked}, {"revoked": False})
+        return secret
+
+    def revoke(self, actor: str, device_id: str) -> None:
+        """No secret works for the device any more; a revoked device is left as it is."""
+        with self._together():
+            self.must_exist(device_id)
+            if self.registry.is_revoked(device_id):
+                return
+            self.registry.revoke(device_id)
+            self.audit.record(actor, "device.revoke", device_id, {"revoked": False}, {"revoked": True})
+
+    def remove_device(self, actor: str, device_id: str) -> None:
+        """Forget the device; its stored readings stay."""
+        with self._together():
+            device = self.must_exist(device_id)
+            self.registry.remove_device(device_id)
+            self.audit.record(actor, "device.remove", device_id, asdict(device), None)
+
+    def push_settings(self, actor: str, device_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Send the device new settings (checked against its limits first); returns the revision.
+
+        Not one transaction with its audit entry: sending waits for the broker, and the
+        gateway must go on writing meanwhile. The entry is written once the broker has it.
+        """
+        device = self.must_exist(device_id)
+        clean = check_settings(device.kind, changes)
+        if self.publisher is None:
+            raise PublisherMissing("this dashboard has no broker account to send settings with:"
+                                   " start it with `jisaku dashboard` or `jisaku demo`")
+        before = (self.store.config_state(device_id) or {}).get("settings", {})
+        config = self.publisher.push(self.store, self.registry, device_id, clean)
+        after = {key: value for key, value in config.items() if key != "rev"}
+        self.audit.record(actor, "device.settings", device_id,
+                          {"settings": before}, {"rev": config["rev"], "settings": after})
+        return config
+
+    def must_exist(self, device_id: str) -> DeviceRecord:
+        device = self.registry.get(device_id)
+        if device is None:
+            raise NotFound(f"no device {device_id!r}")
+        return device
+
+    # ------------------------------------------------------------ operator accounts
+
+    def add_user(self, actor: str, name: str, password: str, role: str) -> None:
+        with self._together():
+            self.accounts.add(name, password, role)
+            self.audit.record(actor, "user.add", name, None, {"role": role, "disabled": False})
+
+    def update_user(self, actor: str, name: str, role: str | None = None, disabled: bool | None = None) -> None:
+        """Change a user's role or whether they may log in; what did not change is not recorded."""
+        with self._together():
+            user = self.accounts.get(name)
+            if user is None:
+                raise NotFound(f"no user {name!r}")
+            before, after = {}, {}
+            if role is not None and role != user.role:
+                self.accounts.set_role(name, role)
+                before["role"], after["role"] = user.role, role
+            if disabled is not None and disabled != user.disabled:
+                if disabled and name == actor:
+                    raise AccountError("you cannot disable your own account; ask another admin")
+                self.accounts.set_disabled(name, disabled)
+                before["disabled"], after["disabled"] = user.disabled, disabled
+            if after:
+                self.audit.record(actor, "user.update", name, before, after)
+            if disabled:
+                self._end_sessions(name)
+
+    def set_password(self, actor: str, name: str, password: str) -> None:
+        with self._together():
+            self.accounts.set_password(name, password)
+            self.audit.record(actor, "user.password", name, None, None)  # that it changed, never what to
+            self._end_sessions(name)
+
+    def _end_sessions(self, name: str) -> None:
+        """Log a user out everywhere (their password changed, or they were disabled)."""
+        self.db.connection.execute("DELETE FROM operator_sessions WHERE user=?", (name,))
+
+    # ------------------------------------------------------------ alert rules and alerts
+    # Each saved first, then its entry written: not in one transaction, because the gateway's
+    # alert engine, when it is ``alerts``, takes its own lock inside these calls, and holding
+    # the database's write lock meanwhile could make it and the engine wait for each other.
+
+    def add_rule(self, actor: str, rule: Rule | dict) -> Rule:
+        saved = self.alerts.add_rule(rule)
+        self.audit.record(actor, "rule.add", str(saved.id), None, _rule_json(saved))
+        return saved
+
+    def update_rule(self, actor: str, rule_id: int, rule: Rule | dict) -> Rule:
+        before = self._rule(rule_id)
+        saved = self.alerts.update_rule(rule_id, rule, user=actor)
+        self.audit.record(actor, "rule.update", str(rule_id), _rule_json(before), _rule_json(saved))
+        return saved
+
+    def delete_rule(self, actor: str, rule_id: int) -> None:
+        before = self._rule(rule_id)
+        self.alerts.delete_rule(rule_id, user=actor)
+        self.audit.record(actor, "rule.delete", str(rule_id), _rule_json(before), None)
+
+    def acknowledge(self, actor: str, alert_id: int):
+        """An operator has seen the alert; it stays open until its condition clears."""
+        alert = self.alerts.acknowledge(alert_id, actor)
+        self.audit.record(actor, "alert.acknowledge", str(alert_id), {"state": "raised"}, {"state": "acknowledged"})
+        return alert
+
+    def _rule(self, rule_id: int) -> Rule:
+        rule = AlertBook(self.db).rule(rule_id)  # the engine does not look rules up by id
+        if rule is None:
+            raise AlertNotFound(f"there is no rule {rule_id}")
+        return rule
+
+
+def _rule_json(rule: Rule) -> dict[str, Any]:
+    return rule.model_dump(mode="json", exclude={"id"})

@@ -1,0 +1,291 @@
+"""The database's layout, as one ordered list of changes ("migrations").
+
+SQLite keeps a number in each database file, ``PRAGMA user_version``: how many of
+the steps below the file has had. ``db.connect`` gives a file the steps it lacks,
+in order, all in one write transaction (see ``db.migrate``), so a town that
+upgrades jisaku never runs anything by hand.
+
+To change the layout, add a step at the end of MIGRATIONS with the next number.
+Never edit a step that has been released: databases out there already had it.
+
+Example::
+
+    MIGRATIONS.append(Migration(2, "devices get a free-text note",
+                                "ALTER TABLE devices ADD COLUMN note TEXT NOT NULL DEFAULT ''"))
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# Every table as jisaku had them when the list of migrations began (release 0.x): step 1.
+# IF NOT EXISTS, so that a database made before then (user_version 0, the tables already
+# there) keeps its rows; the columns it may lack are in COLUMNS_ADDED_BEFORE_MIGRATIONS.
+BASELINE = """
+-- Devices, readings and what the gateway keeps about them.
+CREATE TABLE IF NOT EXISTS devices (
+    id          TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    name        TEXT NOT NULL DEFAULT '',
+    name_ja     TEXT NOT NULL DEFAULT '',  -- the name in Japanese; '' = show `name` everywhere
+    public      INTEGER NOT NULL DEFAULT 1,
+    interval_s  REAL,
+    lat         REAL,
+    lon         REAL,
+    secret_hash TEXT,            -- NULL once revoked: the device may not connect
+    created     REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS service_accounts (
+    username    TEXT PRIMARY KEY,    -- always starts with "_", which no device id can
+    secret_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS readings (
+    device_id TEXT NOT NULL,
+    ts        REAL NOT NULL,
+    seq       INTEGER NOT NULL,
+    v         TEXT NOT NULL,         -- the reading's values as a JSON object
+    received  REAL NOT NULL,
+    PRIMARY KEY (device_id, ts, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    device_id TEXT NOT NULL,
+    ts        REAL NOT NULL,
+    seq       INTEGER NOT NULL,
+    event     TEXT NOT NULL,
+    v         TEXT NOT NULL,
+    received  REAL NOT NULL,
+    PRIMARY KEY (device_id, ts, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latest (
+    device_id TEXT PRIMARY KEY,
+    ts        REAL NOT NULL,         -- time of the newest reading
+    v         TEXT NOT NULL,         -- newest value of every metric the device has sent
+    updated   REAL NOT NULL          -- when this row last changed, for the live stream
+);
+CREATE INDEX IF NOT EXISTS latest_updated ON latest (updated);
+CREATE TABLE IF NOT EXISTS device_status (
+    device_id TEXT PRIMARY KEY,
+    state     TEXT NOT NULL,
+    since     REAL NOT NULL,
+    info      TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS status_history (
+    device_id TEXT NOT NULL,
+    ts        REAL NOT NULL,
+    state     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS status_history_device ON status_history (device_id, ts);
+CREATE TABLE IF NOT EXISTS device_config (
+    device_id TEXT PRIMARY KEY,
+    rev       INTEGER NOT NULL,      -- the newest revision pushed to the device
+    settings  TEXT NOT NULL,         -- all of its settings, as a JSON object
+    applied   TEXT NOT NULL DEFAULT '{}',  -- the settings of the newest revision it applied
+    pushed    REAL NOT NULL,
+    acked_rev INTEGER,               -- the newest revision the device answered
+    ok        INTEGER,               -- whether it applied it
+    reason    TEXT,                  -- why not, in the device's words
+    acked     REAL
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id        INTEGER PRIMARY KEY,
+    received  REAL NOT NULL,
+    topic     TEXT NOT NULL,
+    payload   BLOB NOT NULL,         -- the first bytes only
+    reason    TEXT NOT NULL,
+    detail    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quarantine_reason ON quarantine (reason);
+
+-- One row that counts every change to devices or accounts (see Registry.version).
+CREATE TABLE IF NOT EXISTS registry_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO registry_version (id, version) VALUES (1, 0);
+
+-- Operator accounts (accounts.py).
+CREATE TABLE IF NOT EXISTS users (
+    name          TEXT PRIMARY KEY,
+    role          TEXT NOT NULL,          -- operator or admin
+    password_hash TEXT NOT NULL,          -- argon2id, never the password
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    created       REAL NOT NULL,
+    changed       REAL NOT NULL           -- password or role last changed
+);
+
+-- The audit log (audit.py).
+CREATE TABLE IF NOT EXISTS audit_log (
+    id      INTEGER PRIMARY KEY,
+    ts      REAL NOT NULL,
+    actor   TEXT NOT NULL,    -- an operator's user name, or "cli:<unix user>"
+    action  TEXT NOT NULL,    -- e.g. device.add, device.revoke, rule.update, user.add
+    target  TEXT NOT NULL,    -- what it was done to: a device id, a rule id, a user name
+    before  TEXT,             -- JSON, NULL when the thing did not exist
+    after   TEXT              -- JSON, NULL when the thing is gone
+);
+CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts);
+
+-- Alert notifications waiting to go out (notify_outbox.py).
+CREATE TABLE IF NOT EXISTS notify_outbox (
+    id         INTEGER PRIMARY KEY,
+    created    REAL NOT NULL,
+    payload    TEXT NOT NULL,        -- the message, a JSON object
+    fanned_out INTEGER NOT NULL DEFAULT 0  -- 1 once a delivery per channel has been made
+);
+CREATE INDEX IF NOT EXISTS notify_outbox_new ON notify_outbox (fanned_out);
+CREATE TABLE IF NOT EXISTS notify_deliveries (
+    id         INTEGER PRIMARY KEY,
+    message_id INTEGER NOT NULL,
+    channel    TEXT NOT NULL,        -- a channel's name, e.g. webhook-1, smtp, mqtt
+    created    REAL NOT NULL,
+    state      TEXT NOT NULL,        -- pending | sent | failed
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_try   REAL NOT NULL,
+    last_error TEXT,
+    done       REAL
+);
+CREATE INDEX IF NOT EXISTS notify_deliveries_pending ON notify_deliveries (state, channel, id);
+
+-- Hourly figures of old readings (retention.py).
+CREATE TABLE IF NOT EXISTS readings_hourly (
+    device_id TEXT NOT NULL,
+    hour      REAL NOT NULL,     -- start of the hour, UTC epoch seconds
+    metric    TEXT NOT NULL,
+    n         INTEGER NOT NULL,
+    min       REAL NOT NULL,
+    max       REAL NOT NULL,
+    sum       REAL NOT NULL,
+    PRIMARY KEY (device_id, hour, metric)
+) WITHOUT ROWID;
+
+-- Alert rules, alerts and their history (alert_book.py).
+CREATE TABLE IF NOT EXISTS alert_rules (
+    id        INTEGER PRIMARY KEY,
+    name      TEXT NOT NULL,
+    device_id TEXT,                  -- the rule is for this device, or
+    kind      TEXT,                  -- for every device of this kind
+    enabled   INTEGER NOT NULL DEFAULT 1,
+    condition TEXT NOT NULL,         -- JSON, see Rule.condition
+    created   REAL NOT NULL,
+    updated   REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id              INTEGER PRIMARY KEY,
+    rule_id         INTEGER NOT NULL,
+    rule_name       TEXT NOT NULL,   -- kept, so history reads well after the rule is gone
+    device_id       TEXT NOT NULL,
+    state           TEXT NOT NULL,   -- raised | acknowledged | cleared
+    message         TEXT NOT NULL,   -- why it was raised
+    message_ja      TEXT NOT NULL DEFAULT '',  -- the same in Japanese (see alert_words.py)
+    value           TEXT,            -- JSON: the value that raised it
+    raised          REAL NOT NULL,
+    acknowledged    REAL,
+    acknowledged_by TEXT,
+    cleared         REAL,
+    cleared_message TEXT,
+    cleared_message_ja TEXT
+);
+-- At most one open alert per rule and device.
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_open ON alerts (rule_id, device_id) WHERE state != 'cleared';
+CREATE INDEX IF NOT EXISTS alerts_raised ON alerts (raised);
+CREATE TABLE IF NOT EXISTS alert_history (
+    id       INTEGER PRIMARY KEY,
+    alert_id INTEGER NOT NULL,
+    ts       REAL NOT NULL,
+    state    TEXT NOT NULL,          -- raised | acknowledged | cleared
+    actor    TEXT,                   -- the operator, or NULL for the gateway
+    message  TEXT NOT NULL,
+    message_ja TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS alert_history_alert ON alert_history (alert_id);
+-- What judging one rule for one device remembers between readings (see _Track).
+CREATE TABLE IF NOT EXISTS alert_tracks (
+    rule_id         INTEGER NOT NULL,
+    device_id       TEXT NOT NULL,
+    pending_since   REAL,
+    pending_message TEXT,            -- JSON: a wording (alert_words.py)
+    pending_value   TEXT,            -- JSON
+    last_ts         REAL NOT NULL,
+    anchor_lat      REAL,
+    anchor_lon      REAL,
+    anchor_ts       REAL NOT NULL,
+    PRIMARY KEY (rule_id, device_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alert_meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL           -- rules_rev: +1 on every rule change, for the engine to reload
+);
+
+-- Operators' sessions and failed logins (dashboard/operator/auth.py).
+CREATE TABLE IF NOT EXISTS operator_sessions (
+    token_hash TEXT PRIMARY KEY,      -- SHA-256 of the cookie's value, never the value
+    user       TEXT NOT NULL,
+    csrf       TEXT NOT NULL,
+    created    REAL NOT NULL,
+    expires    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS login_failures (
+    ip    TEXT NOT NULL,
+    name  TEXT NOT NULL,
+    ts    REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_ip ON login_failures (ip, ts);
+"""
+
+# Columns added to tables before there were migrations: a database made by an older
+# jisaku may lack them, since CREATE TABLE IF NOT EXISTS leaves an existing table as it was.
+COLUMNS_ADDED_BEFORE_MIGRATIONS = [
+    ("devices", "name_ja", "TEXT NOT NULL DEFAULT ''"),
+    ("alerts", "message_ja", "TEXT NOT NULL DEFAULT ''"),
+    ("alerts", "cleared_message_ja", "TEXT"),
+    ("alert_history", "message_ja", "TEXT NOT NULL DEFAULT ''"),
+]
+
+
+def statements(sql: str) -> list[str]:
+    """The statements of an SQL script, one by one.
+
+    ``executescript`` would do them all, but it commits first: a migration must stay
+    inside the one transaction that also sets the version.
+    """
+    found, current = [], ""
+    for line in sql.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            found.append(current.strip())
+            current = ""
+    if current.strip() and not current.strip().startswith("--"):
+        raise ValueError(f"unfinished SQL statement (a missing ';'?): {current.strip()[:80]!r}")
+    return found
+
+
+def baseline(connection: sqlite3.Connection) -> None:
+    """Step 1: create what is missing of BASELINE, and add the columns an older table lacks."""
+    for statement in statements(BASELINE):
+        connection.execute(statement)
+    for table, column, definition in COLUMNS_ADDED_BEFORE_MIGRATIONS:
+        have = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int                  # the file's user_version once this step is done
+    description: str
+    change: str | Callable[[sqlite3.Connection], None]  # SQL statements, or a function for more
+
+    def apply(self, connection: sqlite3.Connection) -> None:
+        if callable(self.change):
+            self.change(connection)
+        else:
+            for statement in statements(self.change):
+                connection.execute(statement)
+
+
+# In order; each version one more than the last.
+MIGRATIONS: list[Migration] = [
+    Migration(1, "every table as of the first migration (keeps a database made before it)", baseline),
+]
