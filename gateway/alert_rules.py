@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from jisaku.device import protocol
+from jisaku.contract import protocol
 
 from .areas import AreaError, parse_area
 
