@@ -69,8 +69,8 @@ class Setting:
     """Something operators may change on a device from afar, within its limits."""
 
     name: str                          # interval_s
-    low: float
-    high: float
+    low: int | float
+    high: int | float
     label: Words                       # "Measure every (seconds)"
 
 
@@ -211,7 +211,9 @@ def read_folder(path: Path) -> KindFolder:
         limits = spec.get("limits") if isinstance(spec, dict) else None
         if not (isinstance(limits, list) and len(limits) == 2):
             raise KindError(f"{where} must be {{ limits = [lowest, highest], label = {{ en = ..., ja = ... }} }}")
-        low, high = (_number(v, f"{where} limits") for v in limits)
+        for value in limits:
+            _number(value, f"{where} limits")
+        low, high = limits  # as written: 3600 stays a whole number in forms and messages
         if low > high:
             raise KindError(f"{where}: the lowest ({low:g}) is above the highest ({high:g})")
         settings[name] = Setting(name, low, high, _words(spec.get("label"), f"{where} label"))
