@@ -129,3 +129,8 @@ def allowed(username: str, action: str, topic: str) -> bool:
     if action == SUBSCRIBE:
         return may_subscribe(username, topic)
     return False
+
+
+# The operator pages' two roles (docs/operators.md): an operator looks after devices, settings
+# and alerts; an admin also looks after the accounts.
+ROLES = ("operator", "admin")

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from jisaku.contract.rights import ROLES
+
 from .db import Database
 
-ROLES = ("operator", "admin")
 USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 takes any length; this keeps a request from being a denial of service

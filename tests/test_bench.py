@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from jisaku import bench
+from jisaku.bench import ingest
 
 from .brokers import mosquitto_available
 from .conftest import require
@@ -17,7 +18,7 @@ from .conftest import require
 def test_ingest_smoke():
     require(mosquitto_available(), "Mosquitto", "sudo apt-get install mosquitto")
 
-    figures = bench.ingest(readings=3000, devices=10, publishers=1, latency_seconds=2)
+    figures = ingest.ingest(readings=3000, devices=10, publishers=1, latency_seconds=2)
 
     assert figures["exactly_once"], figures
     assert figures["stored"] == 3000
@@ -41,4 +42,4 @@ def test_bench_ingest_command_line():
     args = top.parse_args(["bench", "ingest", "--readings", "500", "--devices", "5", "--publishers", "1",
                            "--latency-seconds", "1"])
     assert (args.readings, args.devices, args.publishers, args.latency_seconds) == (500, 5, 1, 1.0)
-    assert args.run is bench.cmd_ingest
+    assert args.run is ingest.cmd_ingest

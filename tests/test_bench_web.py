@@ -11,7 +11,7 @@ import time
 import httpx
 import uvicorn
 
-from jisaku import bench_web
+from jisaku.bench import web as bench_web
 from jisaku.dashboard.app import create_app
 from jisaku.contract.protocol import Reading
 from jisaku.gateway.db import Database

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from jisaku.demo import load_city
+from jisaku.cli.demo_town import load_city
 from jisaku.device.config import load_device_config
 from jisaku.contract.protocol import Reading
 from jisaku.gateway.store import Batch

@@ -14,7 +14,7 @@ import paho.mqtt.publish as publish
 import pytest
 from serial.tools.list_ports_common import ListPortInfo
 
-from jisaku import board, flash
+from jisaku.cli import board, flash
 from jisaku.cli import main
 from jisaku.gateway.audit import AuditLog
 from jisaku.gateway.db import Database

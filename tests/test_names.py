@@ -16,10 +16,11 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from jisaku import cli, flash
+from jisaku import cli
+from jisaku.cli import flash
 from jisaku.dashboard.app import create_app
 from jisaku.dashboard.stream import Broadcaster
-from jisaku.demo import load_city, register
+from jisaku.cli.demo_town import load_city, register
 from jisaku.contract.protocol import Reading
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry

@@ -12,7 +12,7 @@ import urllib.error
 import paho.mqtt.client as mqtt
 import pytest
 
-from jisaku.demo import load_city
+from jisaku.cli.demo_town import load_city
 from jisaku.contract import protocol
 from jisaku.device.config import load_device_config
 from jisaku.device.link import DeviceLink

@@ -28,7 +28,7 @@ from jisaku.gateway.db import Database
 from jisaku.gateway.provisioning import device_snippets
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.store import SQLiteStore
-from jisaku.mosquitto_cli import Syncer
+from jisaku.cli.mosquitto import Syncer
 
 from .brokers import HOST, EmbeddedBrokerThread, MosquittoServer, _mqtt_round_trip, free_port
 from .test_broker import GRACE_S, WAIT_S, Peer, peers  # noqa: F401 (peers is a fixture)

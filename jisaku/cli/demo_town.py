@@ -1,4 +1,4 @@
-"""``jisaku demo``: a whole small town in one process, through the real pipeline.
+"""The demo town of ``jisaku demo``: a whole small town in one process, through the real pipeline.
 
 The embedded broker, the gateway writing to SQLite, the dashboard, and the
 simulated devices of ``examples/demo-city/city.toml``. Every simulated device is
@@ -16,26 +16,27 @@ import logging
 import threading
 import tomllib
 from pathlib import Path
+
 import uvicorn
 
 from jisaku.contract import kinds
+from jisaku.contract.mqtt import BrokerAddress
+from jisaku.contract.settings import Settings
 from jisaku.dashboard.app import create_app
 from jisaku.dashboard.operator import ConfigPublisher
 from jisaku.dashboard.osmand import PhonePublisher
 from jisaku.device.config import DeviceConfig, load_device_config
-from jisaku.contract.mqtt import BrokerAddress
 from jisaku.device.runner import run_device
 from jisaku.gateway.alert_engine import start_alerts
 from jisaku.gateway.alerts import ensure_rules
 from jisaku.gateway.broker import EmbeddedBroker
+from jisaku.gateway.changes import Changes
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.retention import RetentionPolicy
 from jisaku.gateway.secrets import new_secret
 from jisaku.gateway.service import Gateway
 
-from jisaku.contract.settings import Settings
 from .stores import open_stores
-from .users_cli import first_admin
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,20 @@ async def _serve(settings: Settings, devices: list[DeviceConfig], rules: list[di
         alerts.stop()
         await broker.stop()
         print("  jisaku demo stopped; its data is kept for next time.", flush=True)
+
+
+
+def first_admin(db) -> str | None:
+    """For ``jisaku demo``: with no account yet, make ``admin`` and return its password (print it once).
+
+    Returns None when accounts exist already; they keep their passwords.
+    """
+    changes = Changes(db)
+    if changes.accounts.users():
+        return None
+    password = new_secret(12)
+    changes.add_user("demo", "admin", password, "admin")
+    return password
 
 
 def run_demo(settings: Settings, city_file: Path = DEFAULT_CITY) -> None:

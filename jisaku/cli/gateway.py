@@ -1,8 +1,7 @@
-"""Running one gateway process: what ``jisaku gateway`` does.
+"""``jisaku gateway``: one gateway process, or (``--workers N``) a supervisor of N.
 
-Kept apart from the rest of the command line so that each worker of
-``jisaku gateway --workers N`` (started as ``python -m jisaku.gateway_run``)
-imports only what a gateway needs, and stays small on a Raspberry Pi.
+Each worker of ``jisaku gateway --workers N`` is started as ``python -m jisaku.cli.gateway``,
+which imports only what a gateway needs, and stays small on a Raspberry Pi.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import sys
 import threading
 
 from jisaku.contract.settings import SettingsError, load
-from .stores import open_stores
 
 
 def wait_for_stop() -> None:
@@ -29,6 +27,7 @@ def wait_for_stop() -> None:
 
 
 def run_gateway(client_id: str = "jisaku-gateway", shared: bool = False) -> None:
+    from jisaku.cli.stores import open_stores
     from jisaku.gateway.alert_engine import start_alerts
     from jisaku.gateway.retention import RetentionPolicy
     from jisaku.gateway.service import Gateway
@@ -47,8 +46,26 @@ def run_gateway(client_id: str = "jisaku-gateway", shared: bool = False) -> None
     alerts.stop()
 
 
+def cmd_gateway(args: argparse.Namespace) -> None:
+    if args.workers > 1:
+        # The supervisor needs none of what this process has imported: start it afresh, small.
+        os.execv(sys.executable, [sys.executable, "-m", "jisaku.cli.workers", str(args.workers)])
+    run_gateway(args.client_id, args.shared)
+
+
+def add_parser(commands) -> None:
+    gateway = commands.add_parser("gateway", help="subscribe, check and store")
+    gateway.add_argument("--workers", type=int, default=1, metavar="N",
+                         help="run N gateway processes sharing the load (needs Mosquitto's shared subscriptions)")
+    gateway.add_argument("--shared", action="store_true",
+                         help="take a share of the messages ($share/jisaku/jisaku/#) beside other gateways")
+    gateway.add_argument("--client-id", default="jisaku-gateway",
+                         help="MQTT client id; each gateway on a shared subscription needs its own")
+    gateway.set_defaults(run=cmd_gateway)
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m jisaku.gateway_run", description="one gateway process")
+    parser = argparse.ArgumentParser(prog="python -m jisaku.cli.gateway", description="one gateway process")
     parser.add_argument("--shared", action="store_true")
     parser.add_argument("--client-id", default="jisaku-gateway")
     args = parser.parse_args()

@@ -21,7 +21,7 @@ broker, would be the ceiling. ``--client paho`` uses paho, as devices do.
 Example::
 
     jisaku bench ingest                       # 100,000 readings from 100 devices
-    python -c "from jisaku import bench; bench.ingest(readings=20_000)"
+    python -c "from jisaku.bench import ingest; ingest.ingest(readings=20_000)"
 """
 
 from __future__ import annotations
@@ -795,10 +795,8 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
-def add_parser(commands) -> None:
-    """Add ``jisaku bench ingest`` to the ``jisaku`` subcommands."""
-    bench = commands.add_parser("bench", help="measure how fast the parts are").add_subparsers(
-        dest="bench", required=True)
+def add_parser(bench) -> None:
+    """Add ``ingest`` to the ``jisaku bench`` subcommands (``bench`` is their subparsers object)."""
     ingest_parser = bench.add_parser(
         "ingest", help="readings/s the gateway stores through a real Mosquitto, latency and memory")
     ingest_parser.add_argument("--readings", type=int, default=100_000, help="how many readings to send (N)")
@@ -811,11 +809,3 @@ def add_parser(commands) -> None:
     ingest_parser.add_argument("--workers", type=int, default=2,
                                help="gateway processes on a shared subscription (jisaku gateway --workers N)")
     ingest_parser.set_defaults(run=cmd_ingest)
-    __import__("jisaku.bench_web").bench_web.add_parser(bench)  # jisaku bench web (jisaku/bench_web.py)
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="jisaku")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    parsed = parser.parse_args()
-    parsed.run(parsed)

@@ -27,7 +27,7 @@ RESTART_DELAY_S = 1.0
 
 
 def worker_command(index: int) -> list[str]:
-    return [sys.executable, "-m", "jisaku.gateway_run", "--shared", "--client-id", f"jisaku-gateway-{index}"]
+    return [sys.executable, "-m", "jisaku.cli.gateway", "--shared", "--client-id", f"jisaku-gateway-{index}"]
 
 
 def run_workers(count: int) -> None:

@@ -182,8 +182,8 @@ def find_firmware(explicit: Path | None = None, environ: dict[str, str] | None =
         if not (folder / "lib").is_dir():
             raise FlashError(f"{folder} is not a firmware folder: it has no lib/ folder")
         return folder
-    here = Path(__file__).resolve().parent
-    candidates = [here.parent / "firmware", here / "firmware", Path.cwd() / "firmware"]
+    jisaku_folder = Path(__file__).resolve().parent.parent  # jisaku/, whose firmware/ sits beside it or in it
+    candidates = [jisaku_folder.parent / "firmware", jisaku_folder / "firmware", Path.cwd() / "firmware"]
     for folder in candidates:
         if (folder / "lib").is_dir():
             return folder
@@ -476,9 +476,9 @@ def run_step(step: Step, request: FlashRequest, port: str, registry, watch, done
 
 
 def cmd_flash(args: argparse.Namespace) -> None:
-    from jisaku.cli import _registry, _settings
+    from .common import load_settings, open_registry
 
-    settings = _settings()
+    settings = load_settings()
     try:
         request = make_request(args, settings.broker)
         firmware = find_firmware(Path(args.firmware) if args.firmware else None)
@@ -492,7 +492,7 @@ def cmd_flash(args: argparse.Namespace) -> None:
                 if not args.dry_run:
                     raise
                 port_note = str(err).splitlines()[0].rstrip(".:") + " now (plug the board in, or pass --port)"
-        registered = settings.sqlite_path.exists() and _registry(settings).get(request.device_id) is not None
+        registered = settings.sqlite_path.exists() and open_registry(settings).get(request.device_id) is not None
         steps = build_plan(request, firmware, port, port_note, registered, settings.broker)
         print(format_plan(steps, request, firmware), flush=True)
         if args.dry_run:
@@ -500,7 +500,7 @@ def cmd_flash(args: argparse.Namespace) -> None:
             return
         print()
         board.check_port(port)
-        registry = _registry(settings)
+        registry = open_registry(settings)
         watch = None
         if request.wait_s > 0:
             gateway_secret = (os.environ.get("JISAKU_GATEWAY_SECRET")

@@ -21,19 +21,23 @@ import datetime
 import getpass
 import sys
 
-from jisaku.gateway.accounts import ROLES, AccountError
-from jisaku.gateway.audit import cli_actor
-from jisaku.gateway.changes import Changes
-from jisaku.gateway.secrets import new_secret
+from jisaku.contract.rights import ROLES
 
-from jisaku.contract import settings as settings_module
+from .common import load_settings
 
 
-def _changes() -> Changes:
+def _changes():
     """Where account changes go, as the operator pages' do: each with its audit entry."""
+    from jisaku.gateway.changes import Changes
     from jisaku.gateway.db import Database
 
-    return Changes(Database(settings_module.load().sqlite_path))
+    return Changes(Database(load_settings().sqlite_path))
+
+
+def cli_actor() -> str:
+    from jisaku.gateway.audit import cli_actor as actor
+
+    return actor()
 
 
 def read_password(prompt: str = "Password: ") -> str:
@@ -42,7 +46,7 @@ def read_password(prompt: str = "Password: ") -> str:
         return sys.stdin.readline().rstrip("\r\n")
     first = getpass.getpass(prompt)
     if getpass.getpass("Again: ") != first:
-        raise AccountError("the two passwords differ; nothing was changed")
+        raise ValueError("the two passwords differ; nothing was changed")
     return first
 
 
@@ -96,16 +100,3 @@ def add_parser(commands) -> None:
     enable = users.add_parser("enable", help="let a disabled account log in again")
     enable.add_argument("name")
     enable.set_defaults(run=lambda args: _set_disabled(args.name, False))
-
-
-def first_admin(db) -> str | None:
-    """For ``jisaku demo``: with no account yet, make ``admin`` and return its password (print it once).
-
-    Returns None when accounts exist already; they keep their passwords.
-    """
-    changes = Changes(db)
-    if changes.accounts.users():
-        return None
-    password = new_secret(12)
-    changes.add_user("demo", "admin", password, "admin")
-    return password

@@ -28,7 +28,7 @@ Example::
 
     jisaku bench web                          # 500 vehicles, 1,000 streams
     jisaku bench web --vehicles 50 --streams 100 --seconds 3
-    python -c "from jisaku import bench_web; bench_web.web(vehicles=20, streams=10, seconds=1)"
+    python -c "from jisaku.bench import web; web.web(vehicles=20, streams=10, seconds=1)"
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ class Server:
     def __init__(self, db_path: Path, workers: int, log_path: Path, access_log: bool = False):
         self.port = _free_port()
         self.url = f"http://{HOST}:{self.port}"
-        code = ("import uvicorn; uvicorn.run('jisaku.bench_web:bench_app', factory=True, host=%r, port=%d,"
+        code = ("import uvicorn; uvicorn.run('jisaku.bench.web:bench_app', factory=True, host=%r, port=%d,"
                 " workers=%d, log_level='info', access_log=%r)" % (HOST, self.port, workers, access_log))
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen([sys.executable, "-c", code], stdout=self.log, stderr=subprocess.STDOUT,

@@ -1,4 +1,4 @@
-"""``jisaku devices add / configure / rotate / revoke / remove``: change devices from the command line.
+"""``jisaku devices add / list / configure / rotate / revoke / remove``: change devices from the command line.
 
 Each change goes through ``jisaku.gateway.changes.Changes``, as the operator pages' do:
 checked the same way (settings within their limits) and written to the audit log
@@ -25,6 +25,8 @@ import sys
 
 from jisaku.contract import settings as settings_module
 from jisaku.contract.settings import Settings
+
+from .common import load_settings, open_registry
 
 
 def _changes(settings: Settings, publisher=None):
@@ -131,6 +133,23 @@ def cmd_configure(args: argparse.Namespace) -> None:
         print(f"{args.id}: no answer yet; the device applies it when it is next online.")
 
 
+def cmd_list(args: argparse.Namespace) -> None:
+    import datetime
+
+    from jisaku.gateway.store import SQLiteStore
+
+    registry = open_registry(load_settings())
+    store = SQLiteStore(registry.db)
+    print(f"{'id':16} {'kind':14} {'shown':8} {'status':8} {'last reading':20} {'settings':14} name")
+    for device in store.latest(public_only=False):
+        seen = datetime.datetime.fromtimestamp(device["ts"]).strftime("%Y-%m-%d %H:%M:%S") if device["ts"] else "-"
+        config = store.config_state(device["id"])
+        settings = f"rev {config['rev']} {config['state']}" if config else "-"
+        print(f"{device['id']:16} {device['kind']:14} {'public' if device['public'] else 'private':8} "
+              f"{device['status']:8} {seen:20} {settings:14} {device['name']}"
+              + (f" / {device['name_ja']}" if device["name_ja"] else ""))
+
+
 def _address_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker-url", help="the broker as the device reaches it, e.g. mqtt://192.168.1.10:1883"
                         " (default: JISAKU_BROKER)")
@@ -138,8 +157,21 @@ def _address_options(parser: argparse.ArgumentParser) -> None:
                         " (default: JISAKU_HTTP)")
 
 
-def add_parser(devices) -> None:
-    """Register configure, rotate, revoke and remove under ``jisaku devices`` (``add`` is made in cli.py)."""
+def add_parser(commands) -> None:
+    """``jisaku devices add|list|configure|rotate|revoke|remove``."""
+    devices = commands.add_parser("devices", help="the device registry").add_subparsers(dest="action", required=True)
+    add = devices.add_parser("add", help="register a device and print its secret once")
+    add.add_argument("id")
+    add.add_argument("--kind", required=True, help="bus, garbage_truck, float, snow_gauge, printer_tray, ...")
+    add.add_argument("--name")
+    add.add_argument("--name-ja", help="the name on the Japanese pages, e.g. 積雪計（市役所）"
+                     " (default: none; they show --name)")
+    add.add_argument("--private", action="store_true", help="keep it off the residents' pages")
+    add.add_argument("--interval", type=float, help="expected seconds between readings")
+    add.add_argument("--location", help="LAT,LON for a device that does not move")
+    _address_options(add)
+    add.set_defaults(run=cmd_add)
+    devices.add_parser("list", help="the registered devices").set_defaults(run=cmd_list)
     configure = devices.add_parser("configure", help="change a device's settings from afar, e.g. left_after_s=45")
     configure.add_argument("id")
     configure.add_argument("settings", nargs="+", metavar="NAME=VALUE")
@@ -156,10 +188,3 @@ def add_parser(devices) -> None:
     remove.add_argument("id")
     remove.set_defaults(run=cmd_remove)
 
-
-def add_options(add: argparse.ArgumentParser) -> None:
-    """The options ``jisaku devices add`` gets from this module; it then runs `cmd_add`."""
-    add.add_argument("--name-ja", help="the name on the Japanese pages, e.g. 積雪計（市役所）"
-                     " (default: none; they show --name)")
-    _address_options(add)
-    add.set_defaults(run=cmd_add)

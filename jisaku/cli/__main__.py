@@ -1,0 +1,5 @@
+"""``python -m jisaku.cli``: the same as the ``jisaku`` command."""
+
+from jisaku.cli import main
+
+main()
