@@ -22,6 +22,7 @@ from jisaku.dashboard.app import create_app
 from jisaku.dashboard.stream import Broadcaster
 from jisaku.cli.demo_town import load_city, register
 from jisaku.contract.protocol import Reading
+from jisaku.gateway.audit import AuditLog
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.store import Batch, SQLiteStore
@@ -248,3 +249,5 @@ def test_the_demo_gives_its_devices_their_japanese_names_also_in_an_older_data_f
     assert registry.get("bus-1").name_ja == "市街地循環バス 1号（東まわり）"  # was there, without one
     named = {d.id: d.name_ja for d in registry.devices()}
     assert len(named) == len(city) and all(named.values()), "every demo device has a Japanese name"
+    logged = {(e["actor"], e["action"], e["target"]) for e in AuditLog(registry.db).entries(limit=100)}
+    assert ("demo", "device.update", "bus-1") in logged and ("demo", "device.add", "snow-1") in logged

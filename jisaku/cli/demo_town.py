@@ -71,6 +71,7 @@ def register(registry: Registry, devices: list[DeviceConfig], secrets_file: Path
     in one file in the data folder, readable by its owner only.
     """
     secrets: dict[str, str] = json.loads(secrets_file.read_text()) if secrets_file.exists() else {}
+    changes = Changes(registry.db)  # the audit log says the demo registered them
     for config in devices:
         location = config.location
         record = DeviceRecord(
@@ -82,9 +83,9 @@ def register(registry: Registry, devices: list[DeviceConfig], secrets_file: Path
             name_ja=config.device.get("name_ja", ""),
         )
         if registry.get(config.id) is None:
-            secrets[config.id] = registry.add_device(record)
+            secrets[config.id] = changes.add_device("demo", record)
         else:
-            registry.update_device(record)
+            changes.update_device("demo", record)
             if config.id not in secrets:
                 secrets[config.id] = new_secret()
                 registry.set_secret(config.id, secrets[config.id])

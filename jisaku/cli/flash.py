@@ -399,30 +399,25 @@ def register(registry, request: FlashRequest) -> tuple[str, str]:
     Returns ``(secret, what was done)``. Each change goes to the audit log, as with
     ``jisaku devices add`` and ``jisaku devices rotate``; the secret never does.
     """
-    from dataclasses import asdict
-
-    from jisaku.gateway.audit import AuditLog, cli_actor
+    from jisaku.gateway.audit import cli_actor
+    from jisaku.gateway.changes import Changes
     from jisaku.gateway.registry import DeviceRecord
 
-    audit = AuditLog(registry.db)
+    changes = Changes(registry.db)  # as `jisaku devices add / rotate` and the operator pages: audited
     if registry.get(request.device_id) is None:
         device = DeviceRecord(id=request.device_id, kind=request.kind, name=request.name, public=request.public,
                               lat=request.lat, lon=request.lon, name_ja=request.name_ja)
-        secret = registry.add_device(device)
+        secret = changes.add_device(cli_actor(), device)
         if request.secret:
             registry.set_secret(request.device_id, request.secret)
             secret = request.secret
-        audit.record(cli_actor(), "device.add", device.id, before=None, after=asdict(device))
         return secret, f"registered {request.device_id}"
     if request.secret:
         if not registry.check_credentials(request.device_id, request.secret):
             raise FlashError(f"the --secret given is not {request.device_id}'s: leave --secret out to give it"
                              " a new one")
         return request.secret, f"{request.device_id}'s secret checked"
-    was_revoked = registry.is_revoked(request.device_id)
-    secret = registry.rotate_secret(request.device_id)
-    audit.record(cli_actor(), "device.rotate_secret", request.device_id,
-                 before={"revoked": was_revoked}, after={"revoked": False})
+    secret = changes.rotate_secret(cli_actor(), request.device_id)
     return secret, f"{request.device_id} has a new secret; the old one no longer works"
 
 
