@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from .protocol import DEVICE_CHANNELS, GATEWAY_CHANNELS, TOPIC_ROOT
 
 __all__ = ["PUBLISH", "SUBSCRIBE", "DEVICE", "SERVICE", "OWN_ID", "Right", "RIGHTS",
-           "is_service_account", "may_publish", "may_subscribe", "allowed"]
+           "is_service_account", "may_publish", "may_subscribe", "allowed", "ROLES"]
 
 # The two things a client asks a broker for. "subscribe" also covers each delivery: a
 # client reads a message only if it may subscribe to that message's topic.
