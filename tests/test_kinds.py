@@ -154,7 +154,7 @@ def test_a_kind_added_as_one_folder_shows_on_the_map_the_list_and_the_operator_p
         marker = page.locator('.jisaku-marker[data-device-id="rain-1"]')
         marker.wait_for(timeout=15000)
         label = marker.get_attribute("aria-label")
-        assert "Rain gauge, fire station" in label and "雨量計" in label and "1時間に" in label and "mm の雨" in label
+        assert "雨量計（消防署）" in label and "1時間に" in label and "mm の雨" in label
         assert "mm/h" in marker.inner_text()
         assert marker.locator(".jisaku-level-alert").count() == 1, "over 30 mm/h: the alert colour"
         assert "#00838f" in marker.inner_html(), "drawn in the kind's colour"

@@ -83,7 +83,8 @@ class Town:
     def register(self, config: DeviceConfig) -> str:
         location = config.location
         self.secrets[config.id] = self.registry.add_device(DeviceRecord(
-            id=config.id, kind=config.kind, name=config.name, public=config.public,
+            id=config.id, kind=config.kind, name=config.name, name_ja=config.device.get("name_ja", ""),
+            public=config.public,
             interval_s=config.interval_s, lat=location[0] if location else None,
             lon=location[1] if location else None,
         ))
