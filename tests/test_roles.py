@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import tomllib
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from packaging.requirements import Requirement
