@@ -86,6 +86,8 @@ def freshness(device: dict[str, Any], now: float) -> str:
 
 def device_levels(store, device: dict[str, Any]) -> tuple[float, float] | None:
     """``(warn, alert)`` the device's value is coloured by (the settings it applied), or None."""
+    if levels_of(device["kind"], None) is None:  # most kinds have no levels: no query for a bus
+        return None
     state = store.config_state(device["id"])
     return levels_of(device["kind"], state["applied"] if state else None)
 
@@ -132,7 +134,8 @@ def describe(device: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
     state = freshness(device, now)
     return {
         "id": device["id"], "name": display_name(device, lang), "kind": device["kind"],
-        "kind_label": kind_name(device["kind"], lang), "moves": kinds.moves(device["kind"]), "state": state, "state_label": t(f"status.{state}"),
+        "kind_label": kind_name(device["kind"], lang), "moves": kinds.moves(device["kind"]),
+        "state": state, "state_label": t(f"status.{state}"),
         "updated": (t("status.updated", ago=i18n.format_ago(device["ts"], lang, now))
                     if device["ts"] is not None else t("status.never")),
         "when": i18n.format_datetime(device["ts"], lang) if device["ts"] is not None else "",
