@@ -286,6 +286,13 @@ def _number(value: Any) -> bool:
     return type(value) in (int, float) and math.isfinite(value)
 
 
+def taken_at(ts: float | None, age: float | None, received_at: float) -> float:
+    """When something a device sends outside a reading (a picture) was taken: its ``ts``, or
+    ``received_at - age``; ProtocolError on a time the device's clock cannot have given."""
+    item = {"ts": ts} if ts is not None else {"age": age} if age is not None else {}
+    return _timestamp(item, received_at)
+
+
 def _timestamp(item: dict[str, Any], received_at: float) -> float:
     if "ts" in item:
         ts = item["ts"]

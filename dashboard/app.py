@@ -14,16 +14,14 @@ import xstatic.pkg.leaflet
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from jisaku.contract import settings as jisaku_settings
 from jisaku.gateway.db import Database
 from jisaku.gateway.influx import InfluxStore
+from jisaku.gateway.pictures import PictureStore
 from jisaku.gateway.registry import Registry
 from jisaku.gateway.store import SQLiteStore
 
-from jisaku.contract import settings as jisaku_settings
-
-from . import api, history, osmand, pages
-from . import gtfs_rt, opendata
-from . import operator
+from . import api, gtfs_rt, history, opendata, operator, osmand, pages, pictures
 from .tiles import tile_source
 from .vendor import mount_vendor_files
 
@@ -52,6 +50,8 @@ def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None,
     app.state.latest = api.LatestCache(app.state.store)
     app.state.readings = readings or app.state.store
     app.state.phones = phones
+    # Beside the database: data/pictures when the database is data/jisaku.db.
+    app.state.pictures = PictureStore(db, Path(database_path).parent / "pictures")
     if tiles is None:
         loaded = jisaku_settings.load()
         tiles, tiles_attribution = loaded.tiles, loaded.tiles_attribution
@@ -59,6 +59,7 @@ def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None,
     osmand.hide_keys_in_access_log()
     app.include_router(api.router)
     app.include_router(osmand.router)
+    app.include_router(pictures.router)  # cameras' uploads, public copies and thumbnails
     app.include_router(pages.router)
     app.include_router(history.router)
     app.include_router(opendata.router)  # /api/v1/export.csv, export.geojson, open-data.json

@@ -17,8 +17,6 @@ Example::
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import math
@@ -38,6 +36,7 @@ from jisaku.contract import protocol
 from jisaku.gateway.registry import Registry
 
 from .broker_connection import BrokerConnection, BrokerUnavailable
+from .device_auth import basic_credentials
 
 log = logging.getLogger(__name__)
 
@@ -248,16 +247,6 @@ def encode_fixes(fixes: list[Fix], received_at: float) -> bytes:
 # ---------------------------------------------------------------- authentication
 
 
-def _basic_credentials(header: str | None) -> tuple[str, str] | None:
-    if not header or header[:6].lower() != "basic ":
-        return None
-    try:
-        user, _, password = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return user, password
-
-
 def check_phone(registry: Registry, device_id: str | None, key: str | None, authorization: str | None) -> str:
     """The registered device the request speaks for, if its secret is right; else 400/404/401."""
     if not device_id:
@@ -269,7 +258,7 @@ def check_phone(registry: Registry, device_id: str | None, key: str | None, auth
         )
     secret = key
     if not secret:
-        basic = _basic_credentials(authorization)
+        basic = basic_credentials(authorization)
         if basic is not None and basic[0] == device_id:
             secret = basic[1]
     challenge = {"WWW-Authenticate": 'Basic realm="jisaku"'}

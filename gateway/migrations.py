@@ -288,4 +288,27 @@ class Migration:
 # In order; each version one more than the last.
 MIGRATIONS: list[Migration] = [
     Migration(1, "every table as of the first migration (keeps a database made before it)", baseline),
+    Migration(2, "pictures (snow cameras) and the areas blacked out before one is public", """
+CREATE TABLE pictures (
+    device_id    TEXT NOT NULL,
+    ts           REAL NOT NULL,          -- when it was taken, UTC epoch seconds
+    seq          INTEGER NOT NULL,       -- the device's picture counter
+    received     REAL NOT NULL,
+    content_type TEXT NOT NULL,          -- of the original: image/jpeg or image/png
+    bytes        INTEGER NOT NULL,       -- of the original
+    width        INTEGER NOT NULL,
+    height       INTEGER NOT NULL,
+    sha256       TEXT NOT NULL,
+    file         TEXT NOT NULL,          -- the original, relative to the pictures folder
+    mask_rev     INTEGER NOT NULL,       -- the mask its public copy was made with
+    PRIMARY KEY (device_id, ts, seq)
+) WITHOUT ROWID;
+CREATE INDEX pictures_by_time ON pictures (device_id, ts);
+CREATE TABLE picture_masks (
+    device_id TEXT PRIMARY KEY,
+    rects     TEXT NOT NULL,             -- JSON [[x, y, w, h], ...], fractions of the picture's size
+    rev       INTEGER NOT NULL,
+    updated   REAL NOT NULL
+);
+"""),
 ]

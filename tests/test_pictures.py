@@ -1,0 +1,137 @@
+"""Cameras upload pictures over HTTP; the public copy never shows the black-out areas.
+
+Against the real dashboard (uvicorn on a free port), with pictures drawn by Pillow: a grey
+street with a white "window" where a house would be, which the camera's black-out area covers.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from PIL import Image, ImageDraw
+
+from jisaku.gateway.pictures import PictureStore
+from jisaku.gateway.registry import DeviceRecord
+
+WINDOW = (0.70, 0.10, 0.20, 0.25)  # x, y, width, height: a house window the camera must not show
+NOW = time.time()
+
+
+def street(width: int = 640, height: int = 360, fmt: str = "JPEG") -> bytes:
+    """A grey street with a white window at WINDOW."""
+    image = Image.new("RGB", (width, height), (120, 120, 120))
+    x, y, w, h = WINDOW
+    ImageDraw.Draw(image).rectangle([x * width, y * height, (x + w) * width, (y + h) * height], fill=(255, 255, 255))
+    out = io.BytesIO()
+    image.save(out, fmt, quality=90)
+    return out.getvalue()
+
+
+def window_centre(data: bytes) -> tuple[int, int, int]:
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    x, y, w, h = WINDOW
+    return image.getpixel((int((x + w / 2) * image.width), int((y + h / 2) * image.height)))
+
+
+@pytest.fixture
+def camera_town(make_town):
+    town = make_town()
+    secret = town.registry.add_device(DeviceRecord("cam-1", "snow_camera", name="Car park camera"))
+    town.registry.add_device(DeviceRecord("cam-9", "snow_camera", name="Mayor's garden", public=False))
+    town.start_dashboard(tiles="osm")
+    return town, secret
+
+
+def call(town, path: str, data: bytes | None = None, auth: tuple[str, str] | None = None,
+         content_type: str = "image/jpeg") -> tuple[int, bytes, dict]:
+    request = urllib.request.Request(town.base_url + path, data=data, method="POST" if data is not None else "GET")
+    if data is not None:
+        request.add_header("Content-Type", content_type)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(), dict(err.headers)
+
+
+def upload(town, secret, data, seq, ts=NOW, device="cam-1", content_type="image/jpeg"):
+    return call(town, f"/api/v1/devices/{device}/pictures?ts={ts}&seq={seq}", data, (device, secret), content_type)
+
+
+def quarantine_reasons(town) -> list[str]:
+    return [row["reason"] for row in town.store.quarantined()]
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded"], indirect=True)
+def test_a_picture_is_stored_once_and_its_public_copy_hides_the_black_out_area(camera_town):
+    town, secret = camera_town
+    # The same folder and database file the dashboard keeps pictures in.
+    pictures = PictureStore(town.store.db, town.db_path.parent / "pictures")
+    pictures.set_mask("cam-1", [list(WINDOW)])
+
+    status, body, _ = upload(town, secret, street(), seq=1)
+    assert status == 201, body
+    answer = json.loads(body)
+    assert answer["stored"] is True and answer["width"] == 640
+
+    status, body, _ = upload(town, secret, street(), seq=1)  # the camera did not hear the answer: sent again
+    assert status == 200 and json.loads(body)["duplicate"] is True
+    listed = json.loads(call(town, "/api/v1/devices/cam-1/pictures")[1])
+    assert len(listed) == 1
+
+    status, public, headers = call(town, listed[0]["url"])
+    assert status == 200 and headers["content-type"] == "image/jpeg" and "immutable" in headers["cache-control"]
+    assert max(window_centre(public)) < 30, "the window is black in the public copy"
+    original = pictures.original_file(pictures.pictures("cam-1")[0]).read_bytes()
+    assert min(window_centre(original)) > 225, "the original, for operators, is untouched"
+    status, thumb, _ = call(town, listed[0]["thumbnail"])
+    small = Image.open(io.BytesIO(thumb))
+    assert status == 200 and small.size == (320, 180) and max(window_centre(thumb)) < 40
+
+    # A new black-out area: the public copies are made again under new names; the old ones are gone.
+    pictures.set_mask("cam-1", [[0.0, 0.0, 0.5, 0.5]])
+    again = json.loads(call(town, "/api/v1/devices/cam-1/pictures")[1])[0]
+    assert again["url"] != listed[0]["url"] and call(town, listed[0]["url"])[0] == 404
+    remade = Image.open(io.BytesIO(call(town, again["url"])[1])).convert("RGB")
+    assert max(remade.getpixel((10, 10))) < 30 and min(window_centre(call(town, again["url"])[1])) > 200
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded"], indirect=True)
+def test_bad_pictures_are_quarantined_with_the_reason_and_the_next_one_still_arrives(camera_town):
+    town, secret = camera_town
+    assert upload(town, "not-the-secret", street(), seq=1)[0] == 401
+    assert call(town, "/api/v1/devices/cam-1/pictures?ts=1&seq=1", street())[0] == 401, "no secret at all"
+
+    status, body, _ = upload(town, secret, b"<html>404 Not Found</html>", seq=2)
+    assert status == 415 and "not a JPEG" in json.loads(body)["detail"]
+    png = street(fmt="PNG")
+    status, body, _ = upload(town, secret, png[: len(png) // 2], seq=3, content_type="image/png")
+    assert status == 422 and json.loads(body)["reason"] == "picture_undecodable"
+    status, body, _ = upload(town, secret, b"\xff\xd8\xff" + bytes(2 * 1024 * 1024), seq=4)
+    assert status == 413 and "at most 1,048,576" in json.loads(body)["detail"]
+    status, body, _ = upload(town, secret, street(), seq=5, ts=1000.0)
+    assert status == 422 and "clock is not set" in json.loads(body)["detail"]
+    assert sorted(quarantine_reasons(town)) == ["picture_too_large", "picture_type", "picture_undecodable",
+                                                "ts_too_old"]
+
+    assert upload(town, secret, street(), seq=6)[0] == 201, "the next good picture still arrives"
+    assert [p["seq"] for p in json.loads(call(town, "/api/v1/devices/cam-1/pictures")[1])] == [6]
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded"], indirect=True)
+def test_a_private_cameras_pictures_are_nowhere_public(camera_town):
+    town, _ = camera_town
+    secret = town.registry.rotate_secret("cam-9")
+    status, body, _ = upload(town, secret, street(), seq=1, device="cam-9")
+    assert status == 201
+    url = json.loads(body)["url"]
+    assert call(town, "/api/v1/devices/cam-9/pictures")[0] == 404
+    assert call(town, url)[0] == 404
