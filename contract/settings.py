@@ -44,6 +44,10 @@ class Settings:
     # kept for keep_hourly_days (0: for ever); see gateway/retention.py.
     keep_raw_days: str = "90"
     keep_hourly_days: str = "0"
+    # Cameras' pictures: every one for keep_pictures_days, then one an hour for
+    # keep_hourly_pictures_days (0: for ever); see gateway/pictures.py.
+    keep_pictures_days: str = "7"
+    keep_hourly_pictures_days: str = "90"
     # The [notify] table: where alert notifications go (webhook, smtp, mqtt); see docs/alerts.md.
     notify: dict = field(default_factory=dict, hash=False)
 
@@ -74,13 +78,14 @@ class Settings:
         return None
 
     @property
-    def retention_days(self) -> tuple[float, float]:
-        """``(keep_raw_days, keep_hourly_days)`` as numbers: what gateway.retention.RetentionPolicy takes."""
+    def retention_days(self) -> tuple[float, float, float, float]:
+        """The four ``keep_…_days`` as numbers, in the order gateway.retention.RetentionPolicy takes them."""
+        names = ("keep_raw_days", "keep_hourly_days", "keep_pictures_days", "keep_hourly_pictures_days")
         try:
-            return float(self.keep_raw_days), float(self.keep_hourly_days)
+            return tuple(float(getattr(self, name)) for name in names)
         except ValueError:
-            raise SettingsError(f"keep_raw_days and keep_hourly_days are numbers of days (0: for ever), not"
-                                f" {self.keep_raw_days!r} / {self.keep_hourly_days!r}") from None
+            given = ", ".join(f"{name} = {getattr(self, name)!r}" for name in names)
+            raise SettingsError(f"{given}: each is a number of days (0: for ever)") from None
 
     @property
     def http_host_port(self) -> tuple[str, int]:

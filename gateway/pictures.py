@@ -48,6 +48,7 @@ PUBLIC_QUALITY, THUMB_QUALITY = 85, 75
 TYPES = {"image/jpeg": ("JPEG", b"\xff\xd8\xff", "jpg"), "image/png": ("PNG", b"\x89PNG\r\n\x1a\n", "png")}
 # How much of a refused picture the quarantine keeps: enough to see what it was.
 QUARANTINE_BYTES = 512
+DAY = 86400
 
 
 class PictureRefused(ValueError):
@@ -208,6 +209,31 @@ class PictureStore:
                                (rev, picture.device_id, picture.ts, picture.seq))
         for old in (old_public, old_thumb):
             old.unlink(missing_ok=True)  # the areas it shows must not stay reachable
+
+    # ------------------------------------------------------------ how long pictures are kept
+
+    def thin(self, keep_all_days: float, keep_hourly_days: float, now: float | None = None) -> int:
+        """Keep every picture for ``keep_all_days``, then one an hour (the hour's first) until
+        ``keep_hourly_days``, then none; 0 days means for ever. Returns how many were deleted."""
+        now = time.time() if now is None else now
+        doomed: list[Picture] = []
+        connection = self.db.connection
+        if keep_all_days > 0:
+            # Not the first of its hour: a picture of the same camera and hour came before it.
+            doomed += [Picture(**dict(row)) for row in connection.execute(
+                "SELECT * FROM pictures AS p WHERE p.ts < ? AND EXISTS (SELECT 1 FROM pictures AS q"
+                " WHERE q.device_id = p.device_id AND CAST(q.ts / 3600 AS INTEGER) = CAST(p.ts / 3600 AS INTEGER)"
+                " AND (q.ts < p.ts OR (q.ts = p.ts AND q.seq < p.seq)))", (now - keep_all_days * DAY,))]
+        if keep_hourly_days > 0:
+            doomed += [Picture(**dict(row)) for row in connection.execute(
+                "SELECT * FROM pictures WHERE ts < ?", (now - keep_hourly_days * DAY,))]
+        gone = {(p.device_id, p.ts, p.seq): p for p in doomed}
+        with write(connection):
+            connection.executemany("DELETE FROM pictures WHERE device_id=? AND ts=? AND seq=?", list(gone))
+        for picture in gone.values():  # the rows first: a crash leaves unlisted files, never a dead link
+            for path in (self.original_file(picture), self.public_file(picture), self.thumb_file(picture)):
+                path.unlink(missing_ok=True)
+        return len(gone)
 
     # ------------------------------------------------------------ reading
 

@@ -9,6 +9,8 @@ rows are deleted. Set it in ``jisaku.toml``::
 
     keep_raw_days = 90       # 0: keep raw readings for ever
     keep_hourly_days = 0     # 0: keep the hourly figures for ever
+    keep_pictures_days = 7   # cameras' pictures: all of them this long (0: for ever),
+    keep_hourly_pictures_days = 90   # then one an hour this long (0: for ever)
 
 Positions are folded too (an hour's mean position says little, but it is small).
 Events, device status and the latest state are not touched. InfluxDB has its own
@@ -51,6 +53,15 @@ ON CONFLICT (device_id, hour, metric) DO UPDATE SET
 class RetentionPolicy:
     keep_raw_days: float = 90
     keep_hourly_days: float = 0
+    keep_pictures_days: float = 7
+    keep_hourly_pictures_days: float = 90
+
+    def thin_pictures(self, db: Database, now: float | None = None) -> int:
+        """Cameras' pictures (in the pictures folder beside the database): how many were deleted."""
+        from .pictures import PictureStore
+
+        return PictureStore(db, db.path.parent / "pictures").thin(
+            self.keep_pictures_days, self.keep_hourly_pictures_days, now)
 
     def apply(self, db: Database, now: float | None = None) -> tuple[int, int]:
         """Fold and delete what is due; returns (hourly rows written, raw readings deleted)."""

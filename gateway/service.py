@@ -257,6 +257,9 @@ class Gateway:
                     folded, deleted = self.retention.apply(self.store.db)
                     if deleted:
                         log.info("retention: folded %d old readings into %d hourly rows", deleted, folded)
+                    thinned = self.retention.thin_pictures(self.store.db)
+                    if thinned:
+                        log.info("retention: deleted %d old pictures", thinned)
                 self._log_quarantine_summary()
             except Exception:  # a locked or full database: try again next round
                 log.exception("housekeeping failed; trying again in %.0f s", HOUSEKEEPING_S)

@@ -135,3 +135,30 @@ def test_a_private_cameras_pictures_are_nowhere_public(camera_town):
     url = json.loads(body)["url"]
     assert call(town, "/api/v1/devices/cam-9/pictures")[0] == 404
     assert call(town, url)[0] == 404
+
+
+def test_retention_keeps_every_picture_a_week_then_one_an_hour_then_none(tmp_path):
+    from jisaku.gateway.db import Database
+    from jisaku.gateway.retention import RetentionPolicy
+
+    db = Database(tmp_path / "jisaku.db")
+    store = PictureStore(db, tmp_path / "pictures")
+    day, now = 86400, 1_800_000_000.0 // 3600 * 3600
+    taken = {
+        "today": [now - 600 * i for i in range(1, 4)],                       # all kept
+        "ten days ago": [now - 10 * day + 600 * i for i in range(6)],        # one hour's six: the first kept
+        "a year ago": [now - 365 * day + 600 * i for i in range(3)],          # past 90 days: none kept
+    }
+    seq = 0
+    for times in taken.values():
+        for ts in times:
+            seq += 1
+            assert store.store("cam-1", street(64, 36), "image/jpeg", ts, seq)[0]
+    files_before = sorted((tmp_path / "pictures").rglob("*.jpg"))
+    assert len(files_before) == 12 * 3, "original, public copy and thumbnail of each"
+
+    deleted = RetentionPolicy(keep_pictures_days=7, keep_hourly_pictures_days=90).thin_pictures(db, now=now)
+    kept = sorted(p.ts for p in store.pictures("cam-1", limit=None))
+    assert deleted == 5 + 3
+    assert kept == sorted(taken["today"] + [taken["ten days ago"][0]])
+    assert len(sorted((tmp_path / "pictures").rglob("*.jpg"))) == len(kept) * 3, "their files are gone too"
