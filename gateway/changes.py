@@ -28,6 +28,7 @@ from .alert_rules import Rule
 from .alerts import AlertBook, AlertNotFound
 from .audit import AuditLog
 from .db import Database, write
+from .pictures import PictureStore
 from .registry import DeviceRecord, Registry, RegistryError
 from .store import SQLiteStore
 
@@ -174,6 +175,22 @@ class Changes:
         self.audit.record(actor, "device.settings", device_id,
                           {"settings": before}, {"rev": config["rev"], "settings": after})
         return config
+
+    def set_picture_mask(self, actor: str, device_id: str, areas: Any) -> int:
+        """A camera's black-out areas (``[[x, y, w, h], …]``, fractions); returns their revision.
+
+        Every public copy of the camera's pictures is made again with them before this returns.
+        """
+        self.must_exist(device_id)
+        pictures = PictureStore(self.db, self.db.path.parent / "pictures")
+        before, _ = pictures.mask(device_id)
+        try:
+            rev = pictures.set_mask(device_id, areas)
+        except ValueError as err:
+            raise OperationError(f"black-out areas: {err}") from None
+        self.audit.record(actor, "device.picture_mask", device_id, {"areas": before},
+                          {"areas": pictures.mask(device_id)[0], "rev": rev})
+        return rev
 
     def must_exist(self, device_id: str) -> DeviceRecord:
         device = self.registry.get(device_id)

@@ -162,3 +162,38 @@ def test_retention_keeps_every_picture_a_week_then_one_an_hour_then_none(tmp_pat
     assert deleted == 5 + 3
     assert kept == sorted(taken["today"] + [taken["ten days ago"][0]])
     assert len(sorted((tmp_path / "pictures").rglob("*.jpg"))) == len(kept) * 3, "their files are gone too"
+
+
+def test_an_operator_sets_the_black_out_areas_through_the_api_and_it_is_audited(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from jisaku.dashboard.app import create_app
+    from jisaku.gateway.accounts import Accounts
+    from jisaku.gateway.audit import AuditLog
+    from jisaku.gateway.db import Database
+    from jisaku.gateway.registry import Registry
+
+    app = create_app(tmp_path / "jisaku.db", tiles="osm")
+    db = Database(tmp_path / "jisaku.db")
+    Accounts(db).add("tanaka", "a long passphrase for the camera", role="operator")
+    Registry(db).add_device(DeviceRecord("cam-1", "snow_camera"))
+    store = PictureStore(db, tmp_path / "pictures")
+    store.store("cam-1", street(), "image/jpeg", NOW, 1)
+    client = TestClient(app)
+    token = client.post("/api/v1/operator/login", json={"name": "tanaka", "password": "a long passphrase for the camera"}
+                        ).json()["csrf_token"]
+
+    answer = client.put("/api/v1/operator/devices/cam-1/picture-mask", json={"areas": [list(WINDOW)]},
+                        headers={"X-CSRF-Token": token})
+    assert answer.status_code == 200 and answer.json()["rev"] == 1
+    picture = store.pictures("cam-1")[0]
+    assert max(window_centre(store.public_file(picture).read_bytes())) < 30
+    entry = AuditLog(db).entries(target="cam-1")[0]
+    assert (entry["actor"], entry["action"]) == ("tanaka", "device.picture_mask")
+
+    outside = client.put("/api/v1/operator/devices/cam-1/picture-mask", json={"areas": [[0.9, 0.9, 0.5, 0.5]]},
+                         headers={"X-CSRF-Token": token})
+    assert outside.status_code == 400 and "inside the picture" in outside.json()["detail"]
+    assert client.put("/api/v1/operator/devices/cam-1/picture-mask", json={"areas": []}).status_code == 403
+    assert client.put("/api/v1/operator/devices/cam-404/picture-mask", json={"areas": []},
+                      headers={"X-CSRF-Token": token}).status_code == 404

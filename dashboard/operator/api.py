@@ -180,6 +180,18 @@ async def push_settings(device_id: DeviceIdPath, body: models.SettingsChange, re
                                state=ops.store.config_state(device_id))
 
 
+@router.put("/devices/{device_id}/picture-mask", response_model=models.PictureMaskSaved,
+            summary="A camera's black-out areas: painted black before any picture is public")
+async def set_picture_mask(device_id: DeviceIdPath, body: models.PictureMask, request: Request,
+                           session: Annotated[Session, Depends(require_operator)]):
+    ops = _ops(request)
+    try:
+        rev = await run_in_threadpool(ops.changes.set_picture_mask, session.user.name, device_id, body.areas)
+    except _REFUSED as err:
+        return _error(err)
+    return models.PictureMaskSaved(areas=request.app.state.pictures.mask(device_id)[0], rev=rev)
+
+
 @router.post("/devices/{device_id}/rotate", response_model=models.DeviceSecret,
              summary="Give a device a new secret (the old one stops working now); shown only this once")
 def rotate(device_id: DeviceIdPath, request: Request, session: Annotated[Session, Depends(require_operator)]):

@@ -115,6 +115,17 @@ class SettingsChange(BaseModel):
     settings: dict[Annotated[str, Field(max_length=64)], Number] = Field(examples=[{"left_after_s": 45}])
 
 
+class PictureMask(BaseModel):
+    areas: list[Annotated[list[float], Field(min_length=4, max_length=4)]] = Field(
+        max_length=50, examples=[[[0.70, 0.10, 0.20, 0.25]]],
+        description="black-out areas as [x, y, width, height], fractions of the picture (0 to 1) from its"
+                    " top left; painted black in every public copy")
+
+
+class PictureMaskSaved(PictureMask):
+    rev: int = Field(description="in the public copies' names, so browsers never keep an old one")
+
+
 class SettingsSent(BaseModel):
     rev: int
     settings: dict[str, Any]
