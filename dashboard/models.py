@@ -32,6 +32,12 @@ class PointGeometry(BaseModel):
     coordinates: tuple[float, float] = Field(description="[lon, lat], WGS-84")
 
 
+class LatestPicture(BaseModel):
+    ts: float = Field(description="when it was taken, UTC epoch seconds")
+    url: str = Field(description="the public copy (black-out areas black); its name never changes")
+    thumbnail: str = Field(description="the public copy 320 px wide, for phones")
+
+
 class FeatureProperties(BaseModel):
     kind: str
     name: str
@@ -39,6 +45,7 @@ class FeatureProperties(BaseModel):
     status: str
     ts: float | None = Field(None, description="UTC epoch seconds of the newest reading")
     values: dict[str, Any]
+    picture: LatestPicture | None = Field(None, description="a camera's newest picture (absent for other devices)")
 
 
 class Feature(BaseModel):

@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
 from jisaku.contract import protocol
-from jisaku.gateway.pictures import Picture, PictureRefused, PicturesUnavailable, PictureStore
+from jisaku.gateway.pictures import Picture, PictureRefused, PicturesUnavailable, PictureStore, shown_on_map
 
 from .device_auth import check_device
 
@@ -33,8 +33,7 @@ def _pictures(request: Request) -> PictureStore:
 
 def described(picture: Picture) -> dict:
     """A picture as the API lists it: when, how big, and where its public copy and thumbnail are."""
-    return {"ts": picture.ts, "seq": picture.seq, "width": picture.width, "height": picture.height,
-            "url": f"/pictures/{picture.public_name}", "thumbnail": f"/pictures/{picture.thumb_name}"}
+    return {**shown_on_map(picture), "seq": picture.seq, "width": picture.width, "height": picture.height}
 
 
 @router.post("/api/v1/devices/{device_id}/pictures", status_code=201,

@@ -65,7 +65,7 @@ SNAPSHOT_PLEASE = None
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
 DEVICES_SQL = (
-    "SELECT d.id, d.kind, d.name, d.name_ja, d.lat, d.lon, l.ts, l.v, l.updated, s.state, s.since"
+    "SELECT d.id, d.kind, d.name, d.name_ja, d.lat, d.lon, l.ts, l.v, l.picture, l.updated, s.state, s.since"
     " FROM devices d"
     " LEFT JOIN latest l ON l.device_id = d.id"
     " LEFT JOIN device_status s ON s.device_id = d.id"
@@ -101,6 +101,8 @@ def feature(device: dict[str, Any]) -> dict[str, Any]:
             "kind": device["kind"], "name": device["name"], "name_ja": device.get("name_ja") or "",
             "status": device["status"],
             "ts": device["ts"], "values": device["values"],
+            # a camera's newest picture: {"ts", "url", "thumbnail"} (public copies only)
+            **({"picture": device["picture"]} if device.get("picture") else {}),
         },
     }
 
@@ -296,6 +298,7 @@ class Broadcaster:
                 "lat": row["lat"], "lon": row["lon"],
                 "ts": row["ts"], "values": json.loads(row["v"]) if row["v"] else {},
                 "status": row["state"] or "unknown",
+                "picture": json.loads(row["picture"]) if row["picture"] else None,
             }))
             features[row["id"]] = rendered
             if before.get(row["id"]) != rendered:

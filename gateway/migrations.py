@@ -310,5 +310,7 @@ CREATE TABLE picture_masks (
     rev       INTEGER NOT NULL,
     updated   REAL NOT NULL
 );
+-- The newest picture's public copy and thumbnail, for the map: {"ts", "url", "thumbnail"}.
+ALTER TABLE latest ADD COLUMN picture TEXT;
 """),
 ]

@@ -123,6 +123,7 @@ class PictureStore:
                     " sha256, file, mask_rev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (device_id, ts, seq, received, content_type, picture.bytes, picture.width, picture.height,
                      picture.sha256, picture.file, rev))
+                self._show_newest(connection, device_id, received)
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise PicturesUnavailable(f"the disk under {self.folder} is full: free space, or shorten how"
@@ -176,6 +177,19 @@ class PictureStore:
         public.thumbnail((THUMB_WIDTH, THUMB_WIDTH * 10))  # THUMB_WIDTH wide, its height as the picture's
         _write_file(self.folder / picture.thumb_name, _jpeg(public, THUMB_QUALITY))
 
+    def _show_newest(self, connection, device_id: str, now: float) -> None:
+        """Put the camera's newest picture on the map (``latest.picture``), or none if it has none left.
+
+        ``latest.updated`` moves on, so latest.geojson and the live stream send it at once.
+        """
+        row = connection.execute("SELECT * FROM pictures WHERE device_id=? ORDER BY ts DESC, seq DESC LIMIT 1",
+                                 (device_id,)).fetchone()
+        shown = json.dumps(shown_on_map(Picture(**dict(row)))) if row else None
+        connection.execute(
+            "INSERT INTO latest (device_id, ts, v, updated, picture) VALUES (?, ?, '{}', ?, ?)"
+            " ON CONFLICT (device_id) DO UPDATE SET picture = excluded.picture, updated = excluded.updated",
+            (device_id, row["ts"] if row else now, now, shown))
+
     # ------------------------------------------------------------ black-out areas
 
     def mask(self, device_id: str) -> tuple[list[list[float]], int]:
@@ -194,6 +208,8 @@ class PictureStore:
                                " VALUES (?, ?, ?, ?)", (device_id, json.dumps(rects), rev, time.time()))
         for picture in self.pictures(device_id, limit=None):
             self._remask(picture, rects, rev)
+        with write(self.db.connection) as connection:
+            self._show_newest(connection, device_id, time.time())
         return rev
 
     def _remask(self, picture: Picture, rects: list[list[float]], rev: int) -> None:
@@ -230,6 +246,8 @@ class PictureStore:
         gone = {(p.device_id, p.ts, p.seq): p for p in doomed}
         with write(connection):
             connection.executemany("DELETE FROM pictures WHERE device_id=? AND ts=? AND seq=?", list(gone))
+            for device_id in {p.device_id for p in gone.values()}:
+                self._show_newest(connection, device_id, now)
         for picture in gone.values():  # the rows first: a crash leaves unlisted files, never a dead link
             for path in (self.original_file(picture), self.public_file(picture), self.thumb_file(picture)):
                 path.unlink(missing_ok=True)
@@ -266,6 +284,12 @@ class PictureStore:
 
     def thumb_file(self, picture: Picture) -> Path:
         return self.folder / picture.thumb_name
+
+
+def shown_on_map(picture: Picture) -> dict[str, Any]:
+    """Where a picture's public copy and thumbnail are, as latest.geojson and the pictures API give it."""
+    return {"ts": picture.ts, "url": f"/pictures/{picture.public_name}",
+            "thumbnail": f"/pictures/{picture.thumb_name}"}
 
 
 def checked_rects(rects: Any) -> list[list[float]]:

@@ -272,7 +272,7 @@ class SQLiteStore:
         """Every registered device with its newest values and its status."""
         sql = (
             "SELECT d.id, d.kind, d.name, d.name_ja, d.public, d.interval_s, d.lat, d.lon,"
-            "       l.ts, l.v, s.state, s.since"
+            "       l.ts, l.v, l.picture, s.state, s.since"
             " FROM devices d"
             " LEFT JOIN latest l ON l.device_id = d.id"
             " LEFT JOIN device_status s ON s.device_id = d.id"
@@ -287,6 +287,7 @@ class SQLiteStore:
                 "interval_s": row["interval_s"], "lat": row["lat"], "lon": row["lon"],
                 "ts": row["ts"], "values": json.loads(row["v"]) if row["v"] else {},
                 "status": row["state"] or "unknown", "status_since": row["since"],
+                "picture": json.loads(row["picture"]) if row["picture"] else None,
             }
             for row in rows
         ]

@@ -19,6 +19,8 @@ from PIL import Image, ImageDraw
 from jisaku.gateway.pictures import PictureStore
 from jisaku.gateway.registry import DeviceRecord
 
+from .town import wait_until
+
 WINDOW = (0.70, 0.10, 0.20, 0.25)  # x, y, width, height: a house window the camera must not show
 NOW = time.time()
 
@@ -87,6 +89,10 @@ def test_a_picture_is_stored_once_and_its_public_copy_hides_the_black_out_area(c
     listed = json.loads(call(town, "/api/v1/devices/cam-1/pictures")[1])
     assert len(listed) == 1
 
+    shown = wait_until(lambda: town.features()["cam-1"]["properties"].get("picture"), 5,
+                       "latest.geojson shows the camera's newest picture")
+    assert shown == {"ts": NOW, "url": listed[0]["url"], "thumbnail": listed[0]["thumbnail"]}
+
     status, public, headers = call(town, listed[0]["url"])
     assert status == 200 and headers["content-type"] == "image/jpeg" and "immutable" in headers["cache-control"]
     assert max(window_centre(public)) < 30, "the window is black in the public copy"
@@ -100,6 +106,8 @@ def test_a_picture_is_stored_once_and_its_public_copy_hides_the_black_out_area(c
     pictures.set_mask("cam-1", [[0.0, 0.0, 0.5, 0.5]])
     again = json.loads(call(town, "/api/v1/devices/cam-1/pictures")[1])[0]
     assert again["url"] != listed[0]["url"] and call(town, listed[0]["url"])[0] == 404
+    wait_until(lambda: town.features()["cam-1"]["properties"]["picture"]["url"] == again["url"], 5,
+               "the map links the public copy made with the new areas")
     remade = Image.open(io.BytesIO(call(town, again["url"])[1])).convert("RGB")
     assert max(remade.getpixel((10, 10))) < 30 and min(window_centre(call(town, again["url"])[1])) > 200
 
