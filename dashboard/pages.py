@@ -140,9 +140,22 @@ def describe(device: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
                     if device["ts"] is not None else t("status.never")),
         "when": i18n.format_datetime(device["ts"], lang) if device["ts"] is not None else "",
         "lines": reading_lines(device["kind"], values, lang), "position": position(device),
+        "picture": device.get("picture"),
+        "picture_when": _picture_when(device.get("picture"), device["kind"], device["interval_s"], lang, now),
         "metrics": [m for m, v in values.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool) and m not in NOT_CHARTED],
     }
+
+
+def _picture_when(picture: dict[str, Any] | None, kind: str, interval_s: float | None, lang: str,
+                  now: float) -> str:
+    """"Picture taken 3 minutes ago", or "No new picture for 42 min" once the camera went quiet."""
+    if not picture:
+        return ""
+    t = i18n.translator(lang)
+    if now - picture["ts"] > limits(kind, interval_s).stale_s:
+        return t("picture.quiet", minutes=i18n.format_number((now - picture["ts"]) / 60, lang, 0))
+    return t("picture.taken", ago=i18n.format_ago(picture["ts"], lang, now))
 
 
 def tiles_config(source: TileSource) -> dict[str, Any]:
@@ -266,6 +279,7 @@ def device_page(request: Request, device_id: str) -> HTMLResponse:
         "pmtilesScript": "/static/vendor/pmtiles/pmtiles.js",
         # the levels as faint lines behind the chart of the value they colour
         "levels": {"metric": kind.folder.marker.metric, "values": list(levels)} if levels else None,
+        "pictures": f"/api/v1/devices/{device_id}/pictures" if shown["picture"] else None,
     }
     return render(request, "device.html", device=shown,
                   config=json.dumps(config, ensure_ascii=False).replace("</", "<\\/"))

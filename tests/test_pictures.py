@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 from jisaku.gateway.pictures import PictureStore
 from jisaku.gateway.registry import DeviceRecord
 
+from .test_browser import browser, offline_phone  # noqa: F401 (browser: the fixture)
 from .town import wait_until
 
 WINDOW = (0.70, 0.10, 0.20, 0.25)  # x, y, width, height: a house window the camera must not show
@@ -205,3 +206,41 @@ def test_an_operator_sets_the_black_out_areas_through_the_api_and_it_is_audited(
     assert client.put("/api/v1/operator/devices/cam-1/picture-mask", json={"areas": []}).status_code == 403
     assert client.put("/api/v1/operator/devices/cam-404/picture-mask", json={"areas": []},
                       headers={"X-CSRF-Token": token}).status_code == 404
+
+
+# The pixel at the window's centre, as the browser decoded the picture (a same-origin canvas).
+PIXEL_JS = """(img) => { const c = document.createElement('canvas'); c.width = img.naturalWidth;
+  c.height = img.naturalHeight; const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+  const [x, y, w, h] = %s; const d = g.getImageData(Math.floor((x + w / 2) * c.width),
+  Math.floor((y + h / 2) * c.height), 1, 1).data; return [d[0], d[1], d[2], img.naturalWidth]; }""" % list(WINDOW)
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded"], indirect=True)
+def test_residents_see_the_newest_picture_with_its_area_black_in_the_map_popup_and_the_camera_page(
+        camera_town, browser):  # noqa: F811
+    town, secret = camera_town
+    town.registry.update_device(DeviceRecord("cam-1", "snow_camera", name="Car park camera", lat=36.14, lon=137.25))
+    PictureStore(town.store.db, town.db_path.parent / "pictures").set_mask("cam-1", [list(WINDOW)])
+    for seq in (1, 2, 3):
+        assert upload(town, secret, street(), seq=seq, ts=time.time() - 600 * (3 - seq))[0] == 201
+
+    page = offline_phone(browser, locale="ja-JP")
+    page.goto(town.base_url + "/")
+    page.locator('.jisaku-marker[data-device-id="cam-1"]').click()
+    thumb = page.locator(".jisaku-popup-picture")
+    thumb.wait_for(timeout=10000)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle())
+    r, g, b, width = thumb.evaluate(PIXEL_JS)
+    assert width == 320 and max(r, g, b) < 40, "the thumbnail is decoded, the window black"
+    assert "撮影" in page.locator(".jisaku-popup .jisaku-picture-when").inner_text()
+
+    page.goto(town.base_url + "/devices/cam-1")
+    big = page.locator("#jisaku-picture")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=big.element_handle())
+    r, g, b, width = big.evaluate(PIXEL_JS)
+    assert width == 640 and max(r, g, b) < 30
+    strip = page.locator("#jisaku-strip button")
+    assert strip.count() == 3
+    strip.first.click()
+    assert "3 枚中 1 枚目" in page.locator("#jisaku-picture-when").inner_text()
+    assert page.outside == []

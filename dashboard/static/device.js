@@ -107,9 +107,54 @@ function jisakuDevice(config) {
       });
   }
 
+  // A camera: the last 24 hours of pictures as a strip of thumbnails; tap one, or play them in turn.
+  function drawPictures() {
+    var strip = document.getElementById("jisaku-strip");
+    if (!config.pictures || !strip) return Promise.resolve();
+    var big = document.getElementById("jisaku-picture"), when = document.getElementById("jisaku-picture-when");
+    var play = document.getElementById("jisaku-play"), timer = null;
+    var format = new Intl.DateTimeFormat(lang, { hour: "numeric", minute: "2-digit" });
+    return fetch(config.pictures + "?since=" + (Date.now() / 1000 - 86400) + "&limit=300")
+      .then(function (r) { return r.json(); })
+      .then(function (pictures) {
+        pictures.reverse();  // oldest first, as time goes
+        strip.innerHTML = "";
+        if (!pictures.length) { when.textContent = w("picture.none"); return; }
+        function show(i) {
+          big.src = pictures[i].url;
+          when.textContent = w("picture.shown", { when: format.format(new Date(pictures[i].ts * 1000)),
+                                                  n: i + 1, total: pictures.length });
+          strip.querySelectorAll("button").forEach(function (b, j) { b.setAttribute("aria-current", j === i); });
+          strip.dataset.shown = i;
+        }
+        pictures.forEach(function (picture, i) {
+          var button = document.createElement("button");
+          button.type = "button";
+          button.innerHTML = '<img loading="lazy" alt="' + jisakuEscape(format.format(new Date(picture.ts * 1000))) +
+            '" src="' + jisakuEscape(picture.thumbnail) + '">';
+          button.addEventListener("click", function () { show(i); });
+          strip.appendChild(button);
+        });
+        strip.lastChild.setAttribute("aria-current", "true");
+        play.hidden = pictures.length < 2;
+        play.addEventListener("click", function () {
+          if (timer) { clearInterval(timer); timer = null; play.textContent = w("picture.play"); return; }
+          var i = 0;
+          show(i);
+          play.textContent = w("picture.pause");
+          timer = setInterval(function () {
+            i += 1;
+            if (i >= pictures.length) { clearInterval(timer); timer = null; play.textContent = w("picture.play"); return; }
+            show(i);
+          }, 600);
+        });
+      });
+  }
+
   function draw() {
     return Promise.all([drawCharts(), drawTrack()]).then(function () { document.body.dataset.drawn = range; });
   }
+  drawPictures();
 
   document.querySelectorAll("[data-range]").forEach(function (button) {
     button.addEventListener("click", function () {

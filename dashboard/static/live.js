@@ -107,10 +107,22 @@ function jisakuLive(map, config) {
     return { lines: lines, status: status, when: when };
   }
 
+  // A camera's newest picture (its public copy's thumbnail), and whether the camera went quiet.
+  function pictureOf(feature) {
+    var picture = feature.properties.picture;
+    if (!picture) return "";
+    var quiet = Date.now() / 1000 - picture.ts > limitsOf(feature).stale_s;
+    return '<img class="jisaku-popup-picture" src="' + jisakuEscape(picture.thumbnail) + '" alt="' +
+      jisakuEscape(w("picture.alt", { name: nameOf(feature) })) + '" width="240" loading="lazy">' +
+      '<span class="jisaku-picture-when' + (quiet ? " jisaku-quiet" : "") + '">' + jisakuEscape(quiet
+        ? w("picture.quiet", { minutes: number.format(Math.round((Date.now() / 1000 - picture.ts) / 60)) })
+        : w("picture.taken", { ago: ago(picture.ts) })) + "</span>";
+  }
+
   function popup(feature, state) {
     var p = feature.properties, d = describe(feature, state), kind = known(p.kind);
     return '<div class="jisaku-popup"><strong>' + jisakuEscape(nameOf(feature)) + "</strong>" +
-      '<span class="jisaku-popup-kind">' + jisakuEscape(jisakuKind(kind).name) + "</span>" +
+      '<span class="jisaku-popup-kind">' + jisakuEscape(jisakuKind(kind).name) + "</span>" + pictureOf(feature) +
       d.lines.map(function (line) { return "<span>" + jisakuEscape(line) + "</span>"; }).join("") +
       '<span class="jisaku-state jisaku-state-' + state + '">' + jisakuEscape(d.status) + "</span> " +
       '<span class="jisaku-ago">' + jisakuEscape(d.when) + "</span>" +
@@ -165,7 +177,7 @@ function jisakuLive(map, config) {
       marker.setLatLng(ll);
     }
     var d = describe(feature, state);
-    var key = state + title + JSON.stringify(feature.properties.values);
+    var key = state + title + JSON.stringify(feature.properties.values) + JSON.stringify(feature.properties.picture);
     if (marker._jisakuKey !== key) {  // a new icon and popup only when something shown on them changed
       marker._jisakuKey = key;
       marker.options.title = marker.options.alt = title;  // a renamed device: setIcon uses them
