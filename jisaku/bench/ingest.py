@@ -474,7 +474,7 @@ def ingest(readings: int = 100_000, devices: int = 100, publishers: int = 2, rat
             time.sleep(0.05)
         gateway_pids = _gateway_pids(gateway.pid)
         cpu_before = _total([_cpu_seconds(pid) for pid in gateway_pids])
-        memory = _MemorySampler(gateway_pids)
+        memory = MemorySampler(gateway_pids)
         memory.start()
 
         # ---- phase 1: N readings as fast as the publishers go
@@ -611,7 +611,7 @@ def ingest(readings: int = 100_000, devices: int = 100, publishers: int = 2, rat
     return figures
 
 
-class _MemorySampler(threading.Thread):
+class MemorySampler(threading.Thread):
     """The gateway processes' summed PSS (proportional set size), every 0.1 s: its peak."""
 
     def __init__(self, pids: list[int]):

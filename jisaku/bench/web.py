@@ -156,11 +156,12 @@ def _raise_open_files() -> int:
 class Server:
     """``uvicorn`` serving :func:`bench_app` in its own process, as ``jisaku dashboard`` runs it."""
 
-    def __init__(self, db_path: Path, workers: int, log_path: Path, access_log: bool = False):
+    def __init__(self, db_path: Path, workers: int, log_path: Path, access_log: bool = False,
+                 app: str = "jisaku.bench.web:bench_app"):
         self.port = _free_port()
         self.url = f"http://{HOST}:{self.port}"
-        code = ("import uvicorn; uvicorn.run('jisaku.bench.web:bench_app', factory=True, host=%r, port=%d,"
-                " workers=%d, log_level='info', access_log=%r)" % (HOST, self.port, workers, access_log))
+        code = ("import uvicorn; uvicorn.run(%r, factory=True, host=%r, port=%d,"
+                " workers=%d, log_level='info', access_log=%r)" % (app, HOST, self.port, workers, access_log))
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen([sys.executable, "-c", code], stdout=self.log, stderr=subprocess.STDOUT,
                                         env={**os.environ, "JISAKU_BENCH_DB": str(db_path)})
