@@ -109,7 +109,8 @@ class PictureSender:
         except urllib.error.HTTPError as err:
             return self._refused_or_kept(picture, err.code, _reason(err))
         except (urllib.error.URLError, OSError) as err:  # no answer: refused connection, timeout, no route
-            log.warning("%s: the server at %s did not answer (%s); picture %d waits",
+            log.warning("%s: the server at %s did not answer (%s); picture %d waits (the address comes from"
+                        " [device] server in device.toml, else JISAKU_SERVER, else the http setting)",
                         self.device_id, self.url, getattr(err, "reason", err), picture.seq)
             return False
         if status in (200, 201):

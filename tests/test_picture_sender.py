@@ -211,3 +211,47 @@ def test_stop_returns_quickly_even_while_waiting_to_try_again(outbox, senders):
     sender.stop()
     assert time.monotonic() - began < 1
     assert len(outbox) == 1
+
+
+# ---------------------------------------------------------------- through the device's link
+
+
+def test_a_device_link_keeps_pictures_and_uploads_them_to_its_server(tmp_path, server):
+    from jisaku.device.link import DeviceLink
+
+    # No broker listens: readings would wait, and pictures go their own way, over HTTP.
+    link = DeviceLink("cam-1", SECRET, f"mqtt://{HOST}:{free_port()}", tmp_path / "cam-1",
+                      server_url=f"http://{HOST}:{server.port}")
+    link.start()
+    try:
+        assert link.publish_picture(JPEG) == 1
+        wait_until(lambda: server.stored, 5, "the picture reaches the server")
+        assert server.stored[0]["body"] == JPEG and abs(server.stored[0]["ts"] - time.time()) < 5
+        assert json.loads(link._status())["pictures_queued"] == 0
+    finally:
+        link.stop()
+
+
+def test_a_device_link_with_no_server_says_what_to_set(tmp_path):
+    from jisaku.device.link import DeviceLink, NoServerError
+
+    link = DeviceLink("cam-1", SECRET, f"mqtt://{HOST}:{free_port()}", tmp_path / "cam-1")
+    with pytest.raises(NoServerError, match=r'\[device\] server = "http://.*JISAKU_SERVER'):
+        link.publish_picture(JPEG)
+    assert "pictures_queued" not in json.loads(link._status()), "a device without pictures reports as before"
+
+
+def test_the_server_address_comes_from_device_toml_then_the_environment_then_the_command(tmp_path):
+    from jisaku.device.config import DeviceConfigError, load_device_config
+    from jisaku.device.runner import picture_server
+
+    (tmp_path / "device.toml").write_text('[device]\nid = "cam-1"\nkind = "snow_camera"\n')
+    plain = load_device_config(tmp_path)
+    named = load_device_config(tmp_path, {"device": {"server": "http://10.0.0.5:8000"}})
+    env = {"JISAKU_SERVER": "https://town.example/jisaku"}
+    assert picture_server(named, "http://127.0.0.1:8000", env) == "http://10.0.0.5:8000"
+    assert picture_server(plain, "http://127.0.0.1:8000", env) == "https://town.example/jisaku"
+    assert picture_server(plain, "http://127.0.0.1:8000", {}) == "http://127.0.0.1:8000"
+    assert picture_server(plain, None, {}) is None
+    with pytest.raises(DeviceConfigError, match="must be like"):
+        picture_server(load_device_config(tmp_path, {"device": {"server": "10.0.0.5:8000"}}), None, {})
