@@ -11,11 +11,18 @@ the broker restarts.
 Operators' settings arrive on the retained ``config`` topic and commands on
 ``cmd``; the device answers each on ``config/ack`` and ``cmd/ack``.
 
+Pictures (a snow camera's snapshots) do not go over MQTT: ``publish_picture`` keeps
+them in a picture outbox of their own (``<state_dir>/pictures``) and a second thread
+uploads them over HTTP to the town's server (docs/protocol.md, "## Pictures"). That
+thread starts with the first picture, so a device that sends none is unchanged.
+
 Example::
 
-    link = DeviceLink("snow-1", secret, "mqtt://127.0.0.1:1883", state_dir=Path("data/devices/snow-1"))
+    link = DeviceLink("snow-1", secret, "mqtt://127.0.0.1:1883", state_dir=Path("data/devices/snow-1"),
+                      server_url="http://192.168.1.10:8000")      # only needed for pictures
     link.start()
     link.publish_reading({"depth_cm": 12.5})
+    link.publish_picture(jpeg_bytes)
     link.stop()
 """
 
@@ -34,6 +41,8 @@ from jisaku.contract import protocol
 from jisaku.contract.mqtt import BrokerAddress, new_client
 
 from .outbox import Outbox
+from .picture_outbox import PictureOutbox
+from .picture_sender import PictureSender
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,11 @@ ACK_TIMEOUT_S = 10.0
 # After (re)connecting, wait this long before sending: after a broker restart the gateway
 # (retrying every 0.5 s) is subscribed again before the first reading of a backlog arrives.
 BACKLOG_GRACE_S = 2.0
+PICTURES_FOLDER = "pictures"
+
+
+class NoServerError(RuntimeError):
+    """A picture to send, but no HTTP address of the town's server to send it to."""
 
 
 class DeviceLink:
@@ -57,9 +71,17 @@ class DeviceLink:
     def __init__(self, device_id: str, secret: str, broker_url: str, state_dir: Path,
                  on_config: Callable[[dict[str, Any]], Answer] | None = None,
                  on_command: Callable[[str, dict[str, Any]], Answer] | None = None,
-                 outbox_bytes: int = 5_000_000, info: dict[str, Any] | None = None):
+                 outbox_bytes: int = 5_000_000, info: dict[str, Any] | None = None,
+                 server_url: str | None = None, pictures_bytes: int = 50_000_000):
         self.device_id = device_id
         self.broker = BrokerAddress.parse(broker_url)
+        self.server_url = server_url   # the dashboard's address, where pictures go (HTTP)
+        self.pictures_bytes = pictures_bytes
+        self._secret = secret          # the picture sender logs in with it too; never logged
+        self._state_dir = Path(state_dir)
+        self._pictures_lock = threading.Lock()
+        self.pictures: PictureOutbox | None = None          # opened with the first picture
+        self._picture_sender: PictureSender | None = None
         self.on_config = on_config
         self.on_command = on_command
         self.info = info or {}
@@ -82,6 +104,8 @@ class DeviceLink:
         self._client.connect_async(self.broker.host, self.broker.port, keepalive=30)
         self._client.loop_start()
         self._sender.start()
+        if (self._state_dir / PICTURES_FOLDER).is_dir() and self.server_url:
+            self._open_pictures()  # pictures left from before a restart go without waiting for a new one
 
     def stop(self) -> None:
         """Say goodbye (status offline) and disconnect. What is not sent stays in the outbox."""
@@ -101,6 +125,8 @@ class DeviceLink:
         self._client.disconnect()
         self._client.loop_stop()
         self.outbox.close()
+        if self._picture_sender is not None:
+            self._picture_sender.stop()
 
     def publish_reading(self, values: dict[str, Any], ts: float | None = None) -> None:
         """Keep a reading for sending; returns at once, network or not."""
@@ -113,6 +139,26 @@ class DeviceLink:
             message["v"] = values
         self.outbox.put("event", message)
         self._wake.set()
+
+    def publish_picture(self, data: bytes, content_type: str = "image/jpeg", ts: float | None = None) -> int:
+        """Keep a picture (JPEG or PNG bytes) for uploading; returns its ``seq`` at once, network or not."""
+        if not self.server_url:
+            raise NoServerError(
+                f"{self.device_id}: pictures go to the town's server over HTTP, but its address is not known:"
+                f' set [device] server = "http://192.168.1.10:8000" in device.toml, or JISAKU_SERVER')
+        pictures, sender = self._open_pictures()
+        seq = pictures.put(data, content_type, ts if ts is not None else time.time())
+        sender.wake()
+        return seq
+
+    def _open_pictures(self) -> tuple[PictureOutbox, PictureSender]:
+        with self._pictures_lock:
+            if self.pictures is None:
+                self.pictures = PictureOutbox(self._state_dir / PICTURES_FOLDER, max_bytes=self.pictures_bytes)
+                self._picture_sender = PictureSender(self.device_id, self._secret, self.server_url, self.pictures)
+                if not self._stopping.is_set():
+                    self._picture_sender.start()
+            return self.pictures, self._picture_sender
 
     # ------------------------------------------------------------ sender thread
 
@@ -143,8 +189,11 @@ class DeviceLink:
     # ------------------------------------------------------------ paho callbacks (network thread)
 
     def _status(self) -> bytes:
-        return protocol.encode_status(protocol.STATUS_ONLINE, {
-            **self.info, "queued": len(self.outbox), "dropped": self.outbox.dropped})
+        info = {**self.info, "queued": len(self.outbox), "dropped": self.outbox.dropped}
+        if self.pictures is not None:  # only a device that sends pictures says how they fare
+            info.update(pictures_queued=len(self.pictures), pictures_dropped=self.pictures.dropped,
+                        pictures_refused=self.pictures.refused)
+        return protocol.encode_status(protocol.STATUS_ONLINE, info)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:

@@ -5,13 +5,17 @@ Example::
     stop = threading.Event()
     config = load_device_config("kinds/snow_gauge")
     run_device(config, "mqtt://127.0.0.1:1883", secret, simulate=True, stop=stop,
-               state_dir=Path("data/devices/snow-1"))
+               state_dir=Path("data/devices/snow-1"), server_url="http://127.0.0.1:8000")
+
+``server_url`` is where pictures go (HTTP, the dashboard's address); only a device that
+sends pictures (a snow camera) needs it. See :func:`picture_server`.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import threading
 
 from pathlib import Path
@@ -97,15 +101,35 @@ def pin_factory(name: str):
     return factories[name].load()()
 
 
+def picture_server(config: DeviceConfig, fallback: str | None = None,
+                   environ: dict[str, str] | None = None) -> str | None:
+    """Where the device uploads pictures: the first of
+
+    1. ``[device] server = "http://192.168.1.10:8000"`` in its device.toml,
+    2. the ``JISAKU_SERVER`` environment variable,
+    3. ``fallback``: what ``jisaku device run`` passes, ``http://`` + the ``http`` setting
+       (right when the device runs on the server itself, as in the demo).
+    """
+    environ = os.environ if environ is None else environ
+    url = config.device.get("server") or environ.get("JISAKU_SERVER") or fallback
+    if url and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        raise DeviceConfigError(f"{config.folder}: the server for pictures must be like"
+                                f" \"http://192.168.1.10:8000\", not {url!r}")
+    return url or None
+
+
 def run_device(config: DeviceConfig, broker_url: str, secret: str, simulate: bool, stop: threading.Event,
-               state_dir: Path) -> None:
+               state_dir: Path, server_url: str | None = None) -> None:
     """Run until ``stop`` is set; the sensor loop keeps going while the network is away.
 
-    ``state_dir`` keeps what must outlive a reboot: the outbox and the operators' settings.
+    ``state_dir`` keeps what must outlive a reboot: the outboxes and the operators' settings.
+    ``server_url`` is the last choice for where pictures go (see :func:`picture_server`).
     """
     link = DeviceLink(config.id, secret, broker_url, state_dir,
                       outbox_bytes=int(config.device.get("outbox_bytes", 5_000_000)),
-                      info={"fw": __version__, "app": config.app or config.kind})
+                      info={"fw": __version__, "app": config.app or config.kind},
+                      server_url=picture_server(config, server_url),
+                      pictures_bytes=int(config.device.get("pictures_bytes", 50_000_000)))
     app, scenario = build(config, link, simulate)
     remote = RemoteSettings(app, setting_limits(config, app), state_dir)
     remote.restore()

@@ -115,7 +115,7 @@ def test_two_folders_cannot_describe_the_same_kind(tmp_path):
 def test_the_test_kind_is_named_nowhere_but_in_its_folder_and_this_test():
     """What makes the next test a proof: no other file of jisaku's code knows about rain gauges
     (docs/kinds.md tells the story of this test, which is no code)."""
-    skipped = {".git", ".venv", "node_modules", "data", "test-artifacts", "__pycache__", "jisaku.egg-info"}
+    skipped = {".git", ".venv", "node_modules", "data", "test-artifacts", "__pycache__", "jisaku.egg-info", ".pytest_cache"}
     mentions = []
     for path in REPO.rglob("*"):
         parts = set(path.relative_to(REPO).parts)
@@ -189,7 +189,8 @@ def test_the_kinds_are_in_the_public_api_in_both_languages(tmp_path):
 
     client = TestClient(create_app(tmp_path / "jisaku.db", tiles="osm"))
     japanese, english = client.get("/api/v1/kinds").json(), client.get("/api/v1/kinds?lang=en").json()
-    assert list(japanese) == ["bus", "garbage_truck", "float", "snow_gauge", "printer_tray", "other"]
+    assert list(japanese) == ["bus", "garbage_truck", "float", "snow_gauge", "snow_camera", "printer_tray", "other"]
+    assert (japanese["snow_camera"]["name"], english["snow_camera"]["name"]) == ("積雪カメラ", "Snow camera")
     assert (japanese["bus"]["name"], english["bus"]["name"]) == ("バス", "Bus")
     assert japanese["snow_gauge"]["marker"]["levels"] == {"defaults": [20.0, 50.0], "legend": "積雪の深さ"}
     assert english["printer_tray"]["metrics"]["paper"]["states"] == ["Tray empty", "Paper left on the tray"]

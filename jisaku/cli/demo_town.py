@@ -131,7 +131,8 @@ async def _serve(settings: Settings, devices: list[DeviceConfig], rules: list[di
     stop = threading.Event()
     threads = [
         threading.Thread(target=run_device, name=config.id, daemon=True, args=(
-            config, settings.broker, secrets[config.id], True, stop, settings.data_dir / "devices" / config.id))
+            config, settings.broker, secrets[config.id], True, stop, settings.data_dir / "devices" / config.id),
+            kwargs={"server_url": "http://" + settings.http.replace("0.0.0.0", "127.0.0.1")})  # pictures
         for config in devices
     ]
     for thread in threads:

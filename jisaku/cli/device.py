@@ -32,10 +32,14 @@ def cmd_device_run(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     settings = load_settings()
     broker = settings.broker
+    # Pictures go over HTTP to the dashboard; device.toml's [device] server or JISAKU_SERVER
+    # come first (see jisaku.device.runner.picture_server), this is for a device on the server itself.
+    server = "http://" + settings.http.replace("0.0.0.0", "127.0.0.1")  # a server listening everywhere
     print(f"{config.id}: running {config.app or config.kind}{' (simulated)' if args.simulate else ''}, broker {broker};"
           " Ctrl-C stops it", flush=True)
     try:
-        run_device(config, broker, secret, args.simulate, stop, settings.data_dir / "devices" / config.id)
+        run_device(config, broker, secret, args.simulate, stop, settings.data_dir / "devices" / config.id,
+                   server_url=server)
     except KeyboardInterrupt:
         stop.set()
 
