@@ -59,11 +59,10 @@ async def upload(request: Request, device_id: str,
         taken = protocol.taken_at(ts, age, received)
     except protocol.ProtocolError as err:
         refused = PictureRefused(422, err.reason, str(err))
-        await run_in_threadpool(store.quarantine, device_id, bytes(data), refused, received)
+        await run_in_threadpool(store.quarantine, device_id, data, refused, received)
         return JSONResponse({"detail": refused.detail, "reason": refused.reason}, status_code=422)
     try:
-        stored, picture = await run_in_threadpool(store.store, device_id, bytes(data), content_type, taken, seq,
-                                                  received)
+        stored, picture = await run_in_threadpool(store.store, device_id, data, content_type, taken, seq, received)
     except PictureRefused as refused:
         return JSONResponse({"detail": refused.detail, "reason": refused.reason}, status_code=refused.status)
     except PicturesUnavailable as err:

@@ -2,11 +2,12 @@
 
     jisaku bench ingest     readings/s the gateway stores through a real Mosquitto (ingest.py)
     jisaku bench web        requests/s of latest.geojson and the live stream's delay (web.py)
+    jisaku bench images     pictures/s the server stores from many cameras at once (images.py)
 """
 
 from __future__ import annotations
 
-from . import ingest, web
+from . import images, ingest, web
 
 
 def add_parser(commands) -> None:
@@ -14,3 +15,4 @@ def add_parser(commands) -> None:
         dest="bench", required=True)
     ingest.add_parser(bench)
     web.add_parser(bench)
+    images.add_parser(bench)
