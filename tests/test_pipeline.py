@@ -27,7 +27,7 @@ def test_demo_town_appears_on_the_map_and_vehicles_move(make_town):
     devices = load_city(EXAMPLES / "demo-city" / "city.toml")
     kinds = [d.kind for d in devices]
     assert (kinds.count("bus"), kinds.count("garbage_truck"), kinds.count("float"),
-            kinds.count("snow_gauge"), kinds.count("printer_tray")) >= (3, 2, 1, 4, 1)
+            kinds.count("snow_gauge"), kinds.count("printer_tray"), kinds.count("snow_camera")) >= (3, 2, 1, 4, 1, 2)
     town = make_town(devices)
     town.start_dashboard()
     town.run_devices()
@@ -43,6 +43,10 @@ def test_demo_town_appears_on_the_map_and_vehicles_move(make_town):
         return all(now[i]["geometry"]["coordinates"] != first[i]["geometry"]["coordinates"]
                    for i, f in first.items() if f["properties"]["kind"] in VEHICLES)
     wait_until(vehicles_moved, 20, "every vehicle's position changes")
+
+    cameras = {d.id for d in devices if d.kind == "snow_camera"}
+    wait_until(lambda: {i for i, f in town.features().items() if f["properties"].get("picture")} == cameras, 30,
+               "each of the demo's cameras has its picture on the map")
 
     snow = {i: f for i, f in first.items() if f["properties"]["kind"] == "snow_gauge"}
     assert all(0 <= f["properties"]["values"]["depth_cm"] <= 100 for f in snow.values())

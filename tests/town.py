@@ -107,7 +107,9 @@ class Town:
             stop.set()
 
         threading.Thread(target=stop_with_the_town, daemon=True).start()
-        run_device(config, self.broker_url, self.secrets[config.id], True, stop, state_dir)
+        # Pictures (cameras) go to this town's dashboard, once it serves.
+        run_device(config, self.broker_url, self.secrets[config.id], True, stop, state_dir,
+                   server_url=self.base_url or None)
 
     def start_dashboard(self, tiles: str | None = None) -> str:
         """Serve the residents' pages; ``tiles`` is the base map setting (None: jisaku.toml's)."""
