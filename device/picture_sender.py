@@ -8,7 +8,7 @@ picture is forgotten here only then. What each answer means to the device:
     201, 200 (stored, or stored before)   forget it
     400, 413, 415, 422 (refused)          forget it, count it as refused, log the reason
     401 (wrong id or secret)              keep it, try again later
-    5xx, no answer, anything else         keep it, try again after a growing pause (up to a minute)
+    5xx, no answer, anything else         keep it, try again after a growing pause (up to half a minute)
 
 Only the standard library (urllib) is used, so a Pi needs nothing more.
 
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 REFUSED = {400, 413, 415, 422}   # the server will never take this picture: sending it again cannot help
 FIRST_PAUSE_S = 1.0              # after a failure, wait this long, then twice as long each time...
-MAX_PAUSE_S = 60.0               # ...up to this
+MAX_PAUSE_S = 30.0               # ...up to this: a server back after hours gets the pictures within it
 UPLOAD_TIMEOUT_S = 30.0          # a 200 kB picture over a weak LTE link takes a few seconds
 
 

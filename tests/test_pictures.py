@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from jisaku.gateway.pictures import PictureStore
 from jisaku.gateway.registry import DeviceRecord
 
-from .test_browser import browser, offline_phone  # noqa: F401 (browser: the fixture)
+from .test_browser import ARTIFACTS, browser, offline_phone  # noqa: F401 (browser: the fixture)
 from .town import wait_until
 
 WINDOW = (0.70, 0.10, 0.20, 0.25)  # x, y, width, height: a house window the camera must not show
@@ -244,3 +244,115 @@ def test_residents_see_the_newest_picture_with_its_area_black_in_the_map_popup_a
     strip.first.click()
     assert "3 枚中 1 枚目" in page.locator("#jisaku-picture-when").inner_text()
     assert page.outside == []
+
+
+# ---------------------------------------------------------------- a simulated camera, end to end
+
+GROUND = (0.02, 0.78, 0.10, 0.15)  # bottom left: snow-covered ground in the simulated scene, never dark by day
+PASSWORD = "a long passphrase for the operator"
+MEAN_JS = """(img) => { const c = document.createElement('canvas'); c.width = img.naturalWidth;
+  c.height = img.naturalHeight; const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+  const [x, y, w, h] = %s; const d = g.getImageData(Math.floor(x * c.width), Math.floor(y * c.height),
+  Math.floor(w * c.width), Math.floor(h * c.height)).data; let sum = 0;
+  for (let i = 0; i < d.length; i += 4) sum += (d[i] + d[i + 1] + d[i + 2]) / 3; return sum / (d.length / 4); }""" % list(GROUND)
+
+
+def mean_brightness(data: bytes, rect=GROUND) -> float:
+    image = Image.open(io.BytesIO(data)).convert("L")
+    x, y, w, h = rect
+    box = image.crop((int(x * image.width), int(y * image.height), int((x + w) * image.width),
+                      int((y + h) * image.height)))
+    return sum(box.getdata()) / (box.width * box.height)
+
+
+def simulated_camera(interval_s: float = 1.0):
+    from jisaku.device.config import load_device_config
+
+    from .town import KINDS
+
+    return load_device_config(KINDS / "snow_camera", {"device": {"interval_s": interval_s},
+                                                        "simulate": {"start_hour": 12, "hours_per_minute": 0.1}})
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded"], indirect=True)
+def test_a_simulated_cameras_pictures_reach_the_camera_page_blacked_out_and_operators_see_the_original(
+        make_town, browser):  # noqa: F811
+    from jisaku.gateway.accounts import Accounts
+
+    town = make_town([simulated_camera()])
+    Accounts(town.registry.db).add("tanaka", PASSWORD, role="operator")
+    PictureStore(town.store.db, town.db_path.parent / "pictures").set_mask("cam-1", [list(GROUND)])
+    town.start_dashboard(tiles="osm")
+    town.run_devices()
+    wait_until(lambda: town.features()["cam-1"]["properties"].get("picture"), 30,
+               "the simulated camera's picture goes device -> outbox -> upload -> server -> map")
+
+    page = offline_phone(browser, locale="ja-JP")
+    page.goto(town.base_url + "/devices/cam-1")
+    big = page.locator("#jisaku-picture")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=big.element_handle())
+    assert big.evaluate("img => img.naturalWidth") == 1280
+    assert big.evaluate(MEAN_JS) < 20, "the browser shows the black-out area black"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "snow-camera-360px.png"), full_page=True)
+
+    page.goto(town.base_url + "/operator/login")
+    page.fill("#name", "tanaka")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/operator/**")
+    original = page.request.get(town.base_url + "/api/v1/operator/devices/cam-1/pictures/newest")
+    assert original.status == 200 and original.headers["cache-control"] == "private, no-store"
+    assert mean_brightness(original.body()) > 60, "the operator's original shows the ground"
+    assert page.outside == []
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded"], indirect=True)
+def test_a_minute_without_the_server_loses_no_picture_and_stores_none_twice(make_town, tmp_path):
+    """The camera goes on taking pictures while the server is down for 60 s; they all arrive, once."""
+    import threading
+
+    import uvicorn
+
+    from jisaku.dashboard.app import create_app
+    from jisaku.device.runner import run_device
+
+    from .brokers import free_port
+
+    town = make_town([simulated_camera(interval_s=2.0)])
+    port = free_port()
+
+    def serve() -> uvicorn.Server:
+        server = uvicorn.Server(uvicorn.Config(create_app(town.db_path, tiles="osm"), host="127.0.0.1", port=port,
+                                               log_level="warning"))
+        threading.Thread(target=server.run, daemon=True).start()
+        wait_until(lambda: server.started, 10, "the dashboard starts")
+        return server
+
+    server = serve()
+    stop = threading.Event()
+    state = tmp_path / "cam-1"
+    device = threading.Thread(target=run_device, daemon=True, args=(
+        town.devices[0], town.broker_url, town.secrets["cam-1"], True, stop, state),
+        kwargs={"server_url": f"http://127.0.0.1:{port}"})
+    device.start()
+    store = PictureStore(town.store.db, town.db_path.parent / "pictures")
+    try:
+        wait_until(lambda: store.pictures("cam-1"), 20, "the first picture arrives")
+        server.should_exit = True
+        wait_until(lambda: not server.started or server.should_exit, 5, "the server stops")
+        time.sleep(60)
+        waiting = len(list((state / "pictures").glob("*.jpg")))
+        assert waiting >= 20, f"only {waiting} pictures waited on the camera's disk during the minute"
+        server = serve()
+        wait_until(lambda: not list((state / "pictures").glob("*.jpg")), 60,
+                   "every waiting picture is uploaded once the server is back")
+    finally:
+        stop.set()
+        device.join(10)
+        server.should_exit = True
+    seqs = sorted(p.seq for p in store.pictures("cam-1", limit=None))
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "no picture is missing"
+    assert len(seqs) == len(set(seqs)), "none is stored twice"
+    files = list((town.db_path.parent / "pictures" / "cam-1").rglob("*.jpg"))
+    assert len(files) == 3 * len(seqs)

@@ -23,7 +23,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 
 from jisaku.gateway.accounts import AccountError
 from jisaku.gateway.registry import DeviceRecord
@@ -178,6 +178,20 @@ async def push_settings(device_id: DeviceIdPath, body: models.SettingsChange, re
         return _error(err)
     return models.SettingsSent(rev=config["rev"], settings={k: v for k, v in config.items() if k != "rev"},
                                state=ops.store.config_state(device_id))
+
+
+@router.get("/devices/{device_id}/pictures/newest", response_class=FileResponse,
+            summary="A camera's newest picture as it took it: the original, black-out areas not applied",
+            responses={404: {"description": "no such device, or no picture yet"}})
+def newest_original(device_id: DeviceIdPath, request: Request,
+                    session: Annotated[Session, Depends(require_operator)]):
+    pictures = request.app.state.pictures
+    newest = pictures.pictures(device_id, limit=1)
+    if not newest:
+        return JSONResponse({"detail": f"no picture from {device_id!r} yet"}, status_code=404)
+    # Not for caching anywhere: it may show what the public copy blacks out.
+    return FileResponse(pictures.original_file(newest[0]), media_type=newest[0].content_type,
+                        headers={"Cache-Control": "private, no-store"})
 
 
 @router.put("/devices/{device_id}/picture-mask", response_model=models.PictureMaskSaved,

@@ -135,7 +135,7 @@ function jisakuDevice(config) {
           button.addEventListener("click", function () { show(i); });
           strip.appendChild(button);
         });
-        strip.lastChild.setAttribute("aria-current", "true");
+        show(pictures.length - 1);  // the newest, which may be newer than the page
         play.hidden = pictures.length < 2;
         play.addEventListener("click", function () {
           if (timer) { clearInterval(timer); timer = null; play.textContent = w("picture.play"); return; }
