@@ -79,6 +79,18 @@ class Licence(BaseModel):
     attribution: str = Field(description="whom to credit when the data is reused")
 
 
+class CameraPictures(BaseModel):
+    device_id: str
+    name: str
+    lat: float | None
+    lon: float | None
+    list: str = Field(description="the pictures, newest first, with their URLs: ?since=&until=&limit=")
+    count: int
+    first: float | None = Field(description="UTC epoch seconds of the oldest picture kept")
+    last: float | None = Field(description="UTC epoch seconds of the newest")
+    kept: str = Field(description="how long pictures are kept")
+
+
 class OpenData(BaseModel):
     """What ``/api/v1/open-data.json`` says: the terms and the shape of the exports."""
 
@@ -91,6 +103,9 @@ class OpenData(BaseModel):
     keep_raw_days: float | None = Field(
         None, description="readings older than this many days are only in export-hourly.csv;"
                           " null: raw readings are kept for ever (or by the database's own retention)")
+    pictures: list[CameraPictures] = Field(
+        default_factory=list, description="the public cameras' pictures, under the same licence: the black-out"
+                                          " areas are black in every copy published")
     docs: str = "docs/open-data.md in the jisaku repository"
 
 
@@ -249,7 +264,21 @@ END_HELP = "exclusive; ISO 8601 with a time zone, or UTC epoch seconds; default:
 def open_data(request: Request) -> OpenData:
     return OpenData(licence=licence(app_settings(request.app)), csv_columns=CSV_SCHEMA,
                     geojson_feature=GEOJSON_SCHEMA, hourly_csv_columns=HOURLY_CSV_SCHEMA,
-                    keep_raw_days=_keep_raw_days(request))
+                    keep_raw_days=_keep_raw_days(request), pictures=_cameras(request))
+
+
+def _cameras(request: Request) -> list[CameraPictures]:
+    """Every public device that has pictures, with where to list them."""
+    settings = app_settings(request.app)
+    _, _, every_days, hourly_days = settings.retention_days
+    kept = (f"every picture for {every_days:g} days, then one an hour"
+            + (f" up to {hourly_days:g} days" if hourly_days else " for ever") if every_days else "for ever")
+    rows = request.app.state.store.db.connection.execute(
+        "SELECT d.id, d.name, d.lat, d.lon, count(*) AS n, min(p.ts) AS first, max(p.ts) AS last"
+        " FROM pictures p JOIN devices d ON d.id = p.device_id WHERE d.public = 1 GROUP BY d.id ORDER BY d.id")
+    return [CameraPictures(device_id=row["id"], name=row["name"], lat=row["lat"], lon=row["lon"],
+                           list=f"/api/v1/devices/{row['id']}/pictures", count=row["n"], first=row["first"],
+                           last=row["last"], kept=kept) for row in rows]
 
 
 def _csv_value(value: Any) -> str:

@@ -144,6 +144,12 @@ def test_a_private_cameras_pictures_are_nowhere_public(camera_town):
     url = json.loads(body)["url"]
     assert call(town, "/api/v1/devices/cam-9/pictures")[0] == 404
     assert call(town, url)[0] == 404
+    public_secret = town.registry.rotate_secret("cam-1")
+    assert upload(town, public_secret, street(), seq=1)[0] == 201
+    catalogue = json.loads(call(town, "/api/v1/open-data.json")[1])
+    assert [c["device_id"] for c in catalogue["pictures"]] == ["cam-1"], "the open-data catalogue: public ones only"
+    assert catalogue["pictures"][0]["count"] == 1 and catalogue["licence"]["id"]
+    assert catalogue["pictures"][0]["kept"].startswith("every picture for 7 days")
 
 
 def test_retention_keeps_every_picture_a_week_then_one_an_hour_then_none(tmp_path):
