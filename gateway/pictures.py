@@ -287,6 +287,21 @@ class PictureStore:
             params.append(limit)
         return [Picture(**dict(row)) for row in self.db.connection.execute(sql, params)]
 
+    def health(self, device_id: str, now: float | None = None) -> dict[str, Any]:
+        """What an operator wants to know about a camera: its newest picture, how many came in the
+        last day, and how many the server refused (quarantined), with the last reason."""
+        now = time.time() if now is None else now
+        connection = self.db.connection
+        newest = self.pictures(device_id, limit=1)
+        last_day = connection.execute("SELECT count(*) FROM pictures WHERE device_id=? AND ts >= ?",
+                                      (device_id, now - DAY)).fetchone()[0]
+        topic = f"POST /api/v1/devices/{device_id}/pictures"
+        refused = connection.execute("SELECT count(*) FROM quarantine WHERE topic=?", (topic,)).fetchone()[0]
+        last = connection.execute("SELECT reason, detail FROM quarantine WHERE topic=? ORDER BY received DESC"
+                                  " LIMIT 1", (topic,)).fetchone()
+        return {"newest": newest[0] if newest else None, "last_day": last_day, "refused": refused,
+                "last_refusal": f"{last['reason']}: {last['detail']}" if last else None}
+
     def original_file(self, picture: Picture) -> Path:
         return self.folder / picture.file
 

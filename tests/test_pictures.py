@@ -362,3 +362,36 @@ def test_a_minute_without_the_server_loses_no_picture_and_stores_none_twice(make
     assert len(seqs) == len(set(seqs)), "none is stored twice"
     files = list((town.db_path.parent / "pictures" / "cam-1").rglob("*.jpg"))
     assert len(files) == 3 * len(seqs)
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded"], indirect=True)
+def test_the_operator_page_shows_the_cameras_health_and_saves_its_black_out_areas(camera_town, browser):  # noqa: F811
+    from jisaku.gateway.accounts import Accounts
+
+    town, secret = camera_town
+    Accounts(town.registry.db).add("tanaka", PASSWORD, role="operator")
+    assert upload(town, secret, street(), seq=1)[0] == 201
+    assert upload(town, secret, b"GIF89a not ours", seq=2)[0] == 415
+
+    page = browser.new_page(viewport={"width": 1024, "height": 900}, locale="ja-JP")
+    page.goto(town.base_url + "/operator/devices/cam-1")
+    page.fill("#name", "tanaka")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/operator/devices/cam-1")
+    assert "1 " in page.locator("#pictures-refused").inner_text() and "picture_type" in page.content()
+    original = page.locator("#picture-original")
+    page.wait_for_function("img => img.complete && img.naturalWidth === 640", arg=original.element_handle())
+    assert min(original.evaluate(PIXEL_JS)[:3]) > 225, "the operator sees the window"
+
+    page.fill("#areas", json.dumps([list(WINDOW)]))
+    page.click("#mask-form button[type=submit]")
+    page.wait_for_selector("text=黒塗りの範囲を保存しました")
+    public = page.locator("#picture-public")
+    page.wait_for_function("img => img.complete && img.naturalWidth === 640", arg=public.element_handle())
+    assert max(public.evaluate(PIXEL_JS)[:3]) < 30, "what residents see has it black"
+    assert min(page.locator("#picture-original").evaluate(PIXEL_JS)[:3]) > 225
+
+    page.fill("#areas", "[[2, 2, 1, 1]]")
+    page.click("#mask-form button[type=submit]")
+    assert "inside the picture" in page.locator("[role=alert]").inner_text()

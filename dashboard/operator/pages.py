@@ -7,6 +7,8 @@ A refused change shows the same form again with what to fix.
 
 from __future__ import annotations
 
+import json
+
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from jisaku.dashboard import i18n
+from jisaku.dashboard import pictures as pictures_api
 from jisaku.dashboard.kind_view import kind_name
 from jisaku.gateway.accounts import ROLES, AccountError
 from jisaku.contract import kinds
@@ -36,7 +39,7 @@ from .publisher import BrokerUnavailable, wait_for_answer
 # usually shows "applied" at once; a device that is away shows "pending" instead.
 ANSWER_WAIT_S = 3.0
 # Messages shown once after a change (?done=…): only these keys, so a link cannot inject text.
-DONE = {"settings_sent", "device_saved", "revoked", "user_added", "user_saved", "logged_out"}
+DONE = {"settings_sent", "device_saved", "revoked", "user_added", "user_saved", "logged_out", "mask_saved"}
 
 TEMPLATES = Path(__file__).parent / "templates"
 templates = Jinja2Templates(directory=TEMPLATES)
@@ -171,8 +174,19 @@ def _device_page(request: Request, device_id: str, status: int = 200, **context:
         view = ops.device(device_id)
     except NotFound:
         return render(request, "not_found.html", 404, what=device_id)
+    pictures = request.app.state.pictures
+    health = pictures.health(device_id)
+    camera = None
+    if health["newest"] is not None or health["refused"]:  # a device that sends pictures
+        areas, _ = pictures.mask(device_id)
+        row = ops.store.db.connection.execute("SELECT info FROM device_status WHERE device_id=?",
+                                              (device_id,)).fetchone()
+        info = json.loads(row["info"] or "{}") if row else {}  # what the camera last said of its outbox
+        camera = {**health, "areas": json.dumps(areas), "queued": info.get("pictures_queued"),
+                  "dropped": info.get("pictures_dropped"),
+                  "public": pictures_api.described(health["newest"])["url"] if health["newest"] else None}
     return render(request, "device.html", status, device=view, kinds=[k.id for k in kinds.all_kinds()],
-                  history=ops.audit.entries(limit=20, target=device_id),
+                  history=ops.audit.entries(limit=20, target=device_id), camera=camera,
                   can_send=ops.publisher is not None, **context)
 
 
@@ -244,6 +258,22 @@ async def save_device(request: Request, device_id: str, session: Session = Depen
     except OperationError as err:
         return _device_page(request, device_id, 400, details_error=str(err))
     return see(f"/operator/devices/{quote(device_id)}?done=device_saved")
+
+
+@router.post("/devices/{device_id}/picture-mask")
+async def save_picture_mask(request: Request, device_id: str, session: Session = Depends(require_operator)):
+    form = await request.form()
+    ops = _ops(request)
+    try:
+        areas = json.loads(str(form.get("areas", "")).strip() or "[]")
+        await run_in_threadpool(ops.changes.set_picture_mask, session.user.name, device_id, areas)
+    except NotFound:
+        return render(request, "not_found.html", 404, what=device_id)
+    except json.JSONDecodeError as err:
+        return _device_page(request, device_id, 400, mask_error=f"black-out areas: not JSON ({err})")
+    except OperationError as err:
+        return _device_page(request, device_id, 400, mask_error=str(err))
+    return see(f"/operator/devices/{quote(device_id)}?done=mask_saved#pictures")
 
 
 @router.post("/devices/{device_id}/settings")
