@@ -384,7 +384,16 @@ def test_the_operator_page_shows_the_cameras_health_and_saves_its_black_out_area
     page.wait_for_function("img => img.complete && img.naturalWidth === 640", arg=original.element_handle())
     assert min(original.evaluate(PIXEL_JS)[:3]) > 225, "the operator sees the window"
 
-    page.fill("#areas", json.dumps([list(WINDOW)]))
+    # Drag across the window on the picture as the camera took it.
+    original.scroll_into_view_if_needed()
+    box = original.bounding_box()
+    x, y, w, h = WINDOW
+    page.mouse.move(box["x"] + (x - 0.02) * box["width"], box["y"] + (y - 0.02) * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + (x + w + 0.02) * box["width"], box["y"] + (y + h + 0.02) * box["height"], steps=5)
+    page.mouse.up()
+    drawn = json.loads(page.input_value("#areas"))
+    assert len(drawn) == 1 and drawn[0][0] == pytest.approx(x - 0.02, abs=0.01)
     page.click("#mask-form button[type=submit]")
     page.wait_for_selector("text=黒塗りの範囲を保存しました")
     public = page.locator("#picture-public")
