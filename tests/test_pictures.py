@@ -232,6 +232,9 @@ def test_residents_see_the_newest_picture_with_its_area_black_in_the_map_popup_a
 
     page = offline_phone(browser, locale="ja-JP")
     page.goto(town.base_url + "/")
+    # The map may first draw the camera from a snapshot taken before its pictures: wait for them.
+    page.wait_for_function("() => (window.jisakuMarkers?.['cam-1']?._jisakuKey || '').includes('thumb')",
+                           timeout=15000)
     page.locator('.jisaku-marker[data-device-id="cam-1"]').click()
     thumb = page.locator(".jisaku-popup-picture")
     thumb.wait_for(timeout=10000)
