@@ -134,7 +134,7 @@ class PictureStore:
                     " sha256, file, mask_rev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (device_id, ts, seq, received, content_type, picture.bytes, picture.width, picture.height,
                      picture.sha256, picture.file, rev))
-                self._show_newest(connection, device_id, received)
+                self._show_newest(connection, device_id, time.time())  # now, not when the upload began: the live stream looks back only a moment
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise PicturesUnavailable(f"the disk under {self.folder} is full: free space, or shorten how"
