@@ -19,7 +19,7 @@ import json
 import time
 from typing import Any
 
-from .db import Database
+from .db import Database, time_range
 
 def cli_actor() -> str:
     """Who is changing things from the command line: the Unix user."""
@@ -45,13 +45,8 @@ class AuditLog:
     def entries(self, limit: int = 100, since: float | None = None, until: float | None = None,
                 target: str | None = None) -> list[dict[str, Any]]:
         """Newest first."""
-        sql, params = "SELECT * FROM audit_log WHERE 1=1", []
-        if since is not None:
-            sql += " AND ts >= ?"
-            params.append(since)
-        if until is not None:
-            sql += " AND ts < ?"
-            params.append(until)
+        within, params = time_range(since, until)
+        sql = "SELECT * FROM audit_log WHERE 1=1" + within
         if target is not None:
             sql += " AND target = ?"
             params.append(target)

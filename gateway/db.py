@@ -126,6 +126,18 @@ def _begin_write(connection: sqlite3.Connection, timeout: float) -> None:
         connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
 
 
+def time_range(since: float | None, until: float | None, column: str = "ts") -> tuple[str, list[float]]:
+    """``" AND ts >= ? AND ts < ?"`` for whichever bounds are given, and their values."""
+    sql, params = "", []
+    if since is not None:
+        sql += f" AND {column} >= ?"
+        params.append(since)
+    if until is not None:
+        sql += f" AND {column} < ?"
+        params.append(until)
+    return sql, params
+
+
 class Database:
     """One connection per thread to the same file (sqlite3 objects are not shared)."""
 

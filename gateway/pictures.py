@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .db import Database, write
+from .db import Database, time_range, write
 
 # A snow camera's snapshot is 50-500 kB; a megabyte leaves room for a sharper camera.
 MAX_BYTES = 1024 * 1024
@@ -274,13 +274,8 @@ class PictureStore:
     def pictures(self, device_id: str, since: float | None = None, until: float | None = None,
                  limit: int | None = 100) -> list[Picture]:
         """The camera's pictures, newest first."""
-        sql, params = "SELECT * FROM pictures WHERE device_id=?", [device_id]
-        if since is not None:
-            sql += " AND ts >= ?"
-            params.append(since)
-        if until is not None:
-            sql += " AND ts < ?"
-            params.append(until)
+        within, bounds = time_range(since, until)
+        sql, params = "SELECT * FROM pictures WHERE device_id=?" + within, [device_id, *bounds]
         sql += " ORDER BY ts DESC, seq DESC"
         if limit is not None:
             sql += " LIMIT ?"
