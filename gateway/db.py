@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .migrations import MIGRATIONS
+from .migrations import MIGRATIONS, Migration
 
 
 class DatabaseTooNew(RuntimeError):
@@ -51,19 +51,20 @@ def schema_version(connection: sqlite3.Connection) -> int:
     return connection.execute("PRAGMA user_version").fetchone()[0]
 
 
-def migrate(connection: sqlite3.Connection, path: Path | str = "the database") -> None:
+def migrate(connection: sqlite3.Connection, path: Path | str = "the database",
+            migrations: list[Migration] = MIGRATIONS) -> None:
     """Apply the migrations the database lacks, all in one write transaction.
 
     Gateway workers, the dashboard and the command line may open a new or old file at
     the same moment: the first to get the write lock does the work, and the others,
     reading the version again once they have the lock, find nothing left to do.
     """
-    newest = MIGRATIONS[-1].version
+    newest = migrations[-1].version
     if _check_version(connection, path, newest) == newest:
         return  # the usual case: up to date, no lock taken
     with write(connection):
         version = _check_version(connection, path, newest)
-        for step in MIGRATIONS:
+        for step in migrations:
             if step.version > version:
                 step.apply(connection)
         # PRAGMA takes no ? parameter; `newest` is our own integer.

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from jisaku.gateway.db import Database, DatabaseTooNew, connect, schema_version, write
+from jisaku.gateway.db import Database, DatabaseTooNew, connect, migrate, schema_version, write
 from jisaku.gateway.migrations import BASELINE, MIGRATIONS, statements
 from jisaku.gateway.registry import DeviceRecord, Registry
 
@@ -73,16 +73,17 @@ def test_a_file_from_a_newer_jisaku_is_refused_with_what_to_do(tmp_path):
         connect(path)
 
 
-def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path):
     path = tmp_path / "jisaku.db"
     connect(path).close()
     from jisaku.gateway import migrations
 
     broken = migrations.Migration(NEWEST + 1, "a step that fails half-way",
                                   "CREATE TABLE half (x INTEGER);\nINSERT INTO no_such_table VALUES (1);")
-    monkeypatch.setattr("jisaku.gateway.db.MIGRATIONS", [*MIGRATIONS, broken])
+    connection = sqlite3.connect(path, isolation_level=None)
     with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
-        connect(path)
+        migrate(connection, path, [*MIGRATIONS, broken])
+    connection.close()
     assert "half" not in tables(path)
     check = sqlite3.connect(path)
     assert check.execute("PRAGMA user_version").fetchone()[0] == NEWEST
