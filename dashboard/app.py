@@ -50,8 +50,7 @@ def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None,
     app.state.latest = api.LatestCache(app.state.store)
     app.state.readings = readings or app.state.store
     app.state.phones = phones
-    # Beside the database: data/pictures when the database is data/jisaku.db.
-    app.state.pictures = PictureStore(db, Path(database_path).parent / "pictures")
+    app.state.pictures = PictureStore(db)
     if tiles is None:
         loaded = jisaku_settings.load()
         tiles, tiles_attribution = loaded.tiles, loaded.tiles_attribution

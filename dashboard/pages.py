@@ -269,10 +269,11 @@ def device_page(request: Request, device_id: str) -> HTMLResponse:
         return render(request, "not_found.html", status_code=404, device_id=device_id)
     shown = describe(device, lang, now)
     kind = kinds.get(device["kind"])
+    drawn_as = device["kind"] if kind else kinds.OTHER
     levels = device_levels(store, device)
     config = {
         "id": device_id, "lang": lang, "words": i18n.js_catalog(lang), "kind": device["kind"],
-        "kinds": {device["kind"] if kind else kinds.OTHER: browser_kinds(lang)[device["kind"] if kind else kinds.OTHER]},
+        "kinds": {drawn_as: browser_kinds(lang)[drawn_as]},
         "metricNames": {m: metric_label(m, lang) for m in shown["metrics"]},
         "vehicle": shown["moves"], "metrics": shown["metrics"],
         "position": shown["position"], "tiles": tiles_config(request.app.state.tiles),

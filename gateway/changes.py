@@ -182,7 +182,7 @@ class Changes:
         Every public copy of the camera's pictures is made again with them before this returns.
         """
         self.must_exist(device_id)
-        pictures = PictureStore(self.db, self.db.path.parent / "pictures")
+        pictures = PictureStore(self.db)
         before, _ = pictures.mask(device_id)
         try:
             rev = pictures.set_mask(device_id, areas)

@@ -18,7 +18,7 @@ never keeps an old copy).
 
 Example::
 
-    store = PictureStore(db, Path("data/pictures"))
+    store = PictureStore(db)                                # data/pictures beside data/jisaku.db
     stored, picture = store.store("cam-1", jpeg_bytes, "image/jpeg", ts=1764900000.0, seq=7)
     store.set_mask("cam-1", [[0.70, 0.10, 0.20, 0.25]])    # x, y, width, height as fractions
     store.public_file(picture)                              # the copy residents may see
@@ -88,8 +88,10 @@ class Picture:
 
 
 class PictureStore:
-    def __init__(self, db: Database, folder: Path, max_bytes: int = MAX_BYTES):
-        self.db, self.folder, self.max_bytes = db, Path(folder), max_bytes
+    def __init__(self, db: Database, folder: Path | None = None, max_bytes: int = MAX_BYTES):
+        # Beside the database by default: data/pictures when the database is data/jisaku.db.
+        self.db, self.max_bytes = db, max_bytes
+        self.folder = Path(folder) if folder is not None else db.path.parent / "pictures"
         # Decoding and encoding happen on these few threads only, as many as there are cores,
         # whichever request thread asked: a decoded 1280 × 720 picture takes 2.7 MB, and every
         # thread that ever held one keeps its own malloc arena of such pages. With 100 cameras

@@ -57,10 +57,10 @@ class RetentionPolicy:
     keep_hourly_pictures_days: float = 90
 
     def thin_pictures(self, db: Database, now: float | None = None) -> int:
-        """Cameras' pictures (in the pictures folder beside the database): how many were deleted."""
+        """Cameras' pictures: how many were deleted."""
         from .pictures import PictureStore
 
-        return PictureStore(db, db.path.parent / "pictures").thin(
+        return PictureStore(db).thin(
             self.keep_pictures_days, self.keep_hourly_pictures_days, now)
 
     def apply(self, db: Database, now: float | None = None) -> tuple[int, int]:
