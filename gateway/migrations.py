@@ -313,4 +313,16 @@ CREATE TABLE picture_masks (
 -- The newest picture's public copy and thumbnail, for the map: {"ts", "url", "thumbnail"}.
 ALTER TABLE latest ADD COLUMN picture TEXT;
 """),
+    Migration(3, "what else is known about a device (a shelter's address and capacity), and the town's switches", """
+-- A JSON object of what a kind keeps beyond the columns above: for a shelter, the columns
+-- of the national shelter dataset it was imported from (see gateway/shelter_data.py).
+ALTER TABLE devices ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+-- Town-wide switches that operators turn (e.g. "disaster_mode"): the value as JSON.
+CREATE TABLE town_state (
+    name    TEXT PRIMARY KEY,
+    value   TEXT NOT NULL,
+    updated REAL NOT NULL,
+    actor   TEXT NOT NULL
+);
+"""),
 ]

@@ -15,6 +15,7 @@ its own process) notice a change made by the command line or the web pages.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,9 @@ class DeviceRecord:
     lon: float | None = None
     # The name in Japanese, for the Japanese pages; "" shows `name` there too.
     name_ja: str = ""
+    # What a kind keeps beyond the fields above (a shelter: its row of the national dataset).
+    # None on an update means "leave them as they are".
+    attributes: dict | None = None
 
 
 class RegistryError(ValueError):
@@ -88,15 +92,17 @@ class Registry:
             raise RegistryError(f"device {device.id!r} is already registered")
         secret = new_secret()
         self._write(
-            "INSERT INTO devices (id, kind, name, name_ja, public, interval_s, lat, lon, secret_hash, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO devices (id, kind, name, name_ja, public, interval_s, lat, lon, attributes, secret_hash,"
+            " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (device.id, device.kind, device.name, device.name_ja, int(device.public), device.interval_s,
-             device.lat, device.lon, hash_secret(secret), time.time()),
+             device.lat, device.lon, _attributes_json(device.attributes), hash_secret(secret), time.time()),
         )
         return secret
 
     def update_device(self, device: DeviceRecord) -> None:
-        """Change what is known about a device; its secret stays."""
+        """Change what is known about a device; its secret stays (and its attributes, if None)."""
+        if device.attributes is not None:
+            self._write("UPDATE devices SET attributes=? WHERE id=?", (_attributes_json(device.attributes), device.id))
         self._write(
             "UPDATE devices SET kind=?, name=?, name_ja=?, public=?, interval_s=?, lat=?, lon=? WHERE id=?",
             (device.kind, device.name, device.name_ja, int(device.public), device.interval_s, device.lat,
@@ -139,12 +145,12 @@ class Registry:
 
     def get(self, device_id: str) -> DeviceRecord | None:
         row = self.db.connection.execute(
-            "SELECT id, kind, name, name_ja, public, interval_s, lat, lon FROM devices WHERE id=?", (device_id,)
+            "SELECT id, kind, name, name_ja, public, interval_s, lat, lon, attributes FROM devices WHERE id=?", (device_id,)
         ).fetchone()
         return _record(row) if row else None
 
     def devices(self, public_only: bool = False) -> list[DeviceRecord]:
-        sql = "SELECT id, kind, name, name_ja, public, interval_s, lat, lon FROM devices"
+        sql = "SELECT id, kind, name, name_ja, public, interval_s, lat, lon, attributes FROM devices"
         if public_only:
             sql += " WHERE public=1"
         return [_record(row) for row in self.db.connection.execute(sql + " ORDER BY id")]
@@ -220,4 +226,9 @@ def _record(row) -> DeviceRecord:
     return DeviceRecord(
         id=row["id"], kind=row["kind"], name=row["name"], public=bool(row["public"]),
         interval_s=row["interval_s"], lat=row["lat"], lon=row["lon"], name_ja=row["name_ja"],
+        attributes=json.loads(row["attributes"]),
     )
+
+
+def _attributes_json(attributes: dict | None) -> str:
+    return json.dumps(attributes or {}, ensure_ascii=False, sort_keys=True)
