@@ -99,6 +99,11 @@ class DeviceLink:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
 
+    @property
+    def state_dir(self) -> Path:
+        """The device's folder for what must outlive a reboot (an app may keep its own file there)."""
+        return self._state_dir
+
     def start(self) -> None:
         """Start connecting and sending in the background; returns at once."""
         self._client.connect_async(self.broker.host, self.broker.port, keepalive=30)
