@@ -30,6 +30,7 @@ from jinja2 import Template
 
 from jisaku.contract import kinds
 from jisaku.gateway.store import stale_after
+from jisaku.gateway.town_state import TownState
 
 from . import i18n
 from .api import position
@@ -105,7 +106,9 @@ def page_context(request: Request, **extra) -> dict[str, Any]:
     lang = i18n.pick_language(request)
     other = "en" if lang == "ja" else "ja"
     return {"request": request, "lang": lang, "t": i18n.translator(lang), "other_lang": other,
-            "fonts": "noto-sans-jp" not in getattr(request.app.state, "vendor_missing", []), **extra}
+            "fonts": "noto-sans-jp" not in getattr(request.app.state, "vendor_missing", []),
+            # a banner on every residents' page while the town is in disaster mode
+            "disaster": TownState(request.app.state.store.db).disaster_mode(), **extra}
 
 
 def render(request: Request, template: str, status_code: int = 200, **extra) -> HTMLResponse:
