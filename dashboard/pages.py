@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import folium
 from branca.element import Element, MacroElement
@@ -130,6 +131,13 @@ def display_name(device: dict[str, Any], lang: str) -> str:
     return device["name"] or device["id"]
 
 
+def residents_page(kind_id: str, device_id: str) -> str:
+    """Where residents read about a device: its kind's own page (kind.toml [pages]), else /devices/{id}."""
+    kind = kinds.get(kind_id)
+    page = kind.folder.pages.get("residents") if kind else None
+    return page.replace("{id}", quote(device_id)) if page else f"/devices/{quote(device_id)}"
+
+
 def describe(device: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
     """A device as the list and device pages show it: words in ``lang``, numbers localised."""
     t = i18n.translator(lang)
@@ -137,6 +145,7 @@ def describe(device: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
     state = freshness(device, now)
     return {
         "id": device["id"], "name": display_name(device, lang), "kind": device["kind"],
+        "page": residents_page(device["kind"], device["id"]),
         "kind_label": kind_name(device["kind"], lang), "moves": kinds.moves(device["kind"]),
         "state": state, "state_label": t(f"status.{state}"),
         "updated": (t("status.updated", ago=i18n.format_ago(device["ts"], lang, now))

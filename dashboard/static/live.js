@@ -126,8 +126,14 @@ function jisakuLive(map, config) {
       d.lines.map(function (line) { return "<span>" + jisakuEscape(line) + "</span>"; }).join("") +
       '<span class="jisaku-state jisaku-state-' + state + '">' + jisakuEscape(d.status) + "</span> " +
       '<span class="jisaku-ago">' + jisakuEscape(d.when) + "</span>" +
-      '<a class="jisaku-button" href="/devices/' + encodeURIComponent(feature.id) + '">' +
+      '<a class="jisaku-button" href="' + jisakuEscape(pageOf(feature)) + '">' +
       jisakuEscape(w("map.details")) + "</a></div>";
+  }
+
+  // The kind's own residents' page (kind.toml [pages] residents, e.g. the counter's), else the device page.
+  function pageOf(feature) {
+    var page = jisakuKind(known(feature.properties.kind)).page, id = encodeURIComponent(feature.id);
+    return page ? page.split("{id}").join(id) : "/devices/" + id;
   }
 
   function layerFor(kind) {
