@@ -21,7 +21,7 @@ from jisaku.gateway.pictures import PictureStore
 from jisaku.gateway.registry import Registry
 from jisaku.gateway.store import SQLiteStore
 
-from . import api, counter_pages, device_posts, gtfs_rt, history, opendata, operator, osmand, pages, pictures, staff_pages
+from . import api, counter_pages, device_posts, gtfs_rt, history, opendata, operator, osmand, pages, pictures, shelter_pages, staff_pages
 from .tiles import tile_source
 from .vendor import mount_vendor_files
 
@@ -62,6 +62,7 @@ def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None,
     app.include_router(device_posts.router)  # pages that act as a device (after pictures: same prefix)
     app.include_router(pages.router)
     app.include_router(counter_pages.router)  # the counter's hall display and residents' page
+    app.include_router(shelter_pages.router)  # /shelters: the plain list residents need in a disaster
     app.include_router(staff_pages.router)  # shelter tally and counter pages that act as a device
     app.include_router(history.router)
     app.include_router(opendata.router)  # /api/v1/export.csv, export.geojson, open-data.json

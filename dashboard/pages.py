@@ -32,6 +32,7 @@ from jinja2 import Template
 from jisaku.contract import kinds
 from jisaku.gateway.store import stale_after
 from jisaku.gateway.town_state import TownState
+from jisaku.kinds.shelter import occupancy
 
 from . import i18n
 from .api import position
@@ -232,9 +233,15 @@ def live_map(request: Request) -> HTMLResponse:
     else:
         center, zoom = DEFAULT_CENTER, 5
     levels = {d["id"]: device_levels(store, d) for d in devices}
+    disaster = TownState(store.db).disaster_mode() is not None
+    shown_kinds = browser_kinds(lang)
+    if disaster:  # the shelters' button first: what everyone opens the map for now
+        shown_kinds = {k: shown_kinds[k] for k in sorted(shown_kinds, key=lambda k: k != "shelter")}
     config = {
         "geojson": "/api/v1/latest.geojson", "stream": "/api/v1/stream", "lang": lang,
-        "words": i18n.js_catalog(lang), "kinds": browser_kinds(lang),
+        "words": i18n.js_catalog(lang), "kinds": shown_kinds, "disaster": disaster,
+        "shelterLevels": {level: {"label": occupancy.LABELS[level][lang], "colour": occupancy.COLOURS[level],
+                                  "text": occupancy.TEXT_COLOURS[level]} for level in occupancy.LEVELS},
         "tiles": tiles_config(request.app.state.tiles), "pmtilesScript": "/static/vendor/pmtiles/pmtiles.js",
         "limits": {d["id"]: vars(limits(d["kind"], d["interval_s"])) for d in devices},
         "kindLimits": {k: vars(limits(k, None)) for k in (*kinds.registry().kinds, kinds.OTHER)},

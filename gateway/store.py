@@ -271,11 +271,12 @@ class SQLiteStore:
     def latest(self, public_only: bool = True) -> list[dict[str, Any]]:
         """Every registered device with its newest values and its status."""
         sql = (
-            "SELECT d.id, d.kind, d.name, d.name_ja, d.public, d.interval_s, d.lat, d.lon,"
-            "       l.ts, l.v, l.picture, s.state, s.since"
+            "SELECT d.id, d.kind, d.name, d.name_ja, d.public, d.interval_s, d.lat, d.lon, d.attributes,"
+            "       l.ts, l.v, l.picture, s.state, s.since, c.settings"
             " FROM devices d"
             " LEFT JOIN latest l ON l.device_id = d.id"
             " LEFT JOIN device_status s ON s.device_id = d.id"
+            " LEFT JOIN device_config c ON c.device_id = d.id"
         )
         if public_only:
             sql += " WHERE d.public = 1"
@@ -288,6 +289,9 @@ class SQLiteStore:
                 "ts": row["ts"], "values": json.loads(row["v"]) if row["v"] else {},
                 "status": row["state"] or "unknown", "status_since": row["since"],
                 "picture": json.loads(row["picture"]) if row["picture"] else None,
+                # the operators' newest settings for it (what it was told, applied or not yet)
+                "settings": json.loads(row["settings"]) if row["settings"] else None,
+                "attributes": json.loads(row["attributes"]),
             }
             for row in rows
         ]

@@ -11,6 +11,8 @@ CUT_OFF_TEXT = """() => {
   if (page.scrollWidth > window.innerWidth + 1) problems.push(`the page is ${page.scrollWidth}px wide`);
   for (const element of document.body.querySelectorAll("*")) {
     if (!element.offsetParent && getComputedStyle(element).position !== "fixed") continue;  // not shown
+    // A skip link waits off screen for the keyboard; a map's markers pan with the map.
+    if (element.closest(".jisaku-skip, .leaflet-pane")) continue;
     const own = Array.from(element.childNodes).some(n => n.nodeType === 3 && n.textContent.trim());
     if (!own) continue;
     const box = element.getBoundingClientRect();

@@ -66,3 +66,19 @@ def level(count: int | None, capacity: int | None, is_open: bool | int | None) -
     if count >= CROWDED_FROM * capacity:
         return "crowded"
     return "vacant"
+
+
+def now(values: dict, settings: dict | None) -> dict:
+    """What residents are shown of a shelter: ``{"count", "capacity", "open", "level"}``.
+
+    ``values`` is the tally's newest reading, ``settings`` the operators' newest settings for
+    it. The operators' word wins for ``capacity`` and ``open``: a shelter headquarters opened
+    is open on the map at once, even while its tally is off or has no network. A shelter
+    nobody opened is closed.
+    """
+    settings = settings or {}
+    count = values.get("count")
+    capacity = settings.get("capacity", values.get("capacity"))
+    is_open = settings.get("open", values.get("open", 0))
+    return {"count": count, "capacity": capacity, "open": int(bool(is_open)),
+            "level": level(count, capacity, is_open)}
