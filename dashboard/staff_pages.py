@@ -36,3 +36,10 @@ def staff_config(request: Request, device_id: str) -> str:
 def shelter_staff(request: Request, device_id: str) -> HTMLResponse:
     return render(request, "staff_shelter.html", device_id=device_id, title="staff.shelter.title",
                   config=staff_config(request, device_id))
+
+
+@router.get("/counter/{device_id}/staff", response_class=HTMLResponse,
+            summary="The resident counter on a tablet: take a ticket, next, call again; works with no server")
+def counter_staff(request: Request, device_id: str) -> HTMLResponse:
+    return render(request, "staff_counter.html", device_id=device_id, title="staff.counter.title",
+                  config=staff_config(request, device_id))
