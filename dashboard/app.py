@@ -22,6 +22,7 @@ from jisaku.gateway.registry import Registry
 from jisaku.gateway.store import SQLiteStore
 
 from . import api, gtfs_rt, history, opendata, operator, osmand, pages, pictures
+from . import shelters
 from .tiles import tile_source
 from .vendor import mount_vendor_files
 
@@ -62,6 +63,7 @@ def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None,
     app.include_router(pages.router)
     app.include_router(history.router)
     app.include_router(opendata.router)  # /api/v1/export.csv, export.geojson, open-data.json
+    app.include_router(shelters.router)  # /api/v1/shelters.csv, shelters.geojson
     app.include_router(gtfs_rt.router)  # /gtfs-rt/vehicle-positions.pb
     # /operator pages and /api/v1/operator: behind login; config_publisher sends devices settings
     operator.install(app, db, app.state.store, app.state.registry, config_publisher, alerts)
