@@ -21,7 +21,8 @@ from jisaku.gateway.pictures import PictureStore
 from jisaku.gateway.registry import Registry
 from jisaku.gateway.store import SQLiteStore
 
-from . import api, counter_pages, device_posts, gtfs_rt, history, opendata, operator, osmand, pages, pictures, shelter_pages, staff_pages
+from . import (api, counter_pages, device_posts, gtfs_rt, history, opendata, operator, osmand, pages, pictures,
+               shelter_pages, shelters, staff_pages)
 from .tiles import tile_source
 from .vendor import mount_vendor_files
 
@@ -66,6 +67,7 @@ def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None,
     app.include_router(staff_pages.router)  # shelter tally and counter pages that act as a device
     app.include_router(history.router)
     app.include_router(opendata.router)  # /api/v1/export.csv, export.geojson, open-data.json
+    app.include_router(shelters.router)  # /api/v1/shelters.csv, shelters.geojson
     app.include_router(gtfs_rt.router)  # /gtfs-rt/vehicle-positions.pb
     # /operator pages and /api/v1/operator: behind login; config_publisher sends devices settings
     operator.install(app, db, app.state.store, app.state.registry, config_publisher, alerts)
