@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import sqlite3
 import threading
 import time
 
@@ -20,7 +21,9 @@ from jisaku.device.remote_settings import RemoteSettings
 from jisaku.kinds.counter.pi import Counter
 from jisaku.kinds.counter.simulate import TownHallDay
 
-from .town import KINDS
+from .brokers import free_port
+from .test_roles import run_on_a_pi
+from .town import KINDS, wait_until
 
 TICKET_PIN, NEXT_PINS, AGAIN_PINS, BUZZER_PINS = 17, (5, 19), (6, 26), (13, 21)
 RASTER_IMAGE = b"\x1dv0"  # ESC/POS "GS v 0": a picture follows
@@ -288,3 +291,26 @@ def test_the_simulation_presses_the_counters_buttons(factory, tmp_path):
         assert (opened.hour, opened.minute) >= (10, 29), "the simulated clock starts at opening, 08:30"
     finally:
         counter.close()
+
+
+def test_on_a_pi_without_the_printer_part_or_a_network_it_still_numbers(tmp_path):
+    """``pip install jisaku`` only (no python-escpos, no Pillow), and no broker to reach."""
+    env = {"JISAKU_BROKER": f"mqtt://127.0.0.1:{free_port()}", "JISAKU_DEVICE_SECRET": "a" * 32,
+           "JISAKU_DATA": str(tmp_path / "data")}
+    device = run_on_a_pi("device", "run", "kinds/counter", "--simulate", env=env)
+    outbox = tmp_path / "data" / "devices" / "counter-1" / "outbox.db"
+
+    def kept() -> int:
+        if device.poll() is not None or not outbox.exists():
+            return 0
+        with sqlite3.connect(outbox) as db:
+            return db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+    try:
+        wait_until(lambda: kept() >= 3 or device.poll() is not None, 40,
+                   "the simulated residents take tickets; readings and events wait in the outbox")
+    finally:
+        device.terminate()
+        out = device.communicate(timeout=10)[0]
+    assert "python-escpos is not installed: pip install 'jisaku[printer]'" in out, out
+    assert "ticket 1 taken" in out and "Traceback" not in out, out

@@ -29,7 +29,6 @@ Example::
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import logging
 import math
 import queue as fifo
@@ -99,7 +98,7 @@ class Counter:
 
         self.printer: TicketPrinter | None = None
         if "printer" in settings:
-            if importlib.util.find_spec("escpos") is None:
+            if not printer_library_installed():
                 log.error("[counter.printer] is set, but python-escpos is not installed: pip install 'jisaku[printer]'."
                           " Tickets are numbered and called, but not printed")
             else:
@@ -345,6 +344,15 @@ class TicketPrinter:
         self.device.ln(3)  # out past the tear bar
         if self.settings.get("cut", False):
             self.device.cut()
+
+
+def printer_library_installed() -> bool:
+    """Whether python-escpos is there (``pip install 'jisaku[printer]'``)."""
+    try:
+        import escpos  # noqa: F401 (only to know it can be)
+    except ImportError:
+        return False
+    return True
 
 
 def japanese_font(configured: str | None) -> str | None:
