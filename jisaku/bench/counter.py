@@ -130,7 +130,8 @@ def cmd_counter(args: argparse.Namespace) -> None:
 
 def add_parser(bench) -> None:
     """Add ``counter`` to the ``jisaku bench`` subcommands (``bench`` is their subparsers object)."""
-    parser = bench.add_parser("counter", help="how close the resident counter's waiting estimate comes to the real wait")
+    parser = bench.add_parser("counter",
+                              help="how close the resident counter's waiting estimate comes to the real wait")
     parser.add_argument("--days", type=int, default=5, help="simulated days, one after another")
     parser.add_argument("--seed", type=int, default=1, help="the same seed plays the same days")
     parser.add_argument("--minutes-per-person", type=float, default=5.0,

@@ -70,7 +70,8 @@ class Counter:
         settings = config.section("counter")
         windows = settings.get("window", [])
         if not windows:
-            raise ValueError(f"{config.folder}: [counter] needs at least one [[counter.window]] with next_pin and again_pin")
+            raise ValueError(f"{config.folder}: [counter] needs at least one [[counter.window]]"
+                             " with next_pin and again_pin")
         self.link = link
         self.clock = time.time
         self.lock = threading.RLock()  # the buttons, the report loop and commands from afar all use the queue
@@ -121,10 +122,10 @@ class Counter:
             self.link.publish_event("ticket", {"number": ticket.number, "estimate_min": ticket.estimate_min,
                                                "waiting": ticket.waiting_before})
             self.link.publish_reading(self.queue.state(now))
+            if self.printer is not None:
+                self.to_print.put(ticket)  # in the lock: tickets print in the order of their numbers
         log.info("ticket %d taken: %d waiting ahead, about %.0f min", ticket.number, ticket.waiting_before,
                  ticket.estimate_min)
-        if self.printer is not None:
-            self.to_print.put(ticket)
         return ticket
 
     def call_next(self, window: int) -> int | None:
@@ -286,7 +287,8 @@ class TicketPrinter:
         self.font_path = japanese_font(settings.get("font"))
         if self.font_path is None:
             log.warning("no Japanese font at %s: tickets will show digits only. Install one with"
-                        " `sudo apt install fonts-ipafont-gothic`, or give [counter.printer] font = \"/path/to/font.ttf\"",
+                        " `sudo apt install fonts-ipafont-gothic`,"
+                        " or give [counter.printer] font = \"/path/to/font.ttf\"",
                         settings.get("font") or " or ".join(JAPANESE_FONTS))
 
     def simulate(self) -> None:
