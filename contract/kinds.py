@@ -44,6 +44,7 @@ LANGUAGES = ("en", "ja")
 KIND_ID = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 MARKER_STYLES = ("badge", "value")
+PAGES = ("residents", "display", "staff")
 OTHER = "other"  # what a device of a kind no folder describes is shown as
 
 
@@ -122,6 +123,10 @@ class KindFolder:
     pi: str | None                     # "pi.py:SnowGauge": the Raspberry Pi behaviour
     simulation: str | None             # "simulate.py:Snowfall": the outside world in --simulate
     board: str | None                  # "board": the MicroPython files jisaku flash copies
+    # The kind's own pages on the dashboard ({id} is the device's id): "residents" (linked from
+    # the map and the list), "display" (a screen for a hall) and "staff" (a page that acts as the
+    # device, linked with its secret when an operator issues one).
+    pages: dict[str, str] = field(default_factory=dict)
 
     def limits(self) -> dict[str, tuple[float, float]]:
         """``{setting: (lowest, highest)}``, as a device checks settings sent to it."""
@@ -201,7 +206,7 @@ def read_folder(path: Path) -> KindFolder:
         data = tomllib.loads(description.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise KindError(f"{description}: {err}") from None
-    unknown = set(data) - {"pi", "simulation", "board", "kinds", "settings", "metrics", "marker"}
+    unknown = set(data) - {"pi", "simulation", "board", "kinds", "settings", "metrics", "marker", "pages"}
     if unknown:
         raise KindError(f"{description}: unknown {', '.join(sorted(unknown))} (see docs/kinds.md)")
 
@@ -227,7 +232,15 @@ def read_folder(path: Path) -> KindFolder:
             states=tuple(_words(s, f"{where} states") for s in spec.get("states", [])))
 
     marker = _marker(data.get("marker", {}), description, settings)
+    pages = data.get("pages", {})
+    for name, address in pages.items():
+        if not (isinstance(address, str) and address.startswith("/") and "{id}" in address):
+            raise KindError(f"{description}: [pages] {name} must be an address on the dashboard with {{id}}"
+                            f" for the device's id, like \"/counter/{{id}}\", not {address!r}")
+    if set(pages) - set(PAGES):
+        raise KindError(f"{description}: [pages] may name {', '.join(PAGES)}, not {', '.join(sorted(set(pages) - set(PAGES)))}")
     folder = KindFolder(name=path.name, path=path, kinds=(), settings=settings, metrics=metrics, marker=marker,
+                        pages=dict(pages),
                         pi=data.get("pi"), simulation=data.get("simulation"), board=data.get("board"))
     if folder.board and not folder.board_path.is_dir():
         raise KindError(f"{description}: board = {folder.board!r}, but {folder.board_path} is not a folder")

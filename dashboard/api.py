@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from jisaku.gateway.store import SQLiteStore
+from jisaku.gateway.town_state import TownState
 
 from .kind_view import browser_kinds
 from .models import DeviceSummary, FeatureCollection, Reading
@@ -105,6 +106,13 @@ def kinds_in(lang: Literal["ja", "en"] = Query("ja", description="the language o
     what a device of a kind no folder describes is shown as. ``icon`` is SVG drawn on a 24 × 24
     grid in which ``"C"`` stands for ``colour``."""
     return browser_kinds(lang)
+
+
+@router.get("/town", summary="Town-wide state: whether the town is in disaster mode (shelters open, a banner on the map)")
+def town(request: Request) -> dict[str, Any]:
+    """``{"disaster_mode": null}``, or ``{"disaster_mode": {"since": <epoch s>}}`` while it is on."""
+    mode = TownState(request.app.state.store.db).disaster_mode()
+    return {"disaster_mode": {"since": mode["since"]} if mode else None}
 
 
 @router.get("/devices", response_model=list[DeviceSummary], summary="Public devices with their status")

@@ -21,7 +21,8 @@ from jisaku.gateway.pictures import PictureStore
 from jisaku.gateway.registry import Registry
 from jisaku.gateway.store import SQLiteStore
 
-from . import api, gtfs_rt, history, opendata, operator, osmand, pages, pictures
+from . import (api, counter_pages, device_posts, gtfs_rt, history, opendata, operator, osmand, pages, pictures,
+               shelter_pages, shelters, staff_pages)
 from .tiles import tile_source
 from .vendor import mount_vendor_files
 
@@ -59,9 +60,14 @@ def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None,
     app.include_router(api.router)
     app.include_router(osmand.router)
     app.include_router(pictures.router)  # cameras' uploads, public copies and thumbnails
+    app.include_router(device_posts.router)  # pages that act as a device (after pictures: same prefix)
     app.include_router(pages.router)
+    app.include_router(counter_pages.router)  # the counter's hall display and residents' page
+    app.include_router(shelter_pages.router)  # /shelters: the plain list residents need in a disaster
+    app.include_router(staff_pages.router)  # shelter tally and counter pages that act as a device
     app.include_router(history.router)
     app.include_router(opendata.router)  # /api/v1/export.csv, export.geojson, open-data.json
+    app.include_router(shelters.router)  # /api/v1/shelters.csv, shelters.geojson
     app.include_router(gtfs_rt.router)  # /gtfs-rt/vehicle-positions.pb
     # /operator pages and /api/v1/operator: behind login; config_publisher sends devices settings
     operator.install(app, db, app.state.store, app.state.registry, config_publisher, alerts)

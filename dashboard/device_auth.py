@@ -31,13 +31,18 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def check_device(registry: Registry, device_id: str, authorization: str | None) -> str:
-    """``device_id`` if the request carries its secret; else 401, saying what to check (never the secret)."""
+def check_device(registry: Registry, device_id: str, authorization: str | None, challenge: bool = True) -> str:
+    """``device_id`` if the request carries its secret; else 401, saying what to check (never the secret).
+
+    ``challenge=False`` leaves out ``WWW-Authenticate``: for what web pages fetch, where it
+    would make the browser pop up its own login box over the page's.
+    """
+    headers = CHALLENGE if challenge else None
     basic = basic_credentials(authorization)
     if basic is None or basic[0] != device_id:
         raise HTTPException(401, f"log in as {device_id!r} with its secret (HTTP basic: user {device_id},"
-                                 " password the secret jisaku devices add printed)", CHALLENGE)
+                                 " password the secret jisaku devices add printed)", headers)
     if not registry.check_credentials(device_id, basic[1]):
         raise HTTPException(401, f"wrong secret for {device_id!r} (or no such device): an operator can"
-                                 " issue a new one with jisaku devices rotate", CHALLENGE)
+                                 " issue a new one with jisaku devices rotate", headers)
     return device_id

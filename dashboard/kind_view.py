@@ -93,6 +93,8 @@ def browser_kinds(lang: str) -> dict[str, dict[str, Any]]:
         shown[kind.id] = {
             "name": kind.name[lang], "plural": kind.plural[lang], "colour": kind.colour, "icon": kind.icon,
             "moves": kind.moves,
+            # the kind's own residents' page, if it has one (kind.toml [pages]): the popup links there
+            "page": kind.folder.pages.get("residents"),
             "marker": {"style": marker.style, "metric": marker.metric, "unit": marker.unit,
                        "levels": None if marker.levels is None else {
                            "defaults": list(marker.levels.defaults), "legend": marker.levels.legend[lang]}},
@@ -100,6 +102,6 @@ def browser_kinds(lang: str) -> dict[str, dict[str, Any]]:
                                "states": [s[lang] for s in m.states]} for name, m in metrics.items()},
         }
     t = i18n.translator(lang)
-    shown[OTHER] = {"name": t("kind.other"), "plural": t("kinds.other"), **OTHER_LOOK, "moves": False,
+    shown[OTHER] = {"name": t("kind.other"), "plural": t("kinds.other"), **OTHER_LOOK, "moves": False, "page": None,
                     "marker": {"style": "badge", "metric": None, "unit": "", "levels": None}, "metrics": {}}
     return shown

@@ -43,7 +43,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from jisaku.contract import settings as settings_module
-from jisaku.gateway import retention
+from jisaku.gateway import retention, shelter_data
 from jisaku.gateway.registry import DeviceRecord
 
 from .history import METRIC
@@ -91,6 +91,26 @@ class CameraPictures(BaseModel):
     kept: str = Field(description="how long pictures are kept")
 
 
+class ShelterExports(BaseModel):
+    """The public shelters: the national shelter list the town imported, with the live state."""
+
+    csv: str = "/api/v1/shelters.csv"
+    geojson: str = "/api/v1/shelters.geojson"
+    count: int = Field(description="how many public shelters there are")
+    formats: dict[str, str] = Field(description="?dataset= values: the national formats, each with who defines it")
+    live_columns: dict[str, str] = Field(description="the columns after the national ones")
+    encoding: str = "CSV: UTF-8 with a BOM (Excel in Japan opens it as it is), CRLF line ends"
+
+
+SHELTER_LIVE_SCHEMA = {
+    "開設状況": "開設 (open) or 閉鎖 (closed), as the operators set it",
+    "避難者数": "people inside, from the shelter's tally; empty before its first report",
+    "収容可能人数": "the capacity in people; empty when not known",
+    "混雑状況": "空きあり (space available), 混雑 (crowded: 80 % or more), 満員 (full) or 閉鎖 (closed)",
+    "更新日時": "when the tally last reported, ISO 8601 in Japan time (2024-11-22T09:00:00+09:00); empty before",
+}
+
+
 class OpenData(BaseModel):
     """What ``/api/v1/open-data.json`` says: the terms and the shape of the exports."""
 
@@ -106,6 +126,7 @@ class OpenData(BaseModel):
     pictures: list[CameraPictures] = Field(
         default_factory=list, description="the public cameras' pictures, under the same licence: the black-out"
                                           " areas are black in every copy published")
+    shelters: ShelterExports | None = Field(None, description="the public shelters (null: there are none)")
     docs: str = "docs/open-data.md in the jisaku repository"
 
 
@@ -264,7 +285,18 @@ END_HELP = "exclusive; ISO 8601 with a time zone, or UTC epoch seconds; default:
 def open_data(request: Request) -> OpenData:
     return OpenData(licence=licence(app_settings(request.app)), csv_columns=CSV_SCHEMA,
                     geojson_feature=GEOJSON_SCHEMA, hourly_csv_columns=HOURLY_CSV_SCHEMA,
-                    keep_raw_days=_keep_raw_days(request), pictures=_cameras(request))
+                    keep_raw_days=_keep_raw_days(request), pictures=_cameras(request),
+                    shelters=_shelters(request))
+
+
+def _shelters(request: Request) -> ShelterExports | None:
+    """Where the public shelters are, if the town has any (dashboard/shelters.py serves them)."""
+    count = sum(1 for device in request.app.state.registry.devices(public_only=True)
+                if device.kind == shelter_data.KIND)
+    if not count:
+        return None
+    return ShelterExports(count=count, live_columns=SHELTER_LIVE_SCHEMA,
+                          formats={d.key: f"{d.name} ({d.source})" for d in shelter_data.DATASETS})
 
 
 def _cameras(request: Request) -> list[CameraPictures]:

@@ -67,8 +67,8 @@ class PhonePublisher(BrokerConnection):
         super().__init__(broker_url, username, secret, "phone positions (phones get 503 meanwhile)")
         self.timeout_s = timeout_s
 
-    def publish(self, device_id: str, payload: bytes) -> None:
-        """Publish ``payload`` on ``jisaku/<device_id>/data`` (QoS 1) and wait for the broker's PUBACK.
+    def publish(self, device_id: str, payload: bytes, channel: str = "data") -> None:
+        """Publish ``payload`` on ``jisaku/<device_id>/<channel>`` (QoS 1) and wait for the broker's PUBACK.
 
         Raises :class:`BrokerUnavailable` when that does not happen within ``timeout_s``.
         """
@@ -79,7 +79,7 @@ class PhonePublisher(BrokerConnection):
         first_connect_left = self._started_at + self.timeout_s - time.monotonic()
         if not self.connected.wait(max(0.0, first_connect_left)):
             raise BrokerUnavailable(f"not connected to {self.broker}")
-        info = self._client.publish(protocol.topic(device_id, "data"), payload, qos=1)
+        info = self._client.publish(protocol.topic(device_id, channel), payload, qos=1)
         try:
             info.wait_for_publish(timeout=max(0.0, deadline - time.monotonic()))
             published = info.is_published()

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import folium
 from branca.element import Element, MacroElement
@@ -30,6 +31,8 @@ from jinja2 import Template
 
 from jisaku.contract import kinds
 from jisaku.gateway.store import stale_after
+from jisaku.gateway.town_state import TownState
+from jisaku.kinds.shelter import occupancy
 
 from . import i18n
 from .api import position
@@ -105,7 +108,9 @@ def page_context(request: Request, **extra) -> dict[str, Any]:
     lang = i18n.pick_language(request)
     other = "en" if lang == "ja" else "ja"
     return {"request": request, "lang": lang, "t": i18n.translator(lang), "other_lang": other,
-            "fonts": "noto-sans-jp" not in getattr(request.app.state, "vendor_missing", []), **extra}
+            "fonts": "noto-sans-jp" not in getattr(request.app.state, "vendor_missing", []),
+            # a banner on every residents' page while the town is in disaster mode
+            "disaster": TownState(request.app.state.store.db).disaster_mode(), **extra}
 
 
 def render(request: Request, template: str, status_code: int = 200, **extra) -> HTMLResponse:
@@ -127,6 +132,13 @@ def display_name(device: dict[str, Any], lang: str) -> str:
     return device["name"] or device["id"]
 
 
+def residents_page(kind_id: str, device_id: str) -> str:
+    """Where residents read about a device: its kind's own page (kind.toml [pages]), else /devices/{id}."""
+    kind = kinds.get(kind_id)
+    page = kind.folder.pages.get("residents") if kind else None
+    return page.replace("{id}", quote(device_id)) if page else f"/devices/{quote(device_id)}"
+
+
 def describe(device: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
     """A device as the list and device pages show it: words in ``lang``, numbers localised."""
     t = i18n.translator(lang)
@@ -134,6 +146,7 @@ def describe(device: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
     state = freshness(device, now)
     return {
         "id": device["id"], "name": display_name(device, lang), "kind": device["kind"],
+        "page": residents_page(device["kind"], device["id"]),
         "kind_label": kind_name(device["kind"], lang), "moves": kinds.moves(device["kind"]),
         "state": state, "state_label": t(f"status.{state}"),
         "updated": (t("status.updated", ago=i18n.format_ago(device["ts"], lang, now))
@@ -220,9 +233,15 @@ def live_map(request: Request) -> HTMLResponse:
     else:
         center, zoom = DEFAULT_CENTER, 5
     levels = {d["id"]: device_levels(store, d) for d in devices}
+    disaster = TownState(store.db).disaster_mode() is not None
+    shown_kinds = browser_kinds(lang)
+    if disaster:  # the shelters' button first: what everyone opens the map for now
+        shown_kinds = {k: shown_kinds[k] for k in sorted(shown_kinds, key=lambda k: k != "shelter")}
     config = {
         "geojson": "/api/v1/latest.geojson", "stream": "/api/v1/stream", "lang": lang,
-        "words": i18n.js_catalog(lang), "kinds": browser_kinds(lang),
+        "words": i18n.js_catalog(lang), "kinds": shown_kinds, "disaster": disaster,
+        "shelterLevels": {level: {"label": occupancy.LABELS[level][lang], "colour": occupancy.COLOURS[level],
+                                  "text": occupancy.TEXT_COLOURS[level]} for level in occupancy.LEVELS},
         "tiles": tiles_config(request.app.state.tiles), "pmtilesScript": "/static/vendor/pmtiles/pmtiles.js",
         "limits": {d["id"]: vars(limits(d["kind"], d["interval_s"])) for d in devices},
         "kindLimits": {k: vars(limits(k, None)) for k in (*kinds.registry().kinds, kinds.OTHER)},

@@ -42,6 +42,7 @@ import zlib
 from typing import Any
 
 from jisaku.gateway.registry import Registry
+from jisaku.kinds.shelter import occupancy
 from jisaku.gateway.store import SQLiteStore
 
 log = logging.getLogger(__name__)
@@ -65,17 +66,21 @@ SNAPSHOT_PLEASE = None
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
 DEVICES_SQL = (
-    "SELECT d.id, d.kind, d.name, d.name_ja, d.lat, d.lon, l.ts, l.v, l.picture, l.updated, s.state, s.since"
+    "SELECT d.id, d.kind, d.name, d.name_ja, d.lat, d.lon, l.ts, l.v, l.picture, l.updated, s.state, s.since,"
+    "       c.settings, c.pushed"
     " FROM devices d"
     " LEFT JOIN latest l ON l.device_id = d.id"
     " LEFT JOIN device_status s ON s.device_id = d.id"
+    " LEFT JOIN device_config c ON c.device_id = d.id"
     " WHERE d.public = 1"
 )
 # Only devices with a new reading or a new status since a moment (the index on latest.updated
 # makes the first half cheap; device_status has one row per device).
 CHANGED_SQL = DEVICES_SQL + (
     " AND d.id IN (SELECT device_id FROM latest WHERE updated > :since"
-    "              UNION SELECT device_id FROM device_status WHERE since > :since)"
+    "              UNION SELECT device_id FROM device_status WHERE since > :since"
+    # new settings (a shelter opened): the map shows the operators' word before the device's
+    "              UNION SELECT device_id FROM device_config WHERE pushed > :since)"
 )
 
 
@@ -103,6 +108,9 @@ def feature(device: dict[str, Any]) -> dict[str, Any]:
             "ts": device["ts"], "values": device["values"],
             # a camera's newest picture: {"ts", "url", "thumbnail"} (public copies only)
             **({"picture": device["picture"]} if device.get("picture") else {}),
+            # a shelter: {"count", "capacity", "open", "level"}, the operators' open/close included
+            **({"shelter": occupancy.now(device["values"], device.get("settings"))}
+               if device["kind"] == "shelter" else {}),
         },
     }
 
@@ -299,10 +307,11 @@ class Broadcaster:
                 "ts": row["ts"], "values": json.loads(row["v"]) if row["v"] else {},
                 "status": row["state"] or "unknown",
                 "picture": json.loads(row["picture"]) if row["picture"] else None,
+                "settings": json.loads(row["settings"]) if row["settings"] else None,
             }))
             features[row["id"]] = rendered
             if before.get(row["id"]) != rendered:
                 changed[row["id"]] = rendered
-            mark = max(mark, row["updated"] or 0.0, row["since"] or 0.0)
+            mark = max(mark, row["updated"] or 0.0, row["since"] or 0.0, row["pushed"] or 0.0)
         removed = [device_id for device_id in before if device_id not in features] if full else []
         return Look(features, changed, removed, mark, version, full)

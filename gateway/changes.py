@@ -31,6 +31,7 @@ from .db import Database, write
 from .pictures import PictureStore
 from .registry import DeviceRecord, Registry, RegistryError
 from .store import SQLiteStore
+from .town_state import DISASTER_MODE, TownState
 
 
 class OperationError(ValueError):
@@ -191,6 +192,31 @@ class Changes:
         self.audit.record(actor, "device.picture_mask", device_id, {"areas": before},
                           {"areas": pictures.mask(device_id)[0], "rev": rev})
         return rev
+
+    # ------------------------------------------------------------ shelters and disaster mode
+
+    def open_shelters(self, actor: str, device_ids: list[str], is_open: bool) -> dict[str, str]:
+        """Open (or close) shelters: each gets the setting ``open``; returns {id: problem} for those that failed."""
+        problems = {}
+        for device_id in device_ids:
+            try:
+                self.push_settings(actor, device_id, {"open": int(is_open)})
+            except (OperationError, NotFound) as err:
+                problems[device_id] = str(err)
+        return problems
+
+    def set_disaster_mode(self, actor: str, on: bool) -> dict[str, str]:
+        """Disaster mode on: a banner on the residents' map and every shelter opened; off: the banner
+        goes and every shelter is closed. Returns {id: problem} for shelters that could not be told."""
+        shelters = [d.id for d in self.registry.devices() if d.kind == "shelter"]
+        problems = self.open_shelters(actor, shelters, on)
+        town = TownState(self.db)
+        before = town.disaster_mode() is not None
+        with self._together():
+            town.set(DISASTER_MODE, on, actor)
+            self.audit.record(actor, "town.disaster_mode", DISASTER_MODE, {"on": before},
+                              {"on": on, "shelters": len(shelters), "not_reached": sorted(problems)})
+        return problems
 
     def must_exist(self, device_id: str) -> DeviceRecord:
         device = self.registry.get(device_id)

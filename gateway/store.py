@@ -235,15 +235,22 @@ class SQLiteStore:
     def next_config(self, device_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Record a new revision of a device's settings and return it.
 
-        ``changes`` are laid over what the device last applied, so a refused value
-        does not come back in every later revision.
+        ``changes`` are laid over the newest revision, or over what the device last applied
+        if it refused the newest: a refused value does not come back in every later
+        revision, and one not yet answered (the device is away) is not lost.
         """
         connection = self.db.connection
         with write(connection):
-            row = connection.execute("SELECT rev, applied FROM device_config WHERE device_id=?",
-                                     (device_id,)).fetchone()
+            row = connection.execute("SELECT rev, settings, applied, acked_rev, ok FROM device_config"
+                                     " WHERE device_id=?", (device_id,)).fetchone()
             rev = (row["rev"] if row else 0) + 1
-            settings = {**(json.loads(row["applied"]) if row else {}), **changes}
+            if row is None:
+                before = {}
+            elif row["acked_rev"] == row["rev"] and not row["ok"]:
+                before = json.loads(row["applied"])
+            else:
+                before = json.loads(row["settings"])
+            settings = {**before, **changes}
             connection.execute(
                 "INSERT INTO device_config (device_id, rev, settings, pushed) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (device_id) DO UPDATE SET rev=excluded.rev, settings=excluded.settings,"
@@ -271,11 +278,12 @@ class SQLiteStore:
     def latest(self, public_only: bool = True) -> list[dict[str, Any]]:
         """Every registered device with its newest values and its status."""
         sql = (
-            "SELECT d.id, d.kind, d.name, d.name_ja, d.public, d.interval_s, d.lat, d.lon,"
-            "       l.ts, l.v, l.picture, s.state, s.since"
+            "SELECT d.id, d.kind, d.name, d.name_ja, d.public, d.interval_s, d.lat, d.lon, d.attributes,"
+            "       l.ts, l.v, l.picture, s.state, s.since, c.settings"
             " FROM devices d"
             " LEFT JOIN latest l ON l.device_id = d.id"
             " LEFT JOIN device_status s ON s.device_id = d.id"
+            " LEFT JOIN device_config c ON c.device_id = d.id"
         )
         if public_only:
             sql += " WHERE d.public = 1"
@@ -288,6 +296,9 @@ class SQLiteStore:
                 "ts": row["ts"], "values": json.loads(row["v"]) if row["v"] else {},
                 "status": row["state"] or "unknown", "status_since": row["since"],
                 "picture": json.loads(row["picture"]) if row["picture"] else None,
+                # the operators' newest settings for it (what it was told, applied or not yet)
+                "settings": json.loads(row["settings"]) if row["settings"] else None,
+                "attributes": json.loads(row["attributes"]),
             }
             for row in rows
         ]
@@ -295,7 +306,9 @@ class SQLiteStore:
     def last_update(self) -> float:
         """When anything on the map last changed; cheap enough to poll every second."""
         row = self.db.connection.execute(
-            "SELECT max(m) FROM (SELECT max(updated) AS m FROM latest UNION ALL SELECT max(since) FROM device_status)"
+            "SELECT max(m) FROM (SELECT max(updated) AS m FROM latest UNION ALL SELECT max(since) FROM device_status"
+            # new settings change the map too: a shelter opened or closed by the operators
+            " UNION ALL SELECT max(pushed) FROM device_config)"
         ).fetchone()
         return row[0] or 0.0
 

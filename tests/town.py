@@ -18,10 +18,13 @@ from typing import Any
 import uvicorn
 
 from jisaku.dashboard.app import create_app
+from jisaku.dashboard.operator import ConfigPublisher
+from jisaku.dashboard.osmand import PhonePublisher
 from jisaku.device.config import DeviceConfig
 from jisaku.device.link import DeviceLink
 from jisaku.device.runner import run_device
 from jisaku.gateway.alert_engine import start_alerts
+from jisaku.gateway.changes import Changes
 from jisaku.gateway.db import Database
 from jisaku.gateway.influx import InfluxStore
 from jisaku.gateway.registry import DeviceRecord, Registry
@@ -78,6 +81,10 @@ class Town:
         self.stop_devices = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: uvicorn.Server | None = None
+        self.phones: PhonePublisher | None = None
+        # Sends operators' settings (and opens shelters), as the dashboard's service account would.
+        self.settings = ConfigPublisher(self.broker_url, "_tester", self.tester_secret)
+        self.changes = Changes(Database(self.db_path), publisher=self.settings)
         self.base_url = ""
 
     def register(self, config: DeviceConfig) -> str:
@@ -111,10 +118,18 @@ class Town:
         run_device(config, self.broker_url, self.secrets[config.id], True, stop, state_dir,
                    server_url=self.base_url or None)
 
-    def start_dashboard(self, tiles: str | None = None) -> str:
-        """Serve the residents' pages; ``tiles`` is the base map setting (None: jisaku.toml's)."""
+    def start_dashboard(self, tiles: str | None = None, phones: bool = False) -> str:
+        """Serve the residents' pages; ``tiles`` is the base map setting (None: jisaku.toml's).
+
+        ``phones``: also take readings over HTTP (phones, staff pages), published as ``_tester``.
+        Operators' settings go out through ``self.settings`` (as ``_tester``), as in ``jisaku dashboard``.
+        """
         port = free_port()
-        app = create_app(self.db_path, readings=self.readings, tiles=tiles)
+        if phones:
+            self.phones = PhonePublisher(self.broker_url, "_tester", self.tester_secret)
+            self.phones.start()
+        app = create_app(self.db_path, readings=self.readings, tiles=tiles, phones=self.phones,
+                         config_publisher=self.settings)
         self._server = uvicorn.Server(uvicorn.Config(app,
                                                      host="127.0.0.1", port=port,
                                                      log_level="warning"))
@@ -140,6 +155,9 @@ class Town:
             thread.join(timeout=5)
         if self._server is not None:
             self._server.should_exit = True
+        if self.phones is not None:
+            self.phones.stop()
+        self.settings.stop()
         self.gateway.stop()
         self.alerts.stop()
         self.broker.stop()

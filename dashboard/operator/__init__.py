@@ -24,6 +24,7 @@ from jisaku.gateway.store import SQLiteStore
 
 from . import alerts as alert_pages
 from . import api, pages
+from . import shelters as shelter_pages
 from .auth import Auth, Forbidden, NotLoggedIn
 from .operations import Operations
 from .publisher import ConfigPublisher
@@ -53,6 +54,8 @@ def install(app: FastAPI, db: Database, store: SQLiteStore, registry: Registry,
     app.include_router(pages.router)
     app.include_router(alert_pages.api_router)
     app.include_router(alert_pages.page_router)
+    app.include_router(shelter_pages.api_router)
+    app.include_router(shelter_pages.page_router)
     app.add_exception_handler(NotLoggedIn, _not_logged_in)
     app.add_exception_handler(Forbidden, _forbidden)
 

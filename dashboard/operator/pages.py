@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import segno
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -238,7 +239,19 @@ async def add_device(request: Request, session: Session = Depends(require_operat
 
 def _secret_page(request: Request, ops: Operations, device: DeviceRecord, secret: str, new: bool) -> HTMLResponse:
     snippets = ops.snippets(device, secret, str(request.base_url))
-    return render(request, "secret.html", device=device, secret=secret, snippets=snippets, new=new)
+    staff = staff_link(device, secret, str(request.base_url))
+    return render(request, "secret.html", device=device, secret=secret, snippets=snippets, new=new,
+                  staff_link=staff, staff_qr=segno.make(staff, error="m").svg_inline(scale=4) if staff else None)
+
+
+def staff_link(device: DeviceRecord, secret: str, base_url: str) -> str | None:
+    """The kind's staff page (kind.toml [pages] staff) with the secret after "#key=", which the
+    browser keeps to itself: the page stores it and takes it out of the address bar."""
+    kind = kinds.get(device.kind)
+    page = kind.folder.pages.get("staff") if kind else None
+    if not page:
+        return None
+    return base_url.rstrip("/") + page.replace("{id}", quote(device.id)) + "#key=" + quote(secret, safe="")
 
 
 @router.get("/devices/{device_id}")

@@ -69,6 +69,7 @@ function jisakuLive(map, config) {
   function icon(feature, state) {
     var p = feature.properties, v = p.values || {}, kind = known(p.kind), look = jisakuKind(kind);
     var cls = "jisaku-marker jisaku-" + kind + (state === "live" || state === "waiting" ? "" : " jisaku-stale");
+    if (p.shelter) return shelterIcon(feature, "jisaku-marker jisaku-shelter");
     var metric = look.marker.metric, value = metric ? v[metric] : undefined, html;
     if (look.marker.style === "value" && typeof value === "number") {
       var states = look.metrics[metric] && look.metrics[metric].states, text, extra = "";
@@ -91,9 +92,34 @@ function jisakuLive(map, config) {
     return L.divIcon({ className: cls, html: html, iconSize: [44, 44], iconAnchor: [22, 22], popupAnchor: [0, -20] });
   }
 
+  // A shelter: a pill coloured by how full it is (空きあり / 混雑 / 満員 / 閉鎖), with the count and the
+  // word, never the colour alone. Not greyed when its tally is quiet: the operators' open/close stands.
+  function shelterIcon(feature, cls) {
+    var s = feature.properties.shelter, look = config.shelterLevels[s.level];
+    var text = look.label + (s.level === "closed" || typeof s.count !== "number" ? ""
+      : " " + number.format(s.count) + (s.capacity ? "/" + number.format(s.capacity) : ""));
+    var html = '<span class="jisaku-value" style="background:' + look.colour + ";color:" + look.text + '">' +
+      jisakuSvg("shelter", 16) + "<span>" + jisakuEscape(text) + "</span></span>";
+    return L.divIcon({ className: cls + " jisaku-shelter-" + s.level, html: html, iconSize: null, iconAnchor: [20, 18] });
+  }
+
+  // The way there: the phone's own map app (geo: on Android; Apple Maps' address on an iPhone).
+  function wayThere(feature) {
+    var ll = feature.geometry.coordinates[1] + "," + feature.geometry.coordinates[0];
+    return /iPhone|iPad|Macintosh/.test(navigator.userAgent) ? "https://maps.apple.com/?daddr=" + ll : "geo:" + ll + "?q=" + ll;
+  }
+
+  function shelterLines(feature) {
+    var s = feature.properties.shelter, lines = [config.shelterLevels[s.level].label];
+    if (typeof s.count === "number" && s.level !== "closed") lines.push(w("shelter.count", { count: number.format(s.count) }));
+    if (s.capacity) lines.push(w("shelter.capacity", { capacity: number.format(s.capacity) }));
+    return lines;
+  }
+
   // What the values say, a line each; the same lines as the list page (kind_view.reading_lines).
   function describe(feature, state) {
     var p = feature.properties, v = p.values || {}, lines = [], metrics = jisakuKind(known(p.kind)).metrics;
+    if (p.shelter) metrics = {};  // its own lines (shelterLines): the operators' open/close counts
     Object.keys(metrics).forEach(function (name) {
       var m = metrics[name], value = v[name];
       if (typeof value !== "number") return;
@@ -121,13 +147,23 @@ function jisakuLive(map, config) {
 
   function popup(feature, state) {
     var p = feature.properties, d = describe(feature, state), kind = known(p.kind);
+    if (p.shelter) d.lines = shelterLines(feature);
+    var way = p.shelter && feature.geometry ? '<a class="jisaku-button jisaku-way" href="' + jisakuEscape(wayThere(feature)) +
+      '">' + jisakuEscape(w("shelter.way")) + "</a>" : "";
     return '<div class="jisaku-popup"><strong>' + jisakuEscape(nameOf(feature)) + "</strong>" +
-      '<span class="jisaku-popup-kind">' + jisakuEscape(jisakuKind(kind).name) + "</span>" + pictureOf(feature) +
+      '<span class="jisaku-popup-kind">' + jisakuEscape(jisakuKind(kind).name) + "</span>" +
+      (p.shelter ? "" : pictureOf(feature)) +
       d.lines.map(function (line) { return "<span>" + jisakuEscape(line) + "</span>"; }).join("") +
       '<span class="jisaku-state jisaku-state-' + state + '">' + jisakuEscape(d.status) + "</span> " +
-      '<span class="jisaku-ago">' + jisakuEscape(d.when) + "</span>" +
-      '<a class="jisaku-button" href="/devices/' + encodeURIComponent(feature.id) + '">' +
+      '<span class="jisaku-ago">' + jisakuEscape(d.when) + "</span>" + way +
+      '<a class="jisaku-button" href="' + jisakuEscape(pageOf(feature)) + '">' +
       jisakuEscape(w("map.details")) + "</a></div>";
+  }
+
+  // The kind's own residents' page (kind.toml [pages] residents, e.g. the counter's), else the device page.
+  function pageOf(feature) {
+    var page = jisakuKind(known(feature.properties.kind)).page, id = encodeURIComponent(feature.id);
+    return page ? page.split("{id}").join(id) : "/devices/" + id;
   }
 
   function layerFor(kind) {
@@ -177,7 +213,8 @@ function jisakuLive(map, config) {
       marker.setLatLng(ll);
     }
     var d = describe(feature, state);
-    var key = state + title + JSON.stringify(feature.properties.values) + JSON.stringify(feature.properties.picture);
+    var key = state + title + JSON.stringify(feature.properties.values) + JSON.stringify(feature.properties.picture) +
+      JSON.stringify(feature.properties.shelter);
     if (marker._jisakuKey !== key) {  // a new icon and popup only when something shown on them changed
       marker._jisakuKey = key;
       marker.options.title = marker.options.alt = title;  // a renamed device: setIcon uses them
@@ -208,7 +245,8 @@ function jisakuLive(map, config) {
       var feature = features[id], state = place(feature), kind = known(feature.properties.kind);
       counts[kind] = (counts[kind] || 0) + (state === "hidden" || !feature.geometry ? 0 : 1);
       if (state === "hidden") hidden += 1;
-      if (markers[id]) bounds.push(markers[id].getLatLng());
+      // In disaster mode the map opens on the shelters, the first thing anyone needs then.
+      if (markers[id] && (!config.disaster || feature.properties.shelter)) bounds.push(markers[id].getLatLng());
     });
     Object.keys(chips).forEach(function (kind) {
       chips[kind].querySelector(".jisaku-chip-count").textContent = number.format(counts[kind] || 0);

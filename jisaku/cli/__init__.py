@@ -9,6 +9,8 @@
     jisaku devices list                 the registered devices
     jisaku devices configure ID NAME=VALUE...   change a device's settings from afar
     jisaku devices rotate|revoke ID     a new secret / no secret; a connected device is cut off
+    jisaku shelters import FILE         register the shelters of the town's national-format shelter list
+    jisaku shelters export              the public shelters as CSV (or --format geojson), with the live state
     jisaku mosquitto sync --dir DIR     keep Mosquitto's passwd/acl in step with the registry
     jisaku quarantine                   messages the gateway set aside, and why
     jisaku bench ingest                 how fast the gateway stores readings through Mosquitto
@@ -33,7 +35,8 @@ from jisaku.contract.settings import SettingsError
 
 # The command groups, in the order `jisaku --help` lists them: jisaku.cli.<name>, and the benchmarks.
 COMMAND_GROUPS = ("jisaku.cli.demo", "jisaku.cli.broker", "jisaku.cli.gateway", "jisaku.cli.dashboard",
-                  "jisaku.cli.device", "jisaku.cli.devices", "jisaku.cli.users", "jisaku.cli.mosquitto",
+                  "jisaku.cli.device", "jisaku.cli.devices", "jisaku.cli.shelters", "jisaku.cli.users",
+                  "jisaku.cli.mosquitto",
                   "jisaku.cli.quarantine", "jisaku.cli.flash", "jisaku.bench")
 
 
