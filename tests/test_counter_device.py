@@ -90,7 +90,7 @@ def test_the_ticket_button_issues_1_2_3_and_prints_each_in_japanese(factory, tmp
             clock.advance(20)
         counter.wait_for_printer()
         assert [e["number"] for e in link.named("ticket")] == [1, 2, 3]
-        assert [e["waiting"] for e in link.named("ticket")] == [0, 1, 2], "the people ahead, as printed"
+        assert [e["waiting"] for e in link.named("ticket")] == [1, 2, 3], "as in the reading: this ticket too"
         assert link.readings[-1]["issued"] == 3 and link.readings[-1]["waiting"] == 3
         output = counter.printer.output
         assert output.count(RASTER_IMAGE) >= 3, "each ticket went to the printer as a picture"

@@ -119,8 +119,9 @@ class Counter:
                 return None
             ticket = self.queue.take(now)
             self.save()
+            # waiting: as in the reading, everyone waiting now, this ticket too (the staff tablet says the same)
             self.link.publish_event("ticket", {"number": ticket.number, "estimate_min": ticket.estimate_min,
-                                               "waiting": ticket.waiting_before})
+                                               "waiting": ticket.waiting_before + 1})
             self.link.publish_reading(self.queue.state(now))
             if self.printer is not None:
                 self.to_print.put(ticket)  # in the lock: tickets print in the order of their numbers
