@@ -175,7 +175,8 @@ def detect(header: list[str]) -> Dataset:
     best = max(DATASETS, key=lambda dataset: len(names & set(dataset.columns)))
     if len(names & set(best.columns)) < 3:
         expected = "; ".join(f"{d.name} ({d.source}): {', '.join(d.required())}" for d in DATASETS)
-        raise ShelterDataError(f"the first row (the header) is {', '.join(header[:6])}{'...' if len(header) > 6 else ''},"
+        shown = ", ".join(header[:6]) + ("..." if len(header) > 6 else "")
+        raise ShelterDataError(f"the first row (the header) is {shown},"
                                f" which is none of the shelter formats jisaku reads. It needs at least: {expected}")
     return best
 
