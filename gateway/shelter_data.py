@@ -175,7 +175,8 @@ def detect(header: list[str]) -> Dataset:
     best = max(DATASETS, key=lambda dataset: len(names & set(dataset.columns)))
     if len(names & set(best.columns)) < 3:
         expected = "; ".join(f"{d.name} ({d.source}): {', '.join(d.required())}" for d in DATASETS)
-        raise ShelterDataError(f"the first row (the header) is {', '.join(header[:6])}{'...' if len(header) > 6 else ''},"
+        shown = ", ".join(header[:6]) + ("..." if len(header) > 6 else "")
+        raise ShelterDataError(f"the first row (the header) is {shown},"
                                f" which is none of the shelter formats jisaku reads. It needs at least: {expected}")
     return best
 
@@ -183,7 +184,8 @@ def detect(header: list[str]) -> Dataset:
 def read_csv(data: bytes) -> ShelterTable:
     """A town's shelter list, checked: every row with an ID, a name and a position."""
     text, encoding = decode(data)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # strict: a quote left open is an error here, instead of swallowing the rest of the file
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     records = []  # (first line, fields)
     line = 0
     try:
@@ -192,7 +194,11 @@ def read_csv(data: bytes) -> ShelterTable:
             if any(field.strip() for field in fields):
                 records.append((first, fields))
     except csv.Error as err:
-        raise ShelterDataError(f"line {line + 1}: {err} (a quote \" opened but not closed?)") from None
+        if "end of data" in str(err):
+            problem = "a value starts with a double quote \" that is never closed"
+        else:
+            problem = "a value in double quotes must end with the quote, right before the next comma"
+        raise ShelterDataError(f"line {line + 1}: {problem} ({err})") from None
     if not records:
         raise ShelterDataError("the file is empty: the first row must name the columns (ID, 名称, 緯度, 経度, ...)")
     header_line, header = records[0]
@@ -469,9 +475,9 @@ def jst(ts: float | None) -> str:
     return "" if ts is None else datetime.fromtimestamp(ts, JST).isoformat(timespec="seconds")
 
 
-def _ordered(states: list[ShelterState]) -> list[ShelterState]:
-    """In the order they were imported (each format's files in turn), hand-registered ones last."""
-    keys = [dataset.key for dataset in DATASETS]
+def _ordered(states: list[ShelterState], first: Dataset) -> list[ShelterState]:
+    """In the order they were imported: ``first``'s shelters, then each other format's, hand-registered ones last."""
+    keys = [first.key] + [dataset.key for dataset in DATASETS if dataset is not first]
 
     def order(state: ShelterState) -> tuple:
         attributes = state.attributes or {}
@@ -519,9 +525,15 @@ def export_rows(states: list[ShelterState], dataset: Dataset | str | None = None
     shelters were imported from. A shelter from another format, or registered by hand,
     fills the columns it shares with it (a hand-registered one: ID, name and position).
     """
+    columns, rows = _export(states, dataset)
+    return columns, [row for _, row in rows]
+
+
+def _export(states: list[ShelterState], dataset: Dataset | str | None) -> tuple[list[str], list[tuple]]:
+    """The header, and each shelter (in the export's order) with its row."""
     if isinstance(dataset, str) or dataset is None:
         dataset = dataset_named(dataset) if dataset else _most_common(states)
-    ordered = _ordered(states)
+    ordered = _ordered(states, dataset)
     columns = export_columns(ordered, dataset)
     rows = []
     for state in ordered:
@@ -532,7 +544,7 @@ def export_rows(states: list[ShelterState], dataset: Dataset | str | None = None
         else:  # another format, or registered by hand: the columns it shares with this one
             values = {**_known_values(state, dataset), **own}
         values.update(live_values(state))
-        rows.append([values.get(name, "") for name in columns])
+        rows.append((state, [values.get(name, "") for name in columns]))
     return columns, rows
 
 
@@ -559,10 +571,9 @@ def to_csv(states: list[ShelterState], dataset: Dataset | str | None = None) -> 
 def to_geojson(states: list[ShelterState], dataset: Dataset | str | None = None) -> dict[str, Any]:
     """The shelters as a GeoJSON FeatureCollection: one Feature per shelter (``id`` = device id),
     its point [lon, lat], and as properties the same columns as the CSV."""
-    columns, rows = export_rows(states, dataset)
-    by_id = {state.id: state for state in states}
+    columns, rows = _export(states, dataset)
     features = []
-    for state, row in zip(_ordered(list(by_id.values())), rows):
+    for state, row in rows:
         geometry = ({"type": "Point", "coordinates": [state.lon, state.lat]}
                     if state.lat is not None and state.lon is not None else None)
         features.append({"type": "Feature", "id": state.id, "geometry": geometry,

@@ -158,7 +158,9 @@
 
   // A queue carrying on from toJSON(); windows (optional) overrides the saved count.
   TicketQueue.fromJSON = function (data, windows, utcOffsetS) {
-    if (data.format !== STATE_FORMAT) throw new Error("a saved queue of format " + data.format + "; this code reads " + STATE_FORMAT);
+    if (data.format !== STATE_FORMAT) {
+      throw new Error("a saved queue of format " + data.format + "; this code reads " + STATE_FORMAT);
+    }
     var count = windows === undefined || windows === null ? data.windows : windows;
     var queue = new TicketQueue({ windows: count, minutes_per_person: data.minutes_per_person,
                                   utc_offset_s: utcOffsetS === undefined ? null : utcOffsetS,

@@ -36,8 +36,7 @@ from jisaku.contract.settings import SettingsError
 # The command groups, in the order `jisaku --help` lists them: jisaku.cli.<name>, and the benchmarks.
 COMMAND_GROUPS = ("jisaku.cli.demo", "jisaku.cli.broker", "jisaku.cli.gateway", "jisaku.cli.dashboard",
                   "jisaku.cli.device", "jisaku.cli.devices", "jisaku.cli.shelters", "jisaku.cli.users",
-                  "jisaku.cli.mosquitto",
-                  "jisaku.cli.quarantine", "jisaku.cli.flash", "jisaku.bench")
+                  "jisaku.cli.mosquitto", "jisaku.cli.quarantine", "jisaku.cli.flash", "jisaku.bench")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -22,14 +22,15 @@ How the estimate works (for a ticket taken now):
    go, one by one, to the window that is free first; the new ticket is called when the
    next window is free after them.
 
-Why the mean, not the median: a wait is the *sum* of the service times ahead, and a sum
-grows with the mean. At a town hall most visits are quick (a certificate, 3-5 min) and
-some are long (moving in, 15-20 min); the median then sits near the quick ones and
-every estimate comes out short. On the simulated day of ``jisaku bench counter`` the
-median gets about one ticket in ten fewer within 25 % of the real wait than the mean
-(the benchmark prints both). Why play the queue forward rather than divide by a rate:
-with one window idle and one busy, the next resident is called at once, which a rate
-cannot say; it measured better for short waits.
+Why the mean, not the median (the first idea): a wait is the *sum* of the service times
+ahead, and a sum grows with the mean. At a town hall most visits are quick (a
+certificate, about 4 min) and some are long (moving in, 12 min and more); the median
+sits near the quick ones, so long waits come out short. On the simulated days of
+``jisaku bench counter`` (seeds 1-10, 5 days each, 5,386 tickets) the mean put 57 % of
+tickets within 25 % (or 1 min) of their real wait and the median 52 %; for waits of
+5 min and more, 49 % against 38 %. Their median errors are the same (3.1 min). The
+benchmark prints both. Why play the queue forward rather than divide by a rate: with one
+window free and one busy, the next resident is called at once, which a rate cannot say.
 
 Example::
 
