@@ -15,10 +15,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from jisaku.gateway.shelter_data import ShelterState, shelter_states
 from jisaku.kinds.shelter import occupancy
 
 from . import i18n
-from .pages import display_name, render
+from .pages import render
 
 router = APIRouter(tags=["pages"])
 
@@ -26,20 +27,23 @@ router = APIRouter(tags=["pages"])
 ORDER = {"vacant": 0, "crowded": 1, "full": 2, "closed": 3}
 
 
-def shelter_rows(devices: list[dict[str, Any]], lang: str, now: float) -> list[dict[str, Any]]:
+# Where the national formats keep a shelter's address (デジタル庁, then 国土地理院's).
+ADDRESS_COLUMNS = ("所在地_連結表記", "住所")
+
+
+def shelter_rows(states: list[ShelterState], lang: str, now: float) -> list[dict[str, Any]]:
     rows = []
-    for device in devices:
-        if device["kind"] != "shelter":
-            continue
-        state = occupancy.now(device["values"], device.get("settings"))
-        share = state["count"] / state["capacity"] if state["capacity"] and state["count"] is not None else 0
+    for state in states:
+        imported = (state.attributes or {}).get("row", {})
         rows.append({
-            "id": device["id"], "name": display_name(device, lang), **state, "share": share,
-            "label": occupancy.LABELS[state["level"]][lang], "colour": occupancy.COLOURS[state["level"]],
-            "text": occupancy.TEXT_COLOURS[state["level"]],
-            "address": (device.get("attributes") or {}).get("住所", ""),
-            "position": (device["lat"], device["lon"]) if device["lat"] is not None else None,
-            "updated": i18n.format_ago(device["ts"], lang, now) if device["ts"] else "",
+            "id": state.id, "name": (lang == "ja" and state.name_ja) or state.name or state.id,
+            "level": state.level, "count": state.count, "capacity": state.capacity,
+            "share": state.count / state.capacity if state.capacity and state.count is not None else 0,
+            "label": occupancy.LABELS[state.level][lang], "colour": occupancy.COLOURS[state.level],
+            "text": occupancy.TEXT_COLOURS[state.level],
+            "address": next((imported[c] for c in ADDRESS_COLUMNS if imported.get(c)), ""),
+            "position": (state.lat, state.lon) if state.lat is not None else None,
+            "updated": i18n.format_ago(state.updated, lang, now) if state.updated else "",
         })
     return sorted(rows, key=lambda r: (ORDER[r["level"]], r["share"], r["name"]))
 
@@ -47,5 +51,6 @@ def shelter_rows(devices: list[dict[str, Any]], lang: str, now: float) -> list[d
 @router.get("/shelters", response_class=HTMLResponse, summary="Every public shelter: open, how full, the way there")
 def shelters_page(request: Request) -> HTMLResponse:
     lang = i18n.pick_language(request)
-    rows = shelter_rows(request.app.state.store.latest(public_only=True), lang, time.time())
+    states = shelter_states(request.app.state.store, request.app.state.registry, public_only=True)
+    rows = shelter_rows(states, lang, time.time())
     return render(request, "shelters.html", shelters=rows)

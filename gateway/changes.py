@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Protocol
 
 from jisaku.contract import kinds
@@ -125,6 +125,8 @@ class Changes:
     def update_device(self, actor: str, device: DeviceRecord) -> None:
         with self._together():
             before = self.must_exist(device.id)
+            if device.attributes is None:  # not given (the operator pages' form): they stay as they are
+                device = replace(device, attributes=before.attributes)
             if before == device:
                 return
             self.registry.update_device(device)

@@ -226,7 +226,8 @@ def _record(row) -> DeviceRecord:
     return DeviceRecord(
         id=row["id"], kind=row["kind"], name=row["name"], public=bool(row["public"]),
         interval_s=row["interval_s"], lat=row["lat"], lon=row["lon"], name_ja=row["name_ja"],
-        attributes=json.loads(row["attributes"]),
+        # None when there are none, as a record made in code has: the two compare equal.
+        attributes=json.loads(row["attributes"]) or None,
     )
 
 

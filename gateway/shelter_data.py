@@ -55,7 +55,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from jisaku.contract import protocol
-from jisaku.kinds.shelter.occupancy import LABELS, level
+from jisaku.kinds.shelter import occupancy
+from jisaku.kinds.shelter.occupancy import LABELS
 
 from .db import write
 from .registry import DeviceRecord, Registry
@@ -445,14 +446,15 @@ def shelter_states(store: SQLiteStore, registry: Registry, public_only: bool = F
         values = row.get("values") or {}
         settings = configured(store, device.id)
         attributes = device.attributes or {}
-        count = _whole(values.get("count"))
-        capacity = next((c for c in (_whole(settings.get("capacity")), _whole(values.get("capacity")),
-                                     _imported_capacity(attributes)) if c is not None), None)
-        is_open = next((o for o in (_whole(settings.get("open")), _whole(values.get("open"))) if o is not None), 0)
+        state = occupancy.now({key: _whole(values.get(key)) for key in ("count", "capacity", "open")
+                               if _whole(values.get(key)) is not None},
+                              {key: _whole(settings[key]) for key in ("capacity", "open") if key in settings},
+                              _imported_capacity(attributes))
+        count = state["count"]
         states.append(ShelterState(
             id=device.id, name=device.name, name_ja=device.name_ja, lat=device.lat, lon=device.lon,
-            count=None if count is None else max(count, 0), capacity=capacity or None, open=bool(is_open),
-            level=level(count, capacity, is_open), updated=row.get("ts") if count is not None else None,
+            count=None if count is None else max(count, 0), capacity=state["capacity"] or None,
+            open=bool(state["open"]), level=state["level"], updated=row.get("ts") if count is not None else None,
             attributes=attributes, public=device.public))
     return states
 

@@ -86,6 +86,7 @@ def test_disaster_mode_opens_every_shelter_and_residents_see_how_full_each_is(br
     levels = resident.eval_on_selector_all("[data-level]", "items => items.map(i => i.dataset.level)")
     assert levels[-2:] == ["full", "closed"], "open shelters with room first, full and closed last"
     assert resident.get_attribute(f'[data-shelter-id="{first}"] .jisaku-way', "href").startswith("geo:")
+    assert "岐阜県高山市西町1-2" in resident.inner_text(f'[data-shelter-id="{first}"]'), "its address"
     assert cut_off_text(resident) == []
     resident.screenshot(path=str(ARTIFACTS / "shelters-list-360px.png"), full_page=True)
 

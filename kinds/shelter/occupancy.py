@@ -68,17 +68,18 @@ def level(count: int | None, capacity: int | None, is_open: bool | int | None) -
     return "vacant"
 
 
-def now(values: dict, settings: dict | None) -> dict:
+def now(values: dict, settings: dict | None, known_capacity: int | None = None) -> dict:
     """What residents are shown of a shelter: ``{"count", "capacity", "open", "level"}``.
 
     ``values`` is the tally's newest reading, ``settings`` the operators' newest settings for
     it. The operators' word wins for ``capacity`` and ``open``: a shelter headquarters opened
     is open on the map at once, even while its tally is off or has no network. A shelter
-    nobody opened is closed.
+    nobody opened is closed. ``known_capacity`` (the town's shelter list) is the last resort.
     """
     settings = settings or {}
     count = values.get("count")
-    capacity = settings.get("capacity", values.get("capacity"))
+    capacity = next((c for c in (settings.get("capacity"), values.get("capacity"), known_capacity)
+                     if c is not None), None)
     is_open = settings.get("open", values.get("open", 0))
     return {"count": count, "capacity": capacity, "open": int(bool(is_open)),
             "level": level(count, capacity, is_open)}
