@@ -27,7 +27,8 @@ def test_demo_town_appears_on_the_map_and_vehicles_move(make_town):
     devices = load_city(EXAMPLES / "demo-city" / "city.toml")
     kinds = [d.kind for d in devices]
     assert (kinds.count("bus"), kinds.count("garbage_truck"), kinds.count("float"),
-            kinds.count("snow_gauge"), kinds.count("printer_tray"), kinds.count("snow_camera")) >= (3, 2, 1, 4, 1, 2)
+            kinds.count("snow_gauge"), kinds.count("printer_tray"), kinds.count("snow_camera"),
+            kinds.count("counter"), kinds.count("shelter")) >= (3, 2, 1, 4, 1, 2, 1, 3)
     town = make_town(devices)
     town.start_dashboard()
     town.run_devices()
@@ -47,6 +48,11 @@ def test_demo_town_appears_on_the_map_and_vehicles_move(make_town):
     cameras = {d.id for d in devices if d.kind == "snow_camera"}
     wait_until(lambda: {i for i, f in town.features().items() if f["properties"].get("picture")} == cameras, 30,
                "each of the demo's cameras has its picture on the map")
+
+    counter = first["counter-1"]["properties"]["values"]
+    assert counter["windows"] == 2 and {"waiting", "estimate_min", "window_1", "window_2"} <= set(counter)
+    shelters = {i: f["properties"]["shelter"] for i, f in first.items() if f["properties"]["kind"] == "shelter"}
+    assert shelters["shelter-3"]["level"] == "closed" and shelters["shelter-1"]["capacity"] == 40
 
     snow = {i: f for i, f in first.items() if f["properties"]["kind"] == "snow_gauge"}
     assert all(0 <= f["properties"]["values"]["depth_cm"] <= 100 for f in snow.values())
