@@ -12,6 +12,7 @@ import re
 import sqlite3
 import threading
 import time
+import tomllib
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -424,16 +425,15 @@ def test_rules_are_plain_json(engine):
 
 
 def test_the_demo_towns_rules_are_added_once(db):
-    import tomllib
-
     from jisaku.gateway.alerts import ensure_rules
 
     rules = tomllib.loads((EXAMPLES / "demo-city" / "city.toml").read_text(encoding="utf-8"))["alert_rule"]
     book = AlertBook(db)
-    assert [r.name for r in ensure_rules(book, rules)] == ["Deep snow", "Bus in the festival procession area"]
+    assert [r.name for r in ensure_rules(book, rules)] == ["Deep snow", "Bus in the festival procession area",
+                                                           "Long queue at the counter"]
     book.delete_rule(book.rules()[0].id, user="tanaka")
     assert ensure_rules(book, rules) == []  # the next demo run leaves the operator's choice alone
-    assert [r.name for r in book.rules()] == ["Bus in the festival procession area"]
+    assert [r.name for r in book.rules()] == ["Bus in the festival procession area", "Long queue at the counter"]
 
 
 def test_a_removed_device_takes_its_alerts_with_it_and_a_revoked_one_raises_no_no_data(engine, db):
@@ -446,3 +446,20 @@ def test_a_removed_device_takes_its_alerts_with_it_and_a_revoked_one_raises_no_n
     engine.tick(T0 + 3600)
     assert [(a.device_id, a.rule_name, a.state, a.cleared_message) for a in engine.alerts()] == [
         ("snow-1", "Deep snow", "cleared", "the device was removed")]
+
+
+def test_the_counters_waiting_count_raises_the_demo_towns_long_queue_rule(engine, db):
+    """Counts at the counter are readings like any other: an alert rule needs no new code."""
+    Registry(db).add_device(DeviceRecord("counter-1", "counter", name="Resident counter"))
+    city = tomllib.loads((EXAMPLES / "demo-city" / "city.toml").read_text(encoding="utf-8"))
+    (rule,) = [r for r in city["alert_rule"] if r.get("kind") == "counter"]
+    engine.add_rule(rule)
+    queue = [{"waiting": n, "estimate_min": n * 2.5} for n in (12, 18, 21, 24, 23, 22, 25, 26, 24, 22, 21, 23)]
+    engine.on_batch(batch("counter-1", T0, *queue))      # 21 or more since T0 + 2 min
+    engine.tick(T0 + 11 * 60)
+    assert engine.alerts() == [], "not yet 10 minutes over 20"
+    engine.tick(T0 + 12 * 60)
+    (alert,) = engine.alerts()
+    assert (alert.device_id, alert.state) == ("counter-1", "raised")
+    engine.on_batch(batch("counter-1", T0 + 13 * 60, {"waiting": 9}))
+    assert engine.alerts()[0].state == "cleared"
