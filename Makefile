@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # What the tests start for real: a Mosquitto broker (and mosquitto_sub, the benchmark's yardstick),
 # an InfluxDB server and a headless Chromium.
-TEST_PACKAGES := mosquitto mosquitto-clients influxdb chromium
+TEST_PACKAGES := mosquitto mosquitto-clients influxdb chromium fonts-ipafont-gothic
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 .PHONY: demo test setup test-packages clean
@@ -43,6 +43,7 @@ test-packages:
 	command -v mosquitto_sub >/dev/null || missing="$$missing mosquitto-clients"; \
 	[ -x /usr/bin/influxd ] || command -v influxd >/dev/null || missing="$$missing influxdb"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	[ -f /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ] || missing="$$missing fonts-ipafont-gothic"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$(IS_ROOT)" != yes ]; then \
 	  echo "The tests need:$$missing. Install them with: sudo apt-get install$$missing"; exit 1; \

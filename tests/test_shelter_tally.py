@@ -22,6 +22,8 @@ from jisaku.kinds.shelter.pi import COUNT_FILE, ShelterTally
 from jisaku.kinds.shelter.screen import CAPACITY_BOX, COUNT_BOX, STATE_BOX
 from jisaku.kinds.shelter.simulate import Waves
 
+from .conftest import require
+
 FOLDER = kinds.folder("shelter")
 
 
@@ -109,8 +111,7 @@ def test_an_unreadable_count_file_starts_from_zero(tmp_path, caplog):
 
 def test_the_display_shows_the_count_the_capacity_and_closed_when_operators_close_it(tally):
     screen = tally.screen
-    if screen.language != "ja":
-        pytest.skip("no Japanese font here (sudo apt install fonts-ipafont-gothic): the display shows English")
+    require(screen.language == "ja", "A Japanese font", "sudo apt-get install fonts-ipafont-gothic")
     for _ in range(12):
         press(tally.factory, 17)
     shown = screen.device.image  # luma's dummy device keeps what was last sent to the display
