@@ -43,8 +43,11 @@ def windows(values: dict[str, Any]) -> list[dict[str, int]]:
 
 def counter_view(device: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
     values = device["values"]
+    shown = windows(values)
     return {
-        "id": device["id"], "name": display_name(device, lang), "windows": windows(values),
+        "id": device["id"], "name": display_name(device, lang), "windows": shown,
+        # the longest number's digits: the hall display sizes its numbers to fit them
+        "digits": max([2] + [len(str(w["number"])) for w in shown]),
         "waiting": values.get("waiting"), "estimate_min": values.get("estimate_min"),
         "issued": values.get("issued"), "state": freshness(device, now),
         "updated": i18n.format_datetime(device["ts"], lang) if device["ts"] else "",

@@ -50,6 +50,9 @@
           }
         }
       });
+      // The hall's digits shrink when a number gets longer (999 → 1000), so it never runs off.
+      const longest = Math.max(2, ...Array.from(document.querySelectorAll("[data-window]"), c => c.textContent.length));
+      document.getElementById("counter-windows").style.setProperty("--digits", longest);
       const waiting = values.waiting;
       if (waiting !== undefined) {
         document.getElementById("counter-waiting").textContent = say("counter.people", {n: waiting});
