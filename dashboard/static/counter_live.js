@@ -79,5 +79,7 @@
     const stream = new EventSource(config.stream);
     stream.addEventListener("latest", function (event) { take(JSON.parse(event.data).features); });
     stream.addEventListener("changes", function (event) { take(JSON.parse(event.data).features); });
+    // The server is out of reach: say the numbers may be old (the browser reconnects by itself).
+    stream.onerror = function () { document.getElementById("counter-stale").hidden = false; };
   };
 })(window);
