@@ -14,6 +14,7 @@ A private counter is answered like one that does not exist, as every residents' 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from typing import Any
@@ -22,7 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from . import i18n
-from .pages import display_name, freshness, render
+from .pages import display_name, freshness, limits, render
 
 router = APIRouter(tags=["pages"])
 
@@ -41,6 +42,12 @@ def windows(values: dict[str, Any]) -> list[dict[str, int]]:
     return [{"n": n, "number": found[n]} for n in sorted(found)]
 
 
+def whole_minutes(estimate_min: float) -> int:
+    """The wait as residents read it: whole minutes, halves up, at least 1 (as on the printed
+    ticket and in counter_live.js, so a page never says 2 where the ticket says 3)."""
+    return max(1, math.floor(estimate_min + 0.5))
+
+
 def counter_view(device: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
     values = device["values"]
     shown = windows(values)
@@ -49,6 +56,7 @@ def counter_view(device: dict[str, Any], lang: str, now: float) -> dict[str, Any
         # the longest number's digits: the hall display sizes its numbers to fit them
         "digits": max([2] + [len(str(w["number"])) for w in shown]),
         "waiting": values.get("waiting"), "estimate_min": values.get("estimate_min"),
+        "minutes": whole_minutes(values["estimate_min"]) if values.get("estimate_min") is not None else None,
         "issued": values.get("issued"), "state": freshness(device, now),
         "updated": i18n.format_datetime(device["ts"], lang) if device["ts"] else "",
     }
@@ -66,7 +74,9 @@ def _page(request: Request, device_id: str, template: str, hall: bool = False) -
     # The hall display speaks Japanese first to everyone; a phone, its reader's language.
     lang = "ja" if hall else i18n.pick_language(request)
     words = {key: text for key, text in i18n.js_catalog(lang).items() if key.startswith("counter.")}
-    config = {"id": device_id, "lang": lang, "words": words, "stream": "/api/v1/stream"}
+    config = {"id": device_id, "lang": lang, "words": words, "stream": "/api/v1/stream",
+              # older than this, the numbers are "not recent" (the counter lost its link)
+              "staleAfterS": limits(device["kind"], device["interval_s"]).stale_s}
     return render(request, template, counter=counter_view(device, lang, time.time()),
                   tr=lambda language, key, **values: i18n.translator(language)(key, **values),
                   config=json.dumps(config, ensure_ascii=False).replace("</", "<\\/"))

@@ -93,3 +93,26 @@ def test_a_private_counter_has_no_public_pages(make_town):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(base + path, timeout=10)
         assert refused.value.code == 404
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded"], indirect=True)
+def test_numbers_the_counter_has_not_confirmed_lately_are_marked_not_recent(browser, make_town):  # noqa: F811
+    import time
+
+    from jisaku.contract.protocol import Reading
+    from jisaku.gateway.store import Batch
+
+    town = make_town()
+    town.registry.add_device(DeviceRecord("counter-1", "counter", name="Desk", interval_s=60))
+    town.store.write(Batch(readings=[("counter-1", Reading(time.time() - 3600, 1, {
+        "waiting": 3, "estimate_min": 2.5, "issued": 9, "windows": 1, "window_1": 6}))]))
+    base = town.start_dashboard()
+    page = browser.new_context(viewport=PHONE, locale="ja-JP").new_page()
+    page.goto(f"{base}/counter/counter-1")
+    page.wait_for_timeout(1500)  # the live stream has connected and shown its snapshot
+    assert page.is_visible("#counter-stale"), "an hour-old reading stays marked as not recent"
+    assert page.inner_text("#counter-estimate") == "約 3 分", "halves round up, as on the printed ticket"
+    town.store.write(Batch(readings=[("counter-1", Reading(time.time(), 2, {
+        "waiting": 2, "estimate_min": 1.5, "issued": 9, "windows": 1, "window_1": 7}))]))
+    page.wait_for_selector('[data-window="1"]:text-is("7")')
+    page.wait_for_selector("#counter-stale", state="hidden")

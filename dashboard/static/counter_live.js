@@ -65,10 +65,21 @@
           {hour: "2-digit", minute: "2-digit"});
         updated.textContent = say("counter.updated", {when: when});
       }
-      document.getElementById("counter-stale").hidden = true;   // it just reported
+      lastReport = feature.properties.ts;
+      streamOk = true;
+      showAge();
       if (called && hall) chime();
       shown = values;
     }
+
+    // "Not recent": the counter has not reported for longer than it should (it lost its link,
+    // or is switched off), or this page cannot reach the server.
+    let lastReport = null, streamOk = true;
+    function showAge() {
+      const old = lastReport === null || Date.now() / 1000 - lastReport > config.staleAfterS;
+      document.getElementById("counter-stale").hidden = streamOk && !old;
+    }
+    setInterval(showAge, 5000);
 
     function take(features) {
       features.forEach(function (feature) {
@@ -80,6 +91,6 @@
     stream.addEventListener("latest", function (event) { take(JSON.parse(event.data).features); });
     stream.addEventListener("changes", function (event) { take(JSON.parse(event.data).features); });
     // The server is out of reach: say the numbers may be old (the browser reconnects by itself).
-    stream.onerror = function () { document.getElementById("counter-stale").hidden = false; };
+    stream.onerror = function () { streamOk = false; showAge(); };
   };
 })(window);
