@@ -13,6 +13,8 @@
     jisaku shelters export              the public shelters as CSV (or --format geojson), with the live state
     jisaku mosquitto sync --dir DIR     keep Mosquitto's passwd/acl in step with the registry
     jisaku quarantine                   messages the gateway set aside, and why
+    jisaku backup [DEST]                everything in one file, made while jisaku runs
+    jisaku restore FILE                 put a backup back (onto this or another machine)
     jisaku bench ingest                 how fast the gateway stores readings through Mosquitto
     jisaku flash KIND --id ID           put a kind's board code on a MicroPython board over USB
     jisaku users add NAME --role admin  an account for the operator pages
@@ -36,7 +38,8 @@ from jisaku.contract.settings import SettingsError
 # The command groups, in the order `jisaku --help` lists them: jisaku.cli.<name>, and the benchmarks.
 COMMAND_GROUPS = ("jisaku.cli.demo", "jisaku.cli.broker", "jisaku.cli.gateway", "jisaku.cli.dashboard",
                   "jisaku.cli.device", "jisaku.cli.devices", "jisaku.cli.shelters", "jisaku.cli.users",
-                  "jisaku.cli.mosquitto", "jisaku.cli.quarantine", "jisaku.cli.flash", "jisaku.bench")
+                  "jisaku.cli.mosquitto", "jisaku.cli.quarantine", "jisaku.cli.backup", "jisaku.cli.flash",
+                  "jisaku.bench")
 
 
 def parser() -> argparse.ArgumentParser:
