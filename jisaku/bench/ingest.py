@@ -47,7 +47,7 @@ BENCH_USER = "_bench"
 
 # The targets of the issue, on a 2-core machine.
 TARGET_STORED_PER_S = 10_000
-TARGET_RATIO = 0.5
+TARGET_RATIO = 0.7  # issue 16: at least 0.7 of what mosquitto_sub takes from the same stream
 TARGET_P99_MS = 250.0
 TARGET_RSS_MB = 100.0
 
