@@ -45,6 +45,8 @@ KIND_ID = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 MARKER_STYLES = ("badge", "value")
 PAGES = ("residents", "display", "staff")
+# Settings that are not numbers: a switch box's schedule (docs/kinds.md). A number has limits instead.
+SETTING_TYPES = ("schedule",)
 OTHER = "other"  # what a device of a kind no folder describes is shown as
 
 
@@ -73,6 +75,9 @@ class Setting:
     low: int | float
     high: int | float
     label: Words                       # "Measure every (seconds)"
+    # "number" (within low and high), or "schedule": a list of {"output", "on", "off", "days"}
+    # that the device itself checks (kinds/switch_box); low and high are then 0 and 24 entries.
+    type: str = "number"
 
 
 @dataclass(frozen=True)
@@ -128,9 +133,13 @@ class KindFolder:
     # device, linked with its secret when an operator issues one).
     pages: dict[str, str] = field(default_factory=dict)
 
-    def limits(self) -> dict[str, tuple[float, float]]:
-        """``{setting: (lowest, highest)}``, as a device checks settings sent to it."""
-        return {s.name: (s.low, s.high) for s in self.settings.values()}
+    def limits(self) -> dict[str, tuple[float, float] | str]:
+        """``{setting: (lowest, highest)}``, as a device checks settings sent to it.
+
+        A setting that is not a number gives its type instead, ``{"schedule": "schedule"}``:
+        the device's app checks those (``settings_problems``).
+        """
+        return {s.name: (s.low, s.high) if s.type == "number" else s.type for s in self.settings.values()}
 
     def pi_class(self) -> type:
         """The class that runs this device on a Raspberry Pi."""
@@ -213,6 +222,11 @@ def read_folder(path: Path) -> KindFolder:
     settings = {}
     for name, spec in data.get("settings", {}).items():
         where = f"{description}: [settings] {name}"
+        if isinstance(spec, dict) and "type" in spec:
+            if spec["type"] not in SETTING_TYPES:
+                raise KindError(f"{where} type must be one of {', '.join(SETTING_TYPES)}, not {spec['type']!r}")
+            settings[name] = Setting(name, 0, 24, _words(spec.get("label"), f"{where} label"), type=spec["type"])
+            continue
         limits = spec.get("limits") if isinstance(spec, dict) else None
         if not (isinstance(limits, list) and len(limits) == 2):
             raise KindError(f"{where} must be {{ limits = [lowest, highest], label = {{ en = ..., ja = ... }} }}")

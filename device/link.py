@@ -11,6 +11,14 @@ the broker restarts.
 Operators' settings arrive on the retained ``config`` topic and commands on
 ``cmd``; the device answers each on ``config/ack`` and ``cmd/ack``.
 
+A device that switches things (``persistent=True``: it has outputs) keeps a persistent
+MQTT session (clean_session off, a fixed client id), so a command sent while it was away
+for a moment is delivered when it is back; the command's ``expires`` guards the ones
+that arrive too late (jisaku.firmware.lib.switchboard refuses them). Such a device also
+answers commands whole: ``on_request(command)`` sees the command with its ``id`` and
+``expires`` and returns the answer's fields, ``{"ok": False, "code": "interlock",
+"reason": ...}`` say, or None to leave it to ``on_command``.
+
 Pictures (a snow camera's snapshots) do not go over MQTT: ``publish_picture`` keeps
 them in a picture outbox of their own (``<state_dir>/pictures``) and a second thread
 uploads them over HTTP to the town's server (docs/protocol.md, "## Pictures"). That
@@ -72,7 +80,8 @@ class DeviceLink:
                  on_config: Callable[[dict[str, Any]], Answer] | None = None,
                  on_command: Callable[[str, dict[str, Any]], Answer] | None = None,
                  outbox_bytes: int = 5_000_000, info: dict[str, Any] | None = None,
-                 server_url: str | None = None, pictures_bytes: int = 50_000_000):
+                 server_url: str | None = None, pictures_bytes: int = 50_000_000,
+                 persistent: bool = False):
         self.device_id = device_id
         self.broker = BrokerAddress.parse(broker_url)
         self.server_url = server_url   # the dashboard's address, where pictures go (HTTP)
@@ -84,6 +93,9 @@ class DeviceLink:
         self._picture_sender: PictureSender | None = None
         self.on_config = on_config
         self.on_command = on_command
+        # Sees every command whole first (a device with outputs); None: only on_command.
+        self.on_request: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+        self.persistent = persistent
         self.info = info or {}
         self.connected = threading.Event()
         self.outbox = Outbox(Path(state_dir) / "outbox.db", max_bytes=outbox_bytes)
@@ -91,7 +103,9 @@ class DeviceLink:
         self._wake = threading.Event()
         self._connected_at = 0.0
         self._sender = threading.Thread(target=self._send_loop, name=f"{device_id}-sender", daemon=True)
-        self._client = new_client(f"jisaku-{device_id}", device_id, secret, self.broker)
+        # The client id is fixed, so a persistent session (persistent=True) is found again.
+        self._client = new_client(f"jisaku-{device_id}", device_id, secret, self.broker,
+                                  clean_session=not persistent)
         self._client.will_set(
             protocol.topic(device_id, "status"), protocol.encode_status(protocol.STATUS_OFFLINE), qos=1, retain=True
         )
@@ -246,6 +260,13 @@ class DeviceLink:
 
     def _answer_command(self, command: dict[str, Any]) -> None:
         do, args = command.get("do"), command.get("args") or {}
+        ok, fields = self._safely(self._whole, command) if self.on_request is not None else (None, None)
+        if ok is not None:  # the device's own answer: ok and result, or ok, code and reason
+            if not isinstance(fields, dict):
+                fields = {"reason": str(fields)}  # on_request itself failed
+            ack = {"id": command.get("id"), "ok": ok, **fields}
+            self._client.publish(protocol.topic(self.device_id, "cmd/ack"), json.dumps(ack, default=str), qos=1)
+            return
         if not isinstance(do, str) or not isinstance(args, dict):
             ok, result = False, "a command needs do (text) and args (an object, optional)"
         elif do == "report_status":
@@ -256,6 +277,12 @@ class DeviceLink:
             ok, result = self._safely(self.on_command, do, args)
         ack = {"id": command.get("id"), "ok": ok, ("result" if ok else "reason"): result}
         self._client.publish(protocol.topic(self.device_id, "cmd/ack"), json.dumps(ack, default=str), qos=1)
+
+    def _whole(self, command: dict[str, Any]) -> tuple[bool | None, dict[str, Any]]:
+        answer = self.on_request(command)
+        if answer is None:
+            return None, {}
+        return answer["ok"], {key: value for key, value in answer.items() if key != "ok"}
 
     def _safely(self, handler: Callable[..., Answer], *args: Any) -> Answer:
         try:

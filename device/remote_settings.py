@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class RemoteSettings:
-    def __init__(self, app: Any, limits: dict[str, tuple[float, float]], state_dir: Path):
+    def __init__(self, app: Any, limits: dict[str, tuple[float, float] | str], state_dir: Path):
         self.app = app
         self.limits = limits
         self.path = Path(state_dir) / "settings.json"
@@ -43,6 +43,8 @@ class RemoteSettings:
                 known = ", ".join(sorted(self.limits)) or "nothing"
                 found.append(f"unknown setting {name!r} (this device takes {known})")
                 continue
+            if not isinstance(self.limits[name], tuple):
+                continue  # not a number (a schedule): the app's settings_problems checks it below
             low, high = self.limits[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 found.append(f"{name} must be a number from {low:g} to {high:g}, not {value!r}")

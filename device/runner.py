@@ -129,12 +129,16 @@ def run_device(config: DeviceConfig, broker_url: str, secret: str, simulate: boo
                       outbox_bytes=int(config.device.get("outbox_bytes", 5_000_000)),
                       info={"fw": __version__, "app": config.app or config.kind},
                       server_url=picture_server(config, server_url),
-                      pictures_bytes=int(config.device.get("pictures_bytes", 50_000_000)))
+                      pictures_bytes=int(config.device.get("pictures_bytes", 50_000_000)),
+                      # A device that switches things keeps its session: commands wait for it.
+                      persistent=bool(config.section("outputs")))
     app, scenario = build(config, link, simulate)
     remote = RemoteSettings(app, setting_limits(config, app), state_dir)
     remote.restore()
     link.on_config = remote.apply
     link.on_command = lambda do, args: run_command(app, do, args)
+    # An app with outputs answers commands whole: it needs their expires, and answers with a code.
+    link.on_request = getattr(app, "answer", None)
     link.start()
     if scenario is not None:
         scenario.start()
