@@ -305,7 +305,7 @@ def test_an_unknown_example_lists_the_ones_there_are(env, firmware, capsys):
     code, out = flash_cli(capsys, "snow-gauge", "--id", "snow-3", "--firmware", str(firmware), "--dry-run")
     assert code != 0
     assert "no example 'snow-gauge'" in out
-    assert "printer_tray, snow_gauge, vehicle_tracker" in out
+    assert "printer_tray, snow_gauge, switch_box, vehicle_tracker" in out
 
 
 def test_missing_wifi_name_says_how_to_give_it(env, firmware, capsys, monkeypatch):
@@ -317,7 +317,7 @@ def test_missing_wifi_name_says_how_to_give_it(env, firmware, capsys, monkeypatc
 def test_the_repository_firmware_examples_fit_the_plan(env):
     """Every kind folder's board code gets the whole library and its main.py."""
     examples = flash.list_examples()
-    assert examples == ["printer_tray", "snow_gauge", "vehicle_tracker"]
+    assert examples == ["printer_tray", "snow_gauge", "switch_box", "vehicle_tracker"]
     assert flash.find_firmware() == REPO_FIRMWARE
     lib = flash.board_files(REPO_FIRMWARE / "lib", "/lib")
     for example in examples:

@@ -39,12 +39,14 @@ def with_test_kinds(monkeypatch):
     kinds.registry.cache_clear()
 
 
-def board_settings(board: Path) -> dict[str, tuple[float, float]]:
+def board_settings(board: Path) -> dict[str, tuple[float, float] | str]:
     """The ``SETTINGS = {...}`` a board's code declares, read without running MicroPython."""
     for source in sorted(board.glob("*.py")):
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "SETTINGS" for t in node.targets):
-                return {name: tuple(float(v) for v in limits) for name, limits in ast.literal_eval(node.value).items()}
+                # a setting that is not a number gives its type, as kind.toml does: "schedule"
+                return {name: limits if isinstance(limits, str) else tuple(float(v) for v in limits)
+                        for name, limits in ast.literal_eval(node.value).items()}
     return {}
 
 
@@ -190,7 +192,7 @@ def test_the_kinds_are_in_the_public_api_in_both_languages(tmp_path):
     client = TestClient(create_app(tmp_path / "jisaku.db", tiles="osm"))
     japanese, english = client.get("/api/v1/kinds").json(), client.get("/api/v1/kinds?lang=en").json()
     assert list(japanese) == ["bus", "garbage_truck", "float", "shelter", "snow_gauge", "snow_camera", "printer_tray",
-                              "counter", "other"]
+                              "counter", "switch_box", "other"]
     assert (japanese["shelter"]["name"], english["shelter"]["name"]) == ("避難所", "Shelter")
     assert japanese["shelter"]["metrics"]["open"]["states"] == ["閉鎖", "開設"]
     assert (japanese["snow_camera"]["name"], english["snow_camera"]["name"]) == ("積雪カメラ", "Snow camera")

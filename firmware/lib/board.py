@@ -73,6 +73,9 @@ class Board:
         self.link = Link(boot, self.outbox, self.settings, client_class=client_class, info=self.info)
         self.app = app_class(self.settings.values, app_pins(app_class, boot), self.link)
         self.link.commands = self.app.commands()
+        self.link.on_request = getattr(self.app, "answer", None)  # an app with outputs answers whole
+        if hasattr(self.app, "check_settings"):  # checks that need the app itself (a schedule's outputs)
+            self.settings.check = self.app.check_settings
         self.link.on_settings = self.app.apply_settings
         self.watchdog = machine.WDT(timeout=WATCHDOG_MS)
 

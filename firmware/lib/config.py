@@ -86,6 +86,8 @@ class Settings:
             if name not in self.limits:
                 found.append("unknown setting %r (this device takes %s)" % (name, ", ".join(sorted(self.limits))))
                 continue
+            if not isinstance(self.limits[name], tuple):
+                continue  # not a number (a schedule): the app's check below looks at it
             low, high = self.limits[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 found.append("%s must be a number from %s to %s, not %r" % (name, low, high, value))

@@ -13,6 +13,12 @@ every turn of the main loop, does the rest, one small step at a time:
   only after the broker acknowledged it (QoS 1: umqtt waits for the PUBACK);
 - pings the broker so it knows the board is alive (keepalive).
 
+A board with outputs (config.json has "outputs") keeps a persistent session
+(clean_session off, a fixed client id): a command sent while it was away for a
+moment is delivered when it is back, and its ``expires`` guards the late ones.
+Its app answers commands whole through ``on_request(command)`` (the answer's
+fields, with a ``code`` when refused; None to leave it to the ordinary commands).
+
 Example::
 
     link = Link(boot, Outbox(), settings, app_commands, on_settings=app.apply_settings)
@@ -41,6 +47,7 @@ INBOX = 4               # config/cmd messages waiting to be handled
 class Link:
     def __init__(self, boot, outbox, settings=None, commands=None, on_settings=None, info=None,
                  client_class=None):
+        self.boot = boot          # config.json: an app with outputs finds them here
         self.device_id = boot["device_id"]
         self.secret = boot["secret"]
         self.host = boot["broker"]["host"]
@@ -49,6 +56,8 @@ class Link:
         self.settings = settings
         self.commands = commands or {}
         self.on_settings = on_settings
+        self.on_request = None    # sees every command whole first (a board with outputs)
+        self.persistent = bool(boot.get("outputs"))
         self.info = info          # a function returning more status, e.g. {"ip": ...}
         self.client_class = client_class
         self.client = None
@@ -121,10 +130,11 @@ class Link:
         client.set_callback(self._on_message)
         client.set_last_will(self.topic_status, protocol.encode_status(protocol.OFFLINE), retain=True, qos=1)
         try:
+            clean = not self.persistent  # persistent: commands wait in the broker while we are away
             try:
-                client.connect(timeout=CONNECT_TIMEOUT_S)
+                client.connect(clean, timeout=CONNECT_TIMEOUT_S)
             except TypeError:  # an older umqtt.simple without the timeout
-                client.connect()
+                client.connect(clean)
             self.client = client
             client.publish(self.topic_status, protocol.encode_status(protocol.ONLINE, self.status()), True, 1)
             client.subscribe(self.topic_config, 1)
@@ -199,6 +209,8 @@ class Link:
         if topic == self.topic_config:
             self._answer_config(request)
         elif topic == self.topic_cmd:
+            if _is_number(request.get("expires")):
+                request["expires"] = whole_seconds(payload, b'"expires"', request["expires"])
             self._answer_command(request)
 
     def _answer_config(self, request):
@@ -214,6 +226,17 @@ class Link:
 
     def _answer_command(self, request):
         do, args = request.get("do"), request.get("args") or {}
+        answer = None
+        if self.on_request is not None:
+            try:
+                answer = self.on_request(request)
+            except Exception as err:  # a bug must not stop the board
+                answer = {"ok": False, "reason": "the device failed: %r" % err}
+        if answer is not None:
+            ack = {"id": request.get("id")}
+            ack.update(answer)
+            self._publish("cmd/ack", json.dumps(ack))
+            return
         if not isinstance(do, str) or not isinstance(args, dict):
             ok, result = False, "a command needs do (text) and args (an object, optional)"
         elif do == "report_status":
@@ -228,3 +251,27 @@ class Link:
         ack = {"id": request.get("id"), "ok": ok}
         ack["result" if ok else "reason"] = result
         self._publish("cmd/ack", json.dumps(ack))
+
+
+def _is_number(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def whole_seconds(payload, key, fallback):
+    """The whole seconds of the number after ``key`` in the raw JSON ``payload``.
+
+    ESP32 and Pico W floats are 32-bit: 1764750000.0 read as a float can be a minute off,
+    too coarse for a command's expiry. The digits before the point, read as an int, are exact.
+    """
+    if isinstance(payload, str):
+        payload = payload.encode()
+    at = payload.find(key)
+    if at < 0:
+        return fallback
+    start = payload.find(b":", at) + 1
+    while payload[start:start + 1] == b" ":
+        start += 1
+    end = start
+    while b"0" <= payload[end:end + 1] <= b"9":
+        end += 1
+    return int(payload[start:end]) if end > start else fallback

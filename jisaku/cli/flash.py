@@ -250,7 +250,24 @@ def board_config(request: FlashRequest, secret: str) -> dict[str, Any]:
         config["settings"] = request.settings
     if request.pins:
         config["pins"] = request.pins
+    config.update(wiring_tables(request.example))
     return config
+
+
+# Tables of an example's config.example.json that describe the board's wiring, not its
+# settings: a switch box's outputs (pins, safe states) and its switching rules. They go to
+# config.json as written there: edit the example's file to match your wiring.
+WIRING_TABLES = ("switching", "outputs")
+
+
+def wiring_tables(example: str) -> dict[str, Any]:
+    """The wiring tables of ``example``'s config.example.json, if it has any."""
+    folder = kinds.folder(example)
+    template = folder.board_path / "config.example.json" if folder is not None and folder.board_path else None
+    if template is None or not template.is_file():
+        return {}
+    written = json.loads(template.read_text(encoding="utf-8"))
+    return {name: written[name] for name in WIRING_TABLES if name in written}
 
 
 def masked(config: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,5 @@
+# Switch box: see README.md. The board runs this file at power-on.
+import board
+from switchbox import SwitchBox
+
+board.start(SwitchBox)
