@@ -221,6 +221,31 @@ def local_time(unix, utc_offset_s):
     return (days + 3) % 7, (seconds % 86400) // 60  # 1970-01-01 was a Thursday
 
 
+def exact_expires(command, payload):
+    """The command with its ``expires`` read as whole seconds from the raw JSON ``payload``.
+
+    ESP32 and Pico W floats are 32-bit: 1764750000.0 read as a float can be a minute off,
+    too coarse for a command's expiry. The digits before the point, read as an int, are exact.
+    """
+    expires = command.get("expires")
+    if not _is_number(expires) or not payload:
+        return command
+    if isinstance(payload, str):
+        payload = payload.encode()
+    start = payload.find(b'"expires"')
+    if start < 0:
+        return command
+    start = payload.find(b":", start) + 1
+    while payload[start:start + 1] == b" ":
+        start += 1
+    end = start
+    while b"0" <= payload[end:end + 1] <= b"9":
+        end += 1
+    if end > start:
+        command["expires"] = int(payload[start:end])
+    return command
+
+
 # ---------------------------------------------------------------- clocks
 
 

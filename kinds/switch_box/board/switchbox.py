@@ -100,9 +100,13 @@ class SwitchBox:
 
     # ------------------------------------------------------------ from afar
 
-    def answer(self, command):
+    def answer(self, command, payload=None):
         """``switch`` commands, whole (with expires); None for the others."""
-        answer = self.board.command(command)
+        try:
+            answer = self.board.command(switchboard.exact_expires(command, payload))
+        except Exception as err:  # a bug: safe state, and say so (the link must go on)
+            self.board.safe_all("fault")
+            answer = {"ok": False, "reason": "the device failed: %r" % (err,)}
         self.publish()
         return answer
 
