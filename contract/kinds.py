@@ -133,12 +133,13 @@ class KindFolder:
     # device, linked with its secret when an operator issues one).
     pages: dict[str, str] = field(default_factory=dict)
 
-    def limits(self) -> dict[str, tuple[float, float] | str]:
-        """``{setting: (lowest, highest)}``, as a device checks settings sent to it.
+    def limits(self) -> dict[str, tuple[float, float]]:
+        """``{setting: (lowest, highest)}`` of the settings that are numbers."""
+        return {s.name: (s.low, s.high) for s in self.settings.values() if s.type == "number"}
 
-        A setting that is not a number gives its type instead, ``{"schedule": "schedule"}``:
-        the device's app checks those (``settings_problems``).
-        """
+    def device_settings(self) -> dict[str, tuple[float, float] | str]:
+        """Every setting as a device checks it: ``(lowest, highest)`` for a number, else its
+        type, ``{"schedule": "schedule"}``, which the device's app checks itself."""
         return {s.name: (s.low, s.high) if s.type == "number" else s.type for s in self.settings.values()}
 
     def pi_class(self) -> type:

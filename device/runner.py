@@ -68,7 +68,7 @@ def app_class_for(config: DeviceConfig) -> type:
 def setting_limits(config: DeviceConfig, app: Any) -> dict[str, tuple[float, float]]:
     """What operators may change from afar: the kind folder's [settings], or your own app's SETTINGS."""
     folder = kind_folder_for(config)
-    return folder.limits() if folder is not None else dict(getattr(app, "SETTINGS", {}))
+    return folder.device_settings() if folder is not None else dict(getattr(app, "SETTINGS", {}))
 
 
 def build(config: DeviceConfig, link: DeviceLink, simulate: bool):

@@ -71,7 +71,7 @@ def test_each_kind_folder_has_everything_a_staffer_needs(name):
 @pytest.mark.parametrize("name", sorted(n for n, f in kinds.registry().folders.items() if f.board))
 def test_the_board_takes_the_same_settings_as_the_pi(name):
     folder = kinds.folder(name)
-    assert board_settings(folder.board_path) == folder.limits(), (
+    assert board_settings(folder.board_path) == folder.device_settings(), (
         f"kinds/{name}/kind.toml [settings] and the SETTINGS in kinds/{name}/board disagree")
 
 

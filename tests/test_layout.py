@@ -14,7 +14,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # Each folder, the package it is installed as, and its floor (higher may import lower).
-ROOMS = {"contract": ("jisaku.contract", 0), "device": ("jisaku.device", 1), "kinds": ("jisaku.kinds", 2),
+# firmware is MicroPython that imports nothing of jisaku; the Pi imports its switchboard.py.
+ROOMS = {"contract": ("jisaku.contract", 0), "firmware": ("jisaku.firmware", 0),
+         "device": ("jisaku.device", 1), "kinds": ("jisaku.kinds", 2),
          "gateway": ("jisaku.gateway", 3), "dashboard": ("jisaku.dashboard", 4), "jisaku": ("jisaku", 5)}
 
 

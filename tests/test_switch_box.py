@@ -129,7 +129,7 @@ class Box:
         self.link = DeviceLink(config.id, town.secrets[config.id], broker_url or town.broker_url, state_dir,
                                info={"fw": "test"}, persistent=True)
         self.app = SwitchBox(config, self.link, pin_factory=self.factory, clock=clock)
-        settings = RemoteSettings(self.app, kinds.folder("switch_box").limits(), state_dir)
+        settings = RemoteSettings(self.app, kinds.folder("switch_box").device_settings(), state_dir)
         self.link.on_config = settings.apply
         self.link.on_command = lambda do, args: run_command(self.app, do, args)
         self.link.on_request = self.app.answer
