@@ -98,12 +98,20 @@ SCENARIOS = [
 EXAMPLE_OF = {"snow_gauge": "snow_gauge", "snow_alarm": "snow_gauge", "tracker": "vehicle_tracker"}
 
 
-@pytest.fixture(scope="module")
-def runs() -> dict:
-    """Every MicroPython scenario of this module, run in one Node process."""
+def run_micropython(scenarios: list[dict]) -> dict:
+    """MicroPython scenarios (see tests/firmware/run.mjs), run in one Node process: {name: run}."""
     node = shutil.which("node")
     require(node is not None, "Node.js", "sudo apt-get install nodejs npm")
     require(WASM_PACKAGE.exists(), "MicroPython (WebAssembly, from npm)", "npm ci")
+    done = subprocess.run([node, str(HERE / "run.mjs")], input=json.dumps({"scenarios": scenarios}),
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return {run["name"]: run for run in json.loads(done.stdout)}
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict:
+    """Every MicroPython scenario of this module, run in one Node process."""
     scenarios = [{"name": "vectors", "mounts": mounts(),
                   "code": "import mp_tests\nmp_tests.vectors(%r)" % json.dumps([c for c in CALLS if c])}]
     for name in SCENARIOS:
@@ -114,10 +122,7 @@ def runs() -> dict:
         scenarios.append({"name": "memory_" + example, "mounts": mounts(example),
                           "code": "import mp_memory\n" + setup, "repeat": MEMORY_STEPS,
                           "step": "mp_memory.turns()", "after": "mp_memory.published()"})
-    done = subprocess.run([node, str(HERE / "run.mjs")], input=json.dumps({"scenarios": scenarios}),
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return {run["name"]: run for run in json.loads(done.stdout)}
+    return run_micropython(scenarios)
 
 
 def result(runs: dict, name: str):

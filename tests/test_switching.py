@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,11 +19,8 @@ import pytest
 from jisaku.contract import kinds
 from jisaku.firmware.lib import switchboard
 
-from .conftest import require
+from .test_firmware import HERE, ROOT, result, run_micropython
 
-ROOT = Path(__file__).parent.parent
-HERE = Path(__file__).parent / "firmware"
-WASM_PACKAGE = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 CASES = json.loads((Path(__file__).parent / "vectors" / "switching.json").read_text())["scenarios"]
 BOARD = kinds.folder("switch_box").board_path
 MOUNTS = [[str(ROOT / "firmware" / "lib"), "/lib"], [str(HERE / "stubs"), "/stubs"], [str(HERE), "/tests"]]
@@ -44,26 +39,13 @@ def player():
 @pytest.fixture(scope="module")
 def micropython() -> dict:
     """Every MicroPython scenario of this module, run in one Node process."""
-    node = shutil.which("node")
-    require(node is not None, "Node.js", "sudo apt-get install nodejs npm")
-    require(WASM_PACKAGE.exists(), "MicroPython (WebAssembly, from npm)", "npm ci")
     scenarios = [{"name": "table", "mounts": MOUNTS, "code": (
         "import json, switchboard, switch_play\n"
         "print('@@RESULT ' + json.dumps(switch_play.play(switchboard, json.loads(%r))))" % json.dumps(CASES))}]
     for name, call in BOARD_SCENARIOS.items():
         scenarios.append({"name": name, "mounts": MOUNTS + [[str(BOARD), "/"]],
                           "code": "import mp_switch\nmp_switch." + call})
-    done = subprocess.run([node, str(HERE / "run.mjs")], input=json.dumps({"scenarios": scenarios}),
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return {run["name"]: run for run in json.loads(done.stdout)}
-
-
-def result(runs: dict, name: str):
-    run = runs[name]
-    assert run["error"] is None, f"{name} failed under MicroPython:\n{run['error']}\n{run['output']}"
-    (value,) = run["results"]
-    return value
+    return run_micropython(scenarios)
 
 
 # ---------------------------------------------------------------- one table, two runtimes
