@@ -37,7 +37,8 @@ from typing import Any
 
 from gpiozero import DigitalOutputDevice
 
-from jisaku.firmware.lib.switchboard import CLOCK_SET_AFTER, Output, SwitchBoard, SwitchError, read_outputs
+from jisaku.firmware.lib.switchboard import (CLOCK_SET_AFTER, Output, SwitchBoard, SwitchError, read_outputs,
+                                              send_changes)
 
 from .config import DeviceConfig, DeviceConfigError
 from .link import DeviceLink
@@ -142,14 +143,7 @@ class Outputs:
             self._publish()
 
     def _publish(self) -> None:
-        changes = self.board.take_changes()
-        for change in changes:
-            if "refused" in change:   # the schedule wanted it, an interlock said no
-                self.link.publish_event("switch_refused", change)
-            else:
-                self.link.publish_event("switched", change)
-        if any("refused" not in change for change in changes):
-            self.report()
+        send_changes(self.board, self.link)
 
     def close(self) -> None:
         """Outputs to their safe state, then the pins are let go."""

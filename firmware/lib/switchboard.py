@@ -488,3 +488,20 @@ class SwitchBoard:
                 if self.on_link_loss == "safe":
                     self.safe_all("link_loss")
         self._run_schedule()
+
+
+def send_changes(board, link):
+    """Tell the server what changed: an event per change, then one reading of every output.
+
+    ``link`` is the Pi's DeviceLink or a board's Link: both have ``publish_event`` and
+    ``publish_reading``, and keep what they are given in their outbox until the broker has it.
+    """
+    switched = False
+    for change in board.take_changes():
+        if "refused" in change:  # the schedule wanted it on, an interlock said no
+            link.publish_event("switch_refused", change)
+        else:
+            link.publish_event("switched", change)
+            switched = True
+    if switched:
+        link.publish_reading(board.readings())

@@ -144,13 +144,4 @@ class SwitchBox:
             self.link.publish_reading(self.board.readings())
 
     def publish(self):
-        changes = self.board.take_changes()
-        switched = False
-        for change in changes:
-            if "refused" in change:  # the schedule wanted it, an interlock said no
-                self.link.publish_event("switch_refused", change)
-            else:
-                self.link.publish_event("switched", change)
-                switched = True
-        if switched:
-            self.link.publish_reading(self.board.readings())
+        switchboard.send_changes(self.board, self.link)
