@@ -27,6 +27,11 @@ MOUNTS = [[str(ROOT / "firmware" / "lib"), "/lib"], [str(HERE / "stubs"), "/stub
 BOARD_SCENARIOS = {"rules": "rules()", "clockless": "clockless()", "link_loss_safe": "link_loss('safe')",
                    "link_loss_stay": "link_loss('stay')", "schedule": "schedule()"}
 ON, OFF = 0, 1   # the example's relay board switches on a LOW input
+MEMORY_STEPS = 20  # of 500 turns each: 10,000 turns
+# The switch box carries the switching rules (switchboard.py) on top of the library: it needs more
+# than the 48 KB of the measuring examples (tests/test_firmware.py), still a fraction of an ESP32's
+# ~110 KB free heap or a Pico W's ~180 KB.
+SWITCH_BOX_HEAP_LIMIT = 72 * 1024
 
 
 def player():
@@ -45,6 +50,9 @@ def micropython() -> dict:
     for name, call in BOARD_SCENARIOS.items():
         scenarios.append({"name": name, "mounts": MOUNTS + [[str(BOARD), "/"]],
                           "code": "import mp_switch\nmp_switch." + call})
+    scenarios.append({"name": "memory", "mounts": MOUNTS + [[str(BOARD), "/"]],
+                      "code": "import mp_switch_memory\nmp_switch_memory.start()", "repeat": MEMORY_STEPS,
+                      "step": "mp_switch_memory.turns()", "after": "mp_switch_memory.published()"})
     return run_micropython(scenarios)
 
 
@@ -136,3 +144,16 @@ def test_board_schedule_from_afar_runs_with_the_broker_down(micropython):
     assert found["at_0600"]["sprinkler"] == OFF
     assert [s for s in found["switched"] if s["by"] == "schedule"] == [
         {"output": "sprinkler", "on": 1, "by": "schedule"}, {"output": "sprinkler", "on": 0, "by": "schedule"}]
+
+
+def test_board_steady_loop_stays_small_and_does_not_grow(micropython, record_property):
+    """10,000 turns with commands, refusals, a schedule and the longest on-time at work."""
+    run = micropython["memory"]
+    assert run["error"] is None, f"memory failed under MicroPython:\n{run['error']}\n{run['output']}"
+    *samples, published = run["results"]
+    assert len(samples) == MEMORY_STEPS and published > 400
+    peak = max(samples)
+    record_property("peak_live_heap_bytes", peak)
+    print(f"switch_box: peak live heap {peak} bytes over 10,000 turns")
+    assert peak < SWITCH_BOX_HEAP_LIMIT, samples
+    assert max(samples[15:]) <= max(samples[5:10]) + 256, samples
