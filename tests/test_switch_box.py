@@ -358,3 +358,25 @@ def test_a_schedule_switches_on_and_off_while_the_broker_is_down(make_town, mosq
             40, "both switches reach the gateway once the broker is back")
     finally:
         box.close()
+
+
+@pytest.mark.parametrize(("switching", "outputs", "message"), [
+    ({"interlocks": [["pump_1", "pump_9"]]}, {},
+     "[switching] interlocks name 'pump_9', which is not an output (there are heater, pump_1, pump_2, sprinkler)"),
+    ({"on_link_loss": "off"}, {}, '[switching] on_link_loss must be "safe" or "stay", not \'off\''),
+    ({}, {"heater": {"pin": 17, "safe": "maybe"}}, "[outputs.heater]: safe must be \"off\" or \"on\", not 'maybe'"),
+    ({}, {"heater": {"pin": 17, "active_high": "no"}}, "[outputs.heater]: active_high must be true or false"),
+    ({}, {"heater": {"pin": 17, "colour": "red"}}, "[outputs.heater]: unknown key 'colour'"),
+])
+def test_a_mistake_in_device_toml_names_the_file_and_what_to_write(tmp_path, switching, outputs, message):
+    from jisaku.device.config import DeviceConfigError
+
+    config = load_device_config(KINDS / "switch_box", {"switching": switching, "outputs": outputs})
+    link = DeviceLink(config.id, "secret", "mqtt://127.0.0.1:1", tmp_path)
+    try:
+        with pytest.raises(DeviceConfigError) as raised:
+            SwitchBox(config, link, pin_factory=MockFactory())
+    finally:
+        link.outbox.close()
+    assert str(raised.value).startswith(str(KINDS / "switch_box" / "device.toml"))
+    assert message in str(raised.value)

@@ -157,3 +157,12 @@ def test_board_steady_loop_stays_small_and_does_not_grow(micropython, record_pro
     print(f"switch_box: peak live heap {peak} bytes over 10,000 turns")
     assert peak < SWITCH_BOX_HEAP_LIMIT, samples
     assert max(samples[15:]) <= max(samples[5:10]) + 256, samples
+
+
+def test_a_boards_expiry_is_read_to_the_second_not_as_a_32_bit_float():
+    """ESP32 / Pico W floats would put 1764750000.0 a minute off: the board reads the digits."""
+    command = {"do": "switch", "expires": 1764750000.0}
+    payload = b'{"do": "switch", "args": {"output": "heater", "on": true}, "expires": 1764750000.9}'
+    assert switchboard.exact_expires(command, payload)["expires"] == 1764750000
+    assert switchboard.exact_expires({"expires": "soon"}, b'{"expires": "soon"}')["expires"] == "soon"
+    assert switchboard.exact_expires({"do": "switch"}, b'{"do": "switch"}') == {"do": "switch"}
