@@ -27,6 +27,7 @@ from .accounts import AccountError, Accounts
 from .alert_rules import Rule
 from .alerts import AlertBook, AlertNotFound
 from .audit import AuditLog
+from .commands import COMMAND_EXPIRY_S, Command, CommandBook, known_outputs
 from .db import Database, write
 from .pictures import PictureStore
 from .registry import DeviceRecord, Registry, RegistryError
@@ -50,6 +51,8 @@ class ConfigPublisher(Protocol):
     """What sends a device its settings: the dashboard's ConfigPublisher, or the command line's own."""
 
     def push(self, store: SQLiteStore, registry: Registry, device_id: str, changes: dict[str, Any]) -> dict: ...
+
+    def send_command(self, book: CommandBook, command: Command) -> Command: ...
 
 
 def setting_limits(kind: str) -> dict[str, tuple[float, float]]:
@@ -105,6 +108,7 @@ class Changes:
         self.store = SQLiteStore(db)
         self.publisher = publisher
         self.alerts = alerts if alerts is not None else AlertBook(db)
+        self.commands = CommandBook(db)
 
     def _together(self):
         """The change and its audit entry are kept together, or neither is."""
@@ -178,6 +182,28 @@ class Changes:
         self.audit.record(actor, "device.settings", device_id,
                           {"settings": before}, {"rev": config["rev"], "settings": after})
         return config
+
+    def switch(self, actor: str, device_id: str, output: str, on: bool,
+               expires_in_s: float = COMMAND_EXPIRY_S) -> Command:
+        """Switch one of a device's outputs on or off; returns the command (status ``sent``).
+
+        The output must be one the device listed in its status. The command and, later, the
+        device's answer go to the audit log as ``device.switch``. Whether the caller may switch
+        (role switcher or admin) is the caller's to check.
+        """
+        self.must_exist(device_id)
+        outputs = known_outputs(self.db, device_id)
+        if not outputs:
+            raise OperationError(f"{device_id} has not said which outputs it has: it lists them in its status"
+                                 " when it connects (a switch_box device); wait until it has been online once")
+        if output not in outputs:
+            raise OperationError(f"{device_id} has no output {output!r}; it has {', '.join(sorted(outputs))}")
+        if self.publisher is None or not hasattr(self.publisher, "send_command"):
+            raise PublisherMissing("this dashboard has no broker account to send commands with:"
+                                   " start it with `jisaku dashboard` or `jisaku demo`")
+        command = self.commands.issue(device_id, "switch", {"output": output, "on": bool(on)},
+                                      source="operator", issued_by=actor, expires_in_s=expires_in_s)
+        return self.publisher.send_command(self.commands, command)
 
     def set_picture_mask(self, actor: str, device_id: str, areas: Any) -> int:
         """A camera's black-out areas (``[[x, y, w, h], …]``, fractions); returns their revision.
