@@ -7,12 +7,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from jisaku.gateway.accounts import MAX_PASSWORD
+from jisaku.gateway.commands import Command
 
 DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", examples=["snow-5"])]
 Kind = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$", examples=["snow_gauge"],
                             description="bus, garbage_truck, float, snow_gauge, printer_tray, ...")]
 UserName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", examples=["tanaka"])]
-Role = Literal["operator", "admin"]
+Role = Literal["operator", "switcher", "admin"]
 Latitude = Annotated[float, Field(ge=-90, le=90)]
 Longitude = Annotated[float, Field(ge=-180, le=180)]
 Interval = Annotated[float, Field(gt=0, le=7 * 86400, description="expected seconds between readings")]
@@ -46,6 +47,16 @@ class SettingLimit(BaseModel):
     current: float | None = None
 
 
+class Output(BaseModel):
+    """One output a device can switch (its status lists it), with its state from the newest reading."""
+
+    name: str = Field(examples=["heater"])
+    label: str = Field(examples=["Road heater"])
+    on: int | None = Field(description="1 on, 0 off (the newest <name>_on reading); null: not reported yet")
+    safe: Literal["off", "on"] = Field(description="where the device puts it at start, on a fault or link loss")
+    max_on_min: float = Field(description="the longest it stays on without a break; 0: no limit")
+
+
 class OperatorDevice(BaseModel):
     id: str
     kind: str
@@ -63,6 +74,7 @@ class OperatorDevice(BaseModel):
     values: dict[str, Any]
     config: ConfigState | None
     settings: list[SettingLimit] = Field(description="what can be changed from afar, with its limits")
+    outputs: list[Output] = Field([], description="what can be switched on and off (a switch box's outputs)")
 
 
 class _Place(BaseModel):
@@ -130,6 +142,17 @@ class SettingsSent(BaseModel):
     rev: int
     settings: dict[str, Any]
     state: ConfigState | None = Field(description="usually pending: the device answers within seconds when online")
+
+
+class SwitchRequest(BaseModel):
+    """Switch one output; ``confirm`` must be true: this acts on real equipment."""
+
+    on: bool = Field(description="true: switch on; false: switch off")
+    confirm: bool = Field(False, description="must be true: a switch acts on real equipment")
+
+
+class CommandSent(BaseModel):
+    command: Command
 
 
 class QuarantinedMessage(BaseModel):

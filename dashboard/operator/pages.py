@@ -186,9 +186,23 @@ def _device_page(request: Request, device_id: str, status: int = 200, **context:
         camera = {**health, "areas": json.dumps(areas), "queued": info.get("pictures_queued"),
                   "dropped": info.get("pictures_dropped"),
                   "public": pictures_api.described(health["newest"])["url"] if health["newest"] else None}
+    # A switch box: its latest commands, and the one just sent (?command=…), whose progress
+    # static/switch.js follows until the device answers.
+    commands = ops.changes.commands.for_device(device_id, limit=5) if view.outputs else []
+    shown = request.query_params.get("command")
+    sent = next((c for c in commands if c.id == shown), None) or (
+        ops.changes.commands.get(shown) if shown and len(shown) <= 100 else None)
+    if sent is not None and sent.device_id != device_id:
+        sent = None
+    if sent is not None and sent.status == "done" and isinstance(sent.result, dict) and \
+            (sent.answered_at or 0) >= (view.last_seen or 0):
+        # Answered before its state reading came in: show what the device said it did.
+        for output in view.outputs:
+            if isinstance(sent.result.get(output.name), int | float):
+                output.on = int(bool(sent.result[output.name]))
     return render(request, "device.html", status, device=view, kinds=[k.id for k in kinds.all_kinds()],
                   history=ops.audit.entries(limit=20, target=device_id), camera=camera,
-                  can_send=ops.publisher is not None, **context)
+                  can_send=ops.publisher is not None, commands=commands, sent=sent, **context)
 
 
 @router.get("/devices/new")
