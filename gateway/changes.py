@@ -22,6 +22,7 @@ from dataclasses import asdict, replace
 from typing import Any, Protocol
 
 from jisaku.contract import kinds
+from jisaku.contract.schedules import ScheduleError, check_schedule
 
 from .accounts import AccountError, Accounts
 from .alert_rules import Rule
@@ -60,19 +61,31 @@ def setting_limits(kind: str) -> dict[str, tuple[float, float]]:
     return kinds.limits_for(kind)
 
 
-def check_settings(kind: str, changes: dict[str, Any]) -> dict[str, float | int]:
-    """The changes as numbers, or :class:`OperationError` naming each one out of its limits."""
-    limits = setting_limits(kind)
-    if not limits:
+def check_settings(kind: str, changes: dict[str, Any],
+                   outputs: set[str] | None = None) -> dict[str, float | int | list[dict[str, str]]]:
+    """The changes as the device gets them, or :class:`OperationError` naming each one to fix.
+
+    Numbers must be within their limits; a schedule (a list of entries, or lines like
+    ``heater 05:00-08:00 mon-fri``) must read as contract/schedules.py says, naming only
+    ``outputs`` when they are known.
+    """
+    settings = kinds.settings_for(kind)
+    if not settings:
         raise OperationError(f"a {kind} device has no settings that can be changed from here")
     if not changes:
         raise OperationError("nothing to change: give at least one setting")
     clean, problems = {}, []
     for name, value in changes.items():
-        if name not in limits:
-            problems.append(f"unknown setting {name!r} (a {kind} takes {', '.join(sorted(limits))})")
+        if name not in settings:
+            problems.append(f"unknown setting {name!r} (a {kind} takes {', '.join(sorted(settings))})")
             continue
-        low, high = limits[name]
+        if settings[name].type == "schedule":
+            try:
+                clean[name] = check_schedule(value, outputs)
+            except ScheduleError as err:
+                problems.append(f"{name}: {err}")
+            continue
+        low, high = settings[name].low, settings[name].high
         number = _number(value)
         if number is None or not low <= number <= high:
             problems.append(f"{name} must be a number from {low:g} to {high:g}, not {value!r}")
@@ -172,7 +185,8 @@ class Changes:
         gateway must go on writing meanwhile. The entry is written once the broker has it.
         """
         device = self.must_exist(device_id)
-        clean = check_settings(device.kind, changes)
+        # A schedule may name only the outputs the device said it has (when it has said).
+        clean = check_settings(device.kind, changes, set(known_outputs(self.db, device_id)) or None)
         if self.publisher is None:
             raise PublisherMissing("this dashboard has no broker account to send settings with:"
                                    " start it with `jisaku dashboard` or `jisaku demo`")

@@ -39,12 +39,16 @@ def with_test_kinds(monkeypatch):
     kinds.registry.cache_clear()
 
 
-def board_settings(board: Path) -> dict[str, tuple[float, float]]:
-    """The ``SETTINGS = {...}`` a board's code declares, read without running MicroPython."""
+def board_settings(board: Path) -> dict[str, tuple[float, float] | object]:
+    """The ``SETTINGS = {...}`` a board's code declares, read without running MicroPython.
+
+    A number's limits come as ``(low, high)``; a non-numeric setting (a schedule) as the
+    board wrote it (e.g. ``"schedule"``)."""
     for source in sorted(board.glob("*.py")):
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "SETTINGS" for t in node.targets):
-                return {name: tuple(float(v) for v in limits) for name, limits in ast.literal_eval(node.value).items()}
+                return {name: tuple(float(v) for v in limits) if isinstance(limits, list | tuple) else limits
+                        for name, limits in ast.literal_eval(node.value).items()}
     return {}
 
 
@@ -69,8 +73,13 @@ def test_each_kind_folder_has_everything_a_staffer_needs(name):
 @pytest.mark.parametrize("name", sorted(n for n, f in kinds.registry().folders.items() if f.board))
 def test_the_board_takes_the_same_settings_as_the_pi(name):
     folder = kinds.folder(name)
-    assert board_settings(folder.board_path) == folder.limits(), (
+    board = board_settings(folder.board_path)
+    numbers = {setting: limits for setting, limits in board.items() if isinstance(limits, tuple)}
+    assert numbers == folder.limits(), (
         f"kinds/{name}/kind.toml [settings] and the SETTINGS in kinds/{name}/board disagree")
+    # A schedule has no limits: the board must take it all the same.
+    assert set(board) == set(folder.settings), (
+        f"kinds/{name}/board's SETTINGS and kind.toml [settings] name different settings")
 
 
 def test_a_kind_the_registry_does_not_know_is_other_and_runs_nothing(tmp_path):

@@ -42,9 +42,19 @@ class ConfigState(BaseModel):
 
 class SettingLimit(BaseModel):
     name: str
-    low: float
-    high: float
-    current: float | None = None
+    low: float | None = Field(description="null for a schedule")
+    high: float | None
+    current: Any = Field(None, description="a number, or a schedule's entries")
+    type: Literal["number", "schedule"] = "number"
+
+
+class ScheduleEntry(BaseModel):
+    """One entry of a schedule (switching spec §3); checked in full by contract/schedules.py."""
+
+    output: Annotated[str, Field(max_length=64, examples=["heater"])]
+    on: Annotated[str, Field(max_length=5, examples=["05:00"])]
+    off: Annotated[str, Field(max_length=5, examples=["08:00"])]
+    days: Annotated[str, Field(max_length=40, examples=["mon-fri"])] | None = None
 
 
 class Output(BaseModel):
@@ -124,7 +134,13 @@ class DeviceSecret(BaseModel):
 
 
 class SettingsChange(BaseModel):
-    settings: dict[Annotated[str, Field(max_length=64)], Number] = Field(examples=[{"left_after_s": 45}])
+    settings: dict[Annotated[str, Field(max_length=64)],
+                   Number | Annotated[list[ScheduleEntry], Field(max_length=100)]
+                   | Annotated[str, Field(max_length=4000)]] = Field(
+        examples=[{"left_after_s": 45}, {"schedule": [{"output": "heater", "on": "05:00", "off": "08:00",
+                                                       "days": "mon-fri"}]}],
+        description="numbers within their limits; a schedule as a list of entries, or as lines like"
+                    " \"heater 05:00-08:00 mon-fri\"")
 
 
 class PictureMask(BaseModel):

@@ -21,7 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jisaku.gateway.accounts import Accounts
-from jisaku.gateway.changes import Changes, NotFound, setting_limits
+from jisaku.contract import kinds
+from jisaku.gateway.changes import Changes, NotFound
 from jisaku.gateway.db import Database
 from jisaku.gateway.provisioning import DeviceSnippets, device_snippets
 from jisaku.gateway.registry import DeviceRecord, Registry
@@ -36,9 +37,10 @@ from .publisher import ConfigPublisher
 @dataclass
 class SettingLimit:
     name: str
-    low: float
-    high: float
-    current: float | None = None
+    low: float | None               # None for a schedule
+    high: float | None
+    current: Any = None             # a number, or a schedule's list of entries
+    type: str = "number"            # number | schedule
 
 
 @dataclass
@@ -131,8 +133,8 @@ class Operations:
         battery = values.get("battery_pct", info.get("battery_pct", info.get("battery")))
         config = self.store.config_state(row["id"])
         current = (config or {}).get("settings", {})
-        limits = [SettingLimit(name, low, high, current.get(name))
-                  for name, (low, high) in sorted(setting_limits(row["kind"]).items())]
+        limits = [SettingLimit(name, s.low, s.high, current.get(name), s.type)
+                  for name, s in sorted(kinds.settings_for(row["kind"]).items())]
         return DeviceView(
             id=row["id"], kind=row["kind"], name=row["name"], name_ja=row["name_ja"], public=row["public"],
             interval_s=row["interval_s"],

@@ -25,6 +25,7 @@ from jisaku.dashboard import pictures as pictures_api
 from jisaku.dashboard.kind_view import kind_name
 from jisaku.gateway.accounts import ROLES, AccountError
 from jisaku.contract import kinds
+from jisaku.contract.schedules import as_lines
 from jisaku.gateway.registry import DeviceRecord
 
 from . import api, models
@@ -82,6 +83,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
         "when": lambda ts: i18n.format_datetime(ts, lang) if ts else "–",
         "ago": lambda ts: i18n.format_ago(ts, lang, now) if ts else t("op.never"),
         "number": lambda value: i18n.format_number(value, lang) if isinstance(value, int | float) else "–",
+        "schedule_lines": as_lines,
         "other_lang": "en" if lang == "ja" else "ja",
         "alerts_enabled": getattr(request.app.state, "operator_alerts", None) is not None,
         "done": request.query_params.get("done") if request.query_params.get("done") in DONE else None,
@@ -317,7 +319,11 @@ async def send_settings(request: Request, device_id: str, session: Session = Dep
     changes = {}
     for setting in view.settings:
         text = str(form.get(f"setting.{setting.name}", "")).strip()
-        if text and text != _shown(current.get(setting.name)):
+        if setting.type == "schedule":
+            # Emptied on purpose is a change too: the device then has no schedule.
+            if f"setting.{setting.name}" in form and _lines(text) != _lines(_shown(current.get(setting.name))):
+                changes[setting.name] = text
+        elif text and text != _shown(current.get(setting.name)):
             changes[setting.name] = text
     if not changes:
         return _device_page(request, device_id, 400, settings_error=t("op.settings.nothing"))
@@ -337,7 +343,13 @@ def _shown(value: Any) -> str:
     """A setting's value as the form shows it (so an untouched field counts as unchanged)."""
     if value is None:
         return ""
+    if isinstance(value, list):  # a schedule: one entry a line
+        return as_lines(value)
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _lines(text: str) -> list[str]:
+    return [" ".join(line.split()) for line in text.replace("\r", "").split("\n") if line.strip()]
 
 
 def _confirmed(form) -> bool:
