@@ -350,6 +350,8 @@ CREATE TABLE device_outputs (
     outputs   TEXT NOT NULL,           -- JSON {"heater": {"name": "Road heater", "safe": "off", ...}, ...}
     updated   REAL NOT NULL
 );
+-- An alert rule may switch an output when its alert is raised and cleared (alert_rules.Action), as JSON.
+ALTER TABLE alert_rules ADD COLUMN action TEXT;
 -- What an alert rule's action last asked of an output (rule_actions.py): for the rate limit
 -- and for sending again what a device missed while it was offline.
 CREATE TABLE rule_actions (

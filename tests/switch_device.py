@@ -28,6 +28,17 @@ from jisaku.device.link import DeviceLink
 from jisaku.gateway.registry import DeviceRecord
 
 
+def register(town: Any, device_id: str, kind: str) -> str:
+    """Register a device in a tests.town.Town after it started, and let it log in to the broker."""
+    town.secrets[device_id] = town.registry.add_device(DeviceRecord(device_id, kind, name=device_id,
+                                                                    public=False, interval_s=60))
+    if hasattr(town.broker, "accounts"):  # the embedded broker reads its accounts at every connect
+        town.broker.accounts[device_id] = town.secrets[device_id]
+    else:  # Mosquitto: write its password file again
+        town.broker.reload({**town.secrets, "_gateway": town.gateway_secret, "_tester": town.tester_secret})
+    return town.secrets[device_id]
+
+
 class _SpecLink(DeviceLink):
     """DeviceLink answers a refusal with ``reason`` only; the spec adds ``code``, and a device
     that never answers must be possible. The box decides the whole answer here."""
@@ -58,12 +69,7 @@ class SwitchBox:
     def in_town(cls, town: Any, device_id: str, outputs: dict[str, str],
                 interlocks: list[tuple[str, ...]] = ()) -> "SwitchBox":
         """Register ``device_id`` in a tests.town.Town (kind switch_box) and make its box (not started)."""
-        town.secrets[device_id] = town.registry.add_device(DeviceRecord(device_id, "switch_box", name=device_id,
-                                                                        public=False, interval_s=60))
-        if hasattr(town.broker, "accounts"):  # the embedded broker reads its accounts at every connect
-            town.broker.accounts[device_id] = town.secrets[device_id]
-        else:  # Mosquitto: write its password file again
-            town.broker.reload({**town.secrets, "_gateway": town.gateway_secret, "_tester": town.tester_secret})
+        register(town, device_id, "switch_box")
         link = _SpecLink(device_id, town.secrets[device_id], town.broker_url, town.directory / "devices" / device_id)
         return cls(link, outputs, interlocks)
 
