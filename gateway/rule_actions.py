@@ -55,52 +55,61 @@ class RuleActions:
         raised = {row[0] for row in connection.execute("SELECT DISTINCT rule_id FROM alerts WHERE state != 'cleared'")}
         sent = []
         for rule in with_action:
-            switch = rule.action.switch
-            wanted = switch.on_raise if rule.id in raised else switch.on_clear
-            key = (rule.id, switch.device_id, switch.output)
-            row = connection.execute("SELECT * FROM rule_actions WHERE rule_id=? AND device_id=? AND output=?",
-                                     key).fetchone()
-            if row is None:
-                # New: nothing happened yet. Only an alert that is already open switches now.
-                self._save(connection, key, wanted, None if rule.id in raised else wanted, None, None)
-                if rule.id not in raised:
-                    continue
-                row = connection.execute("SELECT * FROM rule_actions WHERE rule_id=? AND device_id=? AND output=?",
-                                         key).fetchone()
-            elif row["wanted"] != wanted:
-                connection.execute("UPDATE rule_actions SET wanted=? WHERE rule_id=? AND device_id=? AND output=?",
-                                   (int(wanted), *key))
-            command = self._due(rule, row, wanted, now)
-            if command is not None:
+            # Decided and written down in one write transaction: gateway workers (--workers N)
+            # each run this, and only one of them may send a given switch.
+            with write(connection):
+                command = self._decide(connection, rule, rule.id in raised, now)
+            if command is not None:  # published after the transaction: the broker may be slow
+                self._publish(rule, command)
                 sent.append(command)
         return sent
 
-    def _due(self, rule: Rule, row: sqlite3.Row, wanted: bool, now: float) -> Command | None:
+    def _decide(self, connection: sqlite3.Connection, rule: Rule, raised: bool, now: float) -> Command | None:
+        """The command to send now for ``rule`` (already written down), or None."""
+        switch = rule.action.switch
+        wanted = switch.on_raise if raised else switch.on_clear
+        key = (rule.id, switch.device_id, switch.output)
+        row = connection.execute("SELECT * FROM rule_actions WHERE rule_id=? AND device_id=? AND output=?",
+                                 key).fetchone()
+        if row is None:
+            # New: nothing happened yet. Only an alert that is already open switches now.
+            self._save(connection, key, wanted, None if raised else wanted, None, None)
+            if not raised:
+                return None
+            row = connection.execute("SELECT * FROM rule_actions WHERE rule_id=? AND device_id=? AND output=?",
+                                     key).fetchone()
+        elif row["wanted"] != wanted:
+            connection.execute("UPDATE rule_actions SET wanted=? WHERE rule_id=? AND device_id=? AND output=?",
+                               (int(wanted), *key))
+        if not self._due(rule, row, wanted, now):
+            return None
+        command = self.commands.issue(switch.device_id, "switch", {"output": switch.output, "on": wanted},
+                                      source="rule", issued_by=f"rule:{rule.name}", now=now)
+        self._save(connection, key, wanted, wanted, now, command.id)
+        return command
+
+    def _due(self, rule: Rule, row: sqlite3.Row, wanted: bool, now: float) -> bool:
         """Send the switch if it is due; None if it is not (yet)."""
+        """Whether the switch to ``wanted`` should be sent now."""
         last = self.commands.get(row["command_id"], now) if row["command_id"] else None
         if last is not None and last.status == "sent":
-            return None  # the device has not answered yet: wait for it, or for the expiry
+            return False  # the device has not answered yet: wait for it, or for the expiry
         if row["sent_on"] is not None and bool(row["sent_on"]) == wanted:
             if last is None or not _missed(last) or not self._back_online(last):
-                return None
+                return False
             log.info("rule %r: %s was offline and missed %s; sending it again", rule.name, last.device_id, last.id)
-        elif row["sent_at"] is not None and now - row["sent_at"] < rule.action.min_interval_min * 60:
-            return None  # held back by the rate limit; a later run sends it if still wanted
-        return self._switch(rule, wanted, now)
+            return True
+        # A change: held back by the rate limit until the interval has passed (a later run sends it).
+        return row["sent_at"] is None or now - row["sent_at"] >= rule.action.min_interval_min * 60
 
-    def _switch(self, rule: Rule, on: bool, now: float) -> Command:
-        switch = rule.action.switch
-        command = self.commands.issue(switch.device_id, "switch", {"output": switch.output, "on": on},
-                                      source="rule", issued_by=f"rule:{rule.name}", now=now)
-        with write(self.db.connection) as connection:
-            self._save(connection, (rule.id, switch.device_id, switch.output), on, on, now, command.id)
+    def _publish(self, rule: Rule, command: Command) -> None:
         try:
             self.send(command)
         except Exception:  # no broker: it reads no_answer after its expiry and goes again when the device is back
-            log.exception("rule %r: could not send %s to %s", rule.name, command.id, switch.device_id)
-        log.info("rule %r switched %s of %s %s (%s)", rule.name, switch.output, switch.device_id,
-                 "on" if on else "off", command.id)
-        return command
+            log.exception("rule %r: could not send %s to %s", rule.name, command.id, command.device_id)
+            return
+        log.info("rule %r switched %s of %s %s (%s)", rule.name, command.args["output"], command.device_id,
+                 "on" if command.args["on"] else "off", command.id)
 
     def _back_online(self, command: Command) -> bool:
         """Whether the device came (back) online after the command was sent."""
