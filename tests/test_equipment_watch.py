@@ -8,10 +8,8 @@ and gateway, with alert rules on ``<name>_up`` and a webhook that receives the n
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,8 @@ from jisaku.device.config import DeviceConfigError, load_device_config
 from jisaku.device.runner import run_device
 from jisaku.kinds.equipment_watch.checks import PingCheck, Result, TcpCheck, ping_ready, system_ping
 from jisaku.kinds.equipment_watch.pi import EquipmentWatch
-from jisaku.kinds.equipment_watch.simulate import EquipmentOnTheLan
+# Real local services, opened and closed by the test: the same the simulation points its checks at.
+from jisaku.kinds.equipment_watch.simulate import EquipmentOnTheLan, PretendPort, PretendStatusPage
 
 from .brokers import HOST
 from .receivers import WebhookReceiver
@@ -30,65 +29,6 @@ ROUTER_DOWN = {"name": "Router down", "kind": "equipment_watch",
                "condition": {"type": "below", "metric": "router_up", "raise_at": 0}}
 PAGE_DOWN = {"name": "File server down", "kind": "equipment_watch",
              "condition": {"type": "below", "metric": "file_server_up", "raise_at": 0}}
-
-
-class Port:
-    """A TCP port on 127.0.0.1 that the test opens, closes and opens again (on the same number)."""
-
-    def __init__(self):
-        self.number = 0
-        self.listener: socket.socket | None = None
-        self.open()
-
-    def open(self) -> None:
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((HOST, self.number))
-        self.listener.listen(16)
-        self.number = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    @staticmethod
-    def _accept(listener: socket.socket) -> None:
-        while True:
-            try:
-                listener.accept()[0].close()
-            except OSError:
-                return
-
-    def close(self) -> None:
-        if self.listener is not None:
-            try:
-                self.listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self.listener.close()
-            self.listener = None
-
-
-class StatusPage:
-    """A status page on 127.0.0.1 that answers ``status`` (200, then 503, ...)."""
-
-    def __init__(self):
-        self.status = 200
-        page = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(page.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((HOST, 0), Handler)
-        self.url = f"http://{HOST}:{self.server.server_port}/status"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def write_device(folder: Path, checks: str, watch: str = "interval_s = 0.5\ntimeout_s = 3\ntries = 3\nretry_after_s = 0.1",
@@ -118,8 +58,8 @@ class Link:
 
 
 def test_a_port_and_a_status_page_going_down_and_up_raise_and_clear_alerts_that_reach_staff(make_town, tmp_path):
-    port, page, webhook = Port(), StatusPage(), WebhookReceiver()
-    config = write_device(tmp_path / "watch", f'[[checks]]\nname = "router"\ntcp = "{HOST}:{port.number}"\n\n'
+    port, page, webhook = PretendPort(), PretendStatusPage(), WebhookReceiver()
+    config = write_device(tmp_path / "watch", f'[[checks]]\nname = "router"\ntcp = "{HOST}:{port.port}"\n\n'
                                               f'[[checks]]\nname = "file_server"\nhttp = "{page.url}"\n')
     stop = threading.Event()
     try:
@@ -151,17 +91,17 @@ def test_a_port_and_a_status_page_going_down_and_up_raise_and_clear_alerts_that_
         wait_until(lambda: active() == ["Router down"], 20, "closing the port raises 'Router down'")
         (down,) = wait_until(lambda: events("down"), 10, "a 'down' event is stored")
         assert (down["check"], down["reason"], down["target"]) == ("router", "connection refused",
-                                                                   f"{HOST}:{port.number}")
+                                                                   f"{HOST}:{port.port}")
         now = last_reading()
         assert now["router_up"] == 0 and "router_ms" not in now and now["file_server_up"] == 1
 
-        page.status = 503
+        page.set_up(False)  # the page answers HTTP 503
         wait_until(lambda: active() == ["File server down", "Router down"], 20, "HTTP 503 raises 'File server down'")
         assert wait_until(lambda: len(events("down")) == 2 and events("down"), 10, "a second 'down' event")[0][
             "reason"] == "HTTP 503"
 
         port.open()  # the same port number again, as a router that has rebooted
-        page.status = 200
+        page.set_up(True)
         wait_until(lambda: active() == [], 20, "both alerts clear when the equipment answers again")
         ups = wait_until(lambda: len(events("up")) == 2 and events("up"), 10, "two 'up' events")
         assert {u["check"] for u in ups} == {"router", "file_server"} and all(u["down_s"] > 0 for u in ups)
@@ -316,8 +256,8 @@ def test_a_box_that_may_not_ping_is_told_how_to_allow_it_at_start(tmp_path, monk
 
 
 def test_a_tcp_check_says_why_a_port_is_down():
-    port = Port()
-    check = TcpCheck("router", HOST, port.number, timeout_s=1)
+    port = PretendPort()
+    check = TcpCheck("router", HOST, port.port, timeout_s=1)
     assert check.probe().up
     port.close()
     assert check.probe() == Result(False, None, "connection refused")
