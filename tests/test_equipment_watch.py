@@ -261,3 +261,21 @@ def test_a_tcp_check_says_why_a_port_is_down():
     assert check.probe().up
     port.close()
     assert check.probe() == Result(False, None, "connection refused")
+
+
+def test_a_check_that_fails_unforeseen_is_down_with_the_error_and_the_watch_goes_on(tmp_path):
+    config = write_device(tmp_path, '[[checks]]\nname = "odd_box"\nping = "192.168.1.98"\n\n'
+                                    '[[checks]]\nname = "live_box"\nping = "192.168.1.99"\n', watch="tries = 1")
+    link = Link()
+    watch = EquipmentWatch(config, link)
+
+    def broken(host, timeout_s):
+        raise ValueError("something nobody foresaw")
+    watch.checks[0].pinger = broken
+    watch.checks[1].pinger = lambda host, timeout_s: Result(True, 0.7)
+    try:
+        watch.check_all()
+    finally:
+        watch.close()
+    assert link.readings == [{"odd_box_up": 0, "live_box_up": 1, "live_box_ms": 0.7, "down": 1}]
+    assert link.events[0][1]["reason"] == "the check failed: something nobody foresaw"
