@@ -199,7 +199,7 @@ def test_the_kinds_are_in_the_public_api_in_both_languages(tmp_path):
     client = TestClient(create_app(tmp_path / "jisaku.db", tiles="osm"))
     japanese, english = client.get("/api/v1/kinds").json(), client.get("/api/v1/kinds?lang=en").json()
     assert list(japanese) == ["bus", "garbage_truck", "float", "shelter", "snow_gauge", "snow_camera", "printer_tray",
-                              "counter", "other"]
+                              "counter", "equipment_watch", "other"]
     assert (japanese["shelter"]["name"], english["shelter"]["name"]) == ("避難所", "Shelter")
     assert japanese["shelter"]["metrics"]["open"]["states"] == ["閉鎖", "開設"]
     assert (japanese["snow_camera"]["name"], english["snow_camera"]["name"]) == ("積雪カメラ", "Snow camera")
