@@ -98,8 +98,9 @@ class OutputInfo(BaseModel):
 def decode_answer(payload: bytes) -> Answer:
     """A ``cmd/ack`` message, or ProtocolError("bad_ack") saying what it should look like."""
     message = protocol.decode_object(payload)
-    if isinstance(message.get("reason"), (int, float, bool)):
-        message["reason"] = str(message["reason"])
+    for key in ("id", "reason"):  # a number where text belongs is read as its text
+        if isinstance(message.get(key), int | float) and not isinstance(message.get(key), bool):
+            message[key] = str(message[key])
     try:
         return Answer.model_validate(message)
     except ValidationError:

@@ -10,6 +10,10 @@ store keeps one copy of anything it sees twice.
 Anything on ``jisaku/#`` that breaks the contract goes to quarantine with the
 reason; the valid messages around it are not affected.
 
+Devices' answers to commands (``cmd/ack``) are kept with the command they answer
+(commands.py); every few seconds commands past their expiry without an answer are
+marked ``no_answer``.
+
 Example::
 
     gateway = Gateway(store, registry, "mqtt://127.0.0.1:1883", "_gateway", secret)
