@@ -150,6 +150,7 @@ class AlertBook:
             if not connection.execute("DELETE FROM alert_rules WHERE id=?", (rule_id,)).rowcount:
                 raise RuleError(f"there is no rule {rule_id}")
             connection.execute("DELETE FROM alert_tracks WHERE rule_id=?", (rule_id,))
+            connection.execute("DELETE FROM rule_actions WHERE rule_id=?", (rule_id,))  # what it last switched
             self._bump(connection)
 
     def rules_revision(self) -> int:

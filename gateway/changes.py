@@ -206,6 +206,9 @@ class Changes:
         (role switcher or admin) is the caller's to check.
         """
         self.must_exist(device_id)
+        if self.registry.is_revoked(device_id):
+            raise OperationError(f"{device_id}'s secret was taken away: it cannot connect to get the command."
+                                 " Give it a new secret first")
         outputs = known_outputs(self.db, device_id)
         if not outputs:
             raise OperationError(f"{device_id} has not said which outputs it has: it lists them in its status"

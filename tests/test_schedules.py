@@ -121,9 +121,12 @@ def test_the_server_checks_a_schedule_before_pushing_it_and_the_page_edits_it(sc
     app = create_app(tmp_path / "jisaku.db", tiles="osm", config_publisher=publisher)
     client = TestClient(app)
     csrf = client.post("/api/v1/operator/login", json={"name": "tanaka", "password": PASSWORD}).json()["csrf_token"]
+    db.connection.execute("INSERT INTO device_status VALUES ('box-1', 'online', ?, ?)",
+                          (time.time(), json.dumps({"schedule": "no clock"})))
     page = client.get("/operator/devices/box-1?lang=en").text
     assert "heater 05:00-08:00 mon-fri</textarea>" in page
     assert "waiting for the device" in page, "pending, like any other setting"
+    assert "clock is not set, so it does not run its schedule" in page, "what the device says of its schedule"
 
     refused = client.post("/operator/devices/box-1/settings?lang=en",
                           data={"csrf_token": csrf, "setting.schedule": "heater 05:00-08:00\nheater 7-9"})

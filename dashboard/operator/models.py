@@ -85,6 +85,8 @@ class OperatorDevice(BaseModel):
     config: ConfigState | None
     settings: list[SettingLimit] = Field(description="what can be changed from afar, with its limits")
     outputs: list[Output] = Field([], description="what can be switched on and off (a switch box's outputs)")
+    schedule_note: str | None = Field(None, description='what the device says of its schedule, e.g. "no clock"'
+                                                        " (it does not run it until its clock is set)")
 
 
 class _Place(BaseModel):

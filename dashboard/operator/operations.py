@@ -74,6 +74,7 @@ class DeviceView:
     config: dict[str, Any] | None = None  # {"rev", "settings", "state": applied|refused|pending, "reason"}
     settings: list[SettingLimit] = field(default_factory=list)  # what may be changed from afar
     outputs: list[OutputView] = field(default_factory=list)     # what can be switched (switch boxes)
+    schedule_note: str | None = None  # what the device says of its schedule, e.g. "no clock"
 
 
 def device_state(status: str, kind: str, last_seen: float | None, interval_s: float | None, revoked: bool,
@@ -115,6 +116,8 @@ class Operations:
         for row in self.store.latest(public_only=False):
             view = self._view(row, info.get(row["id"], {}), row["id"] in revoked, now)
             view.outputs = _outputs(outputs.get(row["id"], {}), view.values)
+            note = info.get(row["id"], {}).get("schedule")
+            view.schedule_note = str(note)[:200] if note else None
             views.append(view)
         return views
 
