@@ -19,7 +19,7 @@ from jisaku.gateway.accounts import Accounts
 
 from .brokers import free_port
 from .switch_device import SwitchBox
-from .test_browser import browser  # noqa: F401 (the fixture)
+from .test_browser import ARTIFACTS, browser  # noqa: F401 (the fixture)
 from .town import wait_until
 
 PASSWORD = "a long switching passphrase"
@@ -99,6 +99,9 @@ def test_a_switcher_switches_and_sees_done_refused_and_no_answer(browser, switch
     assert page.evaluate("window.stillThisPage === true"), "the answer came without a reload"
     assert box.states["heater"] == 1, "the silent box did nothing"
 
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#outputs").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "operator-switching.png"))
     entries = [e for e in town.changes.audit.entries(target="heater-1") if e["action"] == "device.switch"]
     assert {e["actor"] for e in entries} == {"sato"}
     assert outside == [], f"the page tried to load from outside this machine: {outside}"
