@@ -45,8 +45,6 @@ KIND_ID = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 MARKER_STYLES = ("badge", "value")
 PAGES = ("residents", "display", "staff")
-# Settings that are not numbers: a switch box's schedule (docs/kinds.md). A number has limits instead.
-SETTING_TYPES = ("schedule",)
 OTHER = "other"  # what a device of a kind no folder describes is shown as
 
 
@@ -67,17 +65,19 @@ class Metric:
     states: tuple[Words, ...] = ()     # words for 0, 1, ...: "Tray empty", "Paper left on the tray"
 
 
+SETTING_TYPES = ("number", "schedule")
+
+
 @dataclass(frozen=True)
 class Setting:
-    """Something operators may change on a device from afar, within its limits."""
+    """Something operators may change on a device from afar: a number within its limits, or a
+    schedule (contract/schedules.py), which has no limits."""
 
     name: str                          # interval_s
-    low: int | float
-    high: int | float
+    low: int | float | None            # None for a schedule
+    high: int | float | None
     label: Words                       # "Measure every (seconds)"
-    # "number" (within low and high), or "schedule": a list of {"output", "on", "off", "days"}
-    # that the device itself checks (kinds/switch_box); low and high are then 0 and 24 entries.
-    type: str = "number"
+    type: str = "number"               # number | schedule
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class KindFolder:
     pages: dict[str, str] = field(default_factory=dict)
 
     def limits(self) -> dict[str, tuple[float, float]]:
-        """``{setting: (lowest, highest)}`` of the settings that are numbers."""
+        """``{setting: (lowest, highest)}`` of the number settings, as a device checks settings sent to it."""
         return {s.name: (s.low, s.high) for s in self.settings.values() if s.type == "number"}
 
     def device_settings(self) -> dict[str, tuple[float, float] | str]:
@@ -223,10 +223,14 @@ def read_folder(path: Path) -> KindFolder:
     settings = {}
     for name, spec in data.get("settings", {}).items():
         where = f"{description}: [settings] {name}"
-        if isinstance(spec, dict) and "type" in spec:
-            if spec["type"] not in SETTING_TYPES:
-                raise KindError(f"{where} type must be one of {', '.join(SETTING_TYPES)}, not {spec['type']!r}")
-            settings[name] = Setting(name, 0, 24, _words(spec.get("label"), f"{where} label"), type=spec["type"])
+        kind_of = spec.get("type", "number") if isinstance(spec, dict) else "number"
+        if kind_of not in SETTING_TYPES:
+            raise KindError(f'{where}: type must be "schedule", or left out for a number with limits, not {kind_of!r}')
+        if kind_of == "schedule":
+            if "limits" in spec:
+                raise KindError(f"{where}: a schedule has no limits: write {{ type = \"schedule\", label = {{ en = ...,"
+                                " ja = ... }} }}")
+            settings[name] = Setting(name, None, None, _words(spec.get("label"), f"{where} label"), "schedule")
             continue
         limits = spec.get("limits") if isinstance(spec, dict) else None
         if not (isinstance(limits, list) and len(limits) == 2):
@@ -372,6 +376,12 @@ def limits_for(kind_id: str) -> dict[str, tuple[float, float]]:
     """What operators may change on a device of ``kind_id`` from afar, with the limits; {} if unknown."""
     kind = get(kind_id)
     return kind.folder.limits() if kind else {}
+
+
+def settings_for(kind_id: str) -> dict[str, Setting]:
+    """Everything operators may change on a device of ``kind_id`` (numbers and schedules); {} if unknown."""
+    kind = get(kind_id)
+    return dict(kind.folder.settings) if kind else {}
 
 
 def interval_s(kind_id: str, default: float = 60.0) -> float:

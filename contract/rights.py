@@ -131,6 +131,7 @@ def allowed(username: str, action: str, topic: str) -> bool:
     return False
 
 
-# The operator pages' two roles (docs/operators.md): an operator looks after devices, settings
-# and alerts; an admin also looks after the accounts.
-ROLES = ("operator", "admin")
+# The operator pages' roles (docs/operators.md): an operator looks after devices, settings
+# and alerts; a switcher is an operator who may also switch equipment on and off (outputs of
+# a switch box, alert rules that switch); an admin may do all of that and look after the accounts.
+ROLES = ("operator", "switcher", "admin")

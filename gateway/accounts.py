@@ -1,8 +1,10 @@
 """Operator accounts: who may log in to the operator pages, and with which role.
 
-Two roles: an ``operator`` looks after devices (add them, change their settings,
-rotate secrets); an ``admin`` does that and also manages the accounts. Residents
-have no account: their pages are public and read-only.
+Three roles: an ``operator`` looks after devices (add them, change their settings,
+rotate secrets); a ``switcher`` is an operator who may also switch equipment (a road
+heater, a pump) on and off, and save alert rules that do; an ``admin`` may do all of
+that and also manages the accounts. Residents have no account: their pages are public
+and read-only.
 
 Passwords are kept only as argon2id hashes (the ``argon2-cffi`` package), a slow
 hash made for passwords, so a copied database does not give them away.
@@ -62,6 +64,11 @@ class User:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def may_switch(self) -> bool:
+        """Whether this account may switch outputs (a switcher or an admin)."""
+        return self.role in ("switcher", "admin")
 
 
 def check_name(name: str) -> None:

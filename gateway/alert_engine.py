@@ -38,6 +38,7 @@ from .db import Database
 from .notify_config import NotifyConfig
 from .notify_outbox import Notifier
 from .registry import Registry
+from .rule_actions import RuleActions
 from .store import Batch
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,10 @@ class AlertEngine:
     """Judges every stored batch against the rules; see the module's docstring."""
 
     def __init__(self, db: Database, registry: Registry | None = None,
-                 notifier: Notifier | None = None, tick_s: float = TICK_S):
+                 notifier: Notifier | None = None, tick_s: float = TICK_S, actions: RuleActions | None = None):
         self.book = AlertBook(db)
+        # Rules that switch an output (rule_actions.py); None: their actions are not carried out here.
+        self.actions = actions
         self.registry = registry or Registry(db)
         self.notifier = notifier
         self.tick_s = tick_s
@@ -210,9 +213,11 @@ class AlertEngine:
                 tracks.save(connection)
             if changed:
                 self._notified()
+                self._act(now)
 
     def tick(self, now: float) -> None:
-        """Judge what depends on time passing: no data for N minutes, minimum durations."""
+        """Judge what depends on time passing: no data for N minutes, minimum durations; send the
+        rules' switches that were held back or that a device missed while it was offline."""
         with self._lock:
             self._reload_if_changed(now)
             self._reload_devices(now)
@@ -220,6 +225,16 @@ class AlertEngine:
                 changed = self._tick(connection, now)
             if changed:
                 self._notified()
+            self._act(now)
+
+    def _act(self, now: float) -> None:
+        """Carry out the rules' actions (after the judging's transaction: sending must not hold it)."""
+        if self.actions is None:
+            return
+        try:
+            self.actions.run(self._rules, now)
+        except Exception:  # switching must never stop alerts being judged
+            log.exception("an alert rule's action failed")
 
     def _tick(self, connection: sqlite3.Connection, now: float) -> bool:
         open_alerts = self.book.open_alerts(connection)
@@ -382,14 +397,16 @@ class AlertEngine:
 
 
 def start_alerts(gateway: Any, notify_settings: dict[str, Any] | None = None) -> AlertEngine:
-    """Attach an alert engine (and its notifier) to a gateway and start it; stop it with ``.stop()``.
+    """Attach an alert engine (its notifier, and its rules' switching) to a gateway and start it;
+    stop it with ``.stop()``.
 
     ``notify_settings`` is the ``[notify]`` table of ``jisaku.toml`` (``settings.notify``).
     """
     db = gateway.store.db
     config = NotifyConfig.from_settings(notify_settings)
     notifier = Notifier(db, config, publish=getattr(gateway, "publish", None))
-    engine = AlertEngine(db, gateway.registry, notifier)
+    actions = RuleActions(db, gateway.send_command) if hasattr(gateway, "send_command") else None
+    engine = AlertEngine(db, gateway.registry, notifier, actions=actions)
     gateway.listeners.append(engine.on_batch)
     engine.start()
     return engine

@@ -5,6 +5,12 @@ clear levels, and optionally a minimum duration), ``no_data``, ``not_moved`` and
 ``area``. A rule is for one device (``device_id``) or every device of a kind
 (``kind``). What each kind means for operators: docs/alerts.md.
 
+A rule may also have an ``action``: switch an output of a switch box when its alert is
+raised, and again when it clears, at most once every ``min_interval_min`` (rule_actions.py)::
+
+    "action": {"switch": {"device_id": "heater-1", "output": "sprinkler", "on_raise": true, "on_clear": false},
+               "min_interval_min": 10}
+
 Example::
 
     rule = Rule.model_validate({"name": "Deep snow", "kind": "snow_gauge", "condition": {
@@ -88,6 +94,46 @@ class InArea(BaseModel):
         return area
 
 
+class SwitchAction(BaseModel):
+    """Which output to switch, and to what, when the alert is raised and when it clears."""
+
+    model_config = ConfigDict(extra="forbid")
+    device_id: str = Field(max_length=64, description="the switch box", examples=["heater-1"])
+    output: str = Field(max_length=64, description="one of its outputs, as its status names it", examples=["sprinkler"])
+    on_raise: bool = Field(True, description="switched to this when the alert is raised")
+    on_clear: bool = Field(False, description="switched to this when the alert clears")
+
+    @field_validator("device_id")
+    @classmethod
+    def _device(cls, device_id: str) -> str:
+        if not protocol.DEVICE_ID.match(device_id):
+            raise ValueError(f"device_id {device_id!r} should be a device id like heater-1")
+        return device_id
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, output: str) -> str:
+        if not protocol.METRIC_NAME.match(output):
+            raise ValueError(f"output {output!r} should be an output's name like sprinkler (a-z, 0-9, _)")
+        return output
+
+    @model_validator(mode="after")
+    def _does_something(self) -> "SwitchAction":
+        if self.on_raise == self.on_clear:
+            raise ValueError("on_raise and on_clear are the same: the rule would never switch anything;"
+                             " usually on_raise is true and on_clear false")
+        return self
+
+
+class Action(BaseModel):
+    """What a rule does besides raising its alert: switch an output (rule_actions.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    switch: SwitchAction
+    min_interval_min: float = Field(10, ge=0, le=24 * 60, description="switch at most this often per rule and"
+                                    " device; a change held back is sent once the time has passed, if still wanted")
+
+
 Condition = Annotated[Threshold | NoData | NotMoved | InArea, Field(discriminator="type")]
 
 
@@ -101,6 +147,8 @@ class Rule(BaseModel):
     kind: str | None = None
     enabled: bool = True
     condition: Condition
+    action: Action | None = Field(None, description="switch an output when the alert is raised and clears;"
+                                                    " only switchers and admins may save a rule with one")
 
     @model_validator(mode="after")
     def _one_scope(self) -> "Rule":

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from .alert_rules import Rule, RuleError
 from .alert_words import LANGUAGES, Wording, say
+from .commands import known_outputs
 from .db import Database, write
 from .notify_outbox import enqueue
 
@@ -110,9 +111,10 @@ class AlertBook:
         connection = self.db.connection
         with write(connection):
             cursor = connection.execute(
-                "INSERT INTO alert_rules (name, device_id, kind, enabled, condition, created, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (rule.name, rule.device_id, rule.kind, int(rule.enabled), rule.condition.model_dump_json(), now, now))
+                "INSERT INTO alert_rules (name, device_id, kind, enabled, condition, action, created, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (rule.name, rule.device_id, rule.kind, int(rule.enabled), rule.condition.model_dump_json(),
+                 _action_json(rule), now, now))
             self._bump(connection)
         return rule.model_copy(update={"id": cursor.lastrowid})
 
@@ -125,9 +127,10 @@ class AlertBook:
             if self.rule(rule_id) != rule:  # a changed rule starts afresh: a pending duration meant the old levels
                 connection.execute("DELETE FROM alert_tracks WHERE rule_id=?", (rule_id,))
             updated = connection.execute(
-                "UPDATE alert_rules SET name=?, device_id=?, kind=?, enabled=?, condition=?, updated=? WHERE id=?",
+                "UPDATE alert_rules SET name=?, device_id=?, kind=?, enabled=?, condition=?, action=?, updated=?"
+                " WHERE id=?",
                 (rule.name, rule.device_id, rule.kind, int(rule.enabled), rule.condition.model_dump_json(),
-                 time.time(), rule_id)).rowcount
+                 _action_json(rule), time.time(), rule_id)).rowcount
             if not updated:
                 raise RuleError(f"there is no rule {rule_id}")
             kinds = {row["id"]: row["kind"] for row in connection.execute("SELECT id, kind FROM devices")}
@@ -147,6 +150,7 @@ class AlertBook:
             if not connection.execute("DELETE FROM alert_rules WHERE id=?", (rule_id,)).rowcount:
                 raise RuleError(f"there is no rule {rule_id}")
             connection.execute("DELETE FROM alert_tracks WHERE rule_id=?", (rule_id,))
+            connection.execute("DELETE FROM rule_actions WHERE rule_id=?", (rule_id,))  # what it last switched
             self._bump(connection)
 
     def rules_revision(self) -> int:
@@ -158,6 +162,15 @@ class AlertBook:
         if rule.device_id is not None and self.db.connection.execute(
                 "SELECT 1 FROM devices WHERE id=?", (rule.device_id,)).fetchone() is None:
             raise RuleError(f"device {rule.device_id!r} is not registered: check the id, or add it first")
+        if rule.action is not None and self.db.connection.execute(
+                "SELECT 1 FROM devices WHERE id=?", (rule.action.switch.device_id,)).fetchone() is None:
+            raise RuleError(f"the action's device {rule.action.switch.device_id!r} is not registered: check the id")
+        if rule.action is not None:
+            switch = rule.action.switch
+            outputs = known_outputs(self.db, switch.device_id)
+            if outputs and switch.output not in outputs:  # not known yet: the device refuses a wrong one itself
+                raise RuleError(f"{switch.device_id} has no output {switch.output!r}; it has"
+                                f" {', '.join(sorted(outputs))}")
         return rule
 
     @staticmethod
@@ -315,7 +328,12 @@ class AlertBook:
 
 def _rule(row: sqlite3.Row) -> Rule:
     return Rule(id=row["id"], name=row["name"], device_id=row["device_id"], kind=row["kind"],
-                enabled=bool(row["enabled"]), condition=json.loads(row["condition"]))
+                enabled=bool(row["enabled"]), condition=json.loads(row["condition"]),
+                action=json.loads(row["action"]) if row["action"] else None)
+
+
+def _action_json(rule: Rule) -> str | None:
+    return rule.action.model_dump_json() if rule.action is not None else None
 
 
 def _alert(row: sqlite3.Row) -> Alert:

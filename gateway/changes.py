@@ -22,11 +22,13 @@ from dataclasses import asdict, replace
 from typing import Any, Protocol
 
 from jisaku.contract import kinds
+from jisaku.contract.schedules import ScheduleError, check_schedule
 
 from .accounts import AccountError, Accounts
 from .alert_rules import Rule
 from .alerts import AlertBook, AlertNotFound
 from .audit import AuditLog
+from .commands import COMMAND_EXPIRY_S, Command, CommandBook, known_outputs
 from .db import Database, write
 from .pictures import PictureStore
 from .registry import DeviceRecord, Registry, RegistryError
@@ -51,25 +53,39 @@ class ConfigPublisher(Protocol):
 
     def push(self, store: SQLiteStore, registry: Registry, device_id: str, changes: dict[str, Any]) -> dict: ...
 
+    def send_command(self, book: CommandBook, command: Command) -> Command: ...
+
 
 def setting_limits(kind: str) -> dict[str, tuple[float, float]]:
     """The settings a device of ``kind`` takes from afar, with their limits (its kind folder's [settings])."""
     return kinds.limits_for(kind)
 
 
-def check_settings(kind: str, changes: dict[str, Any]) -> dict[str, float | int]:
-    """The changes as numbers, or :class:`OperationError` naming each one out of its limits."""
-    limits = setting_limits(kind)
-    if not limits:
+def check_settings(kind: str, changes: dict[str, Any],
+                   outputs: set[str] | None = None) -> dict[str, float | int | list[dict[str, str]]]:
+    """The changes as the device gets them, or :class:`OperationError` naming each one to fix.
+
+    Numbers must be within their limits; a schedule (a list of entries, or lines like
+    ``heater 05:00-08:00 mon-fri``) must read as contract/schedules.py says, naming only
+    ``outputs`` when they are known.
+    """
+    settings = kinds.settings_for(kind)
+    if not settings:
         raise OperationError(f"a {kind} device has no settings that can be changed from here")
     if not changes:
         raise OperationError("nothing to change: give at least one setting")
     clean, problems = {}, []
     for name, value in changes.items():
-        if name not in limits:
-            problems.append(f"unknown setting {name!r} (a {kind} takes {', '.join(sorted(limits))})")
+        if name not in settings:
+            problems.append(f"unknown setting {name!r} (a {kind} takes {', '.join(sorted(settings))})")
             continue
-        low, high = limits[name]
+        if settings[name].type == "schedule":
+            try:
+                clean[name] = check_schedule(value, outputs)
+            except ScheduleError as err:
+                problems.append(f"{name}: {err}")
+            continue
+        low, high = settings[name].low, settings[name].high
         number = _number(value)
         if number is None or not low <= number <= high:
             problems.append(f"{name} must be a number from {low:g} to {high:g}, not {value!r}")
@@ -105,6 +121,7 @@ class Changes:
         self.store = SQLiteStore(db)
         self.publisher = publisher
         self.alerts = alerts if alerts is not None else AlertBook(db)
+        self.commands = CommandBook(db)
 
     def _together(self):
         """The change and its audit entry are kept together, or neither is."""
@@ -168,7 +185,8 @@ class Changes:
         gateway must go on writing meanwhile. The entry is written once the broker has it.
         """
         device = self.must_exist(device_id)
-        clean = check_settings(device.kind, changes)
+        # A schedule may name only the outputs the device said it has (when it has said).
+        clean = check_settings(device.kind, changes, set(known_outputs(self.db, device_id)) or None)
         if self.publisher is None:
             raise PublisherMissing("this dashboard has no broker account to send settings with:"
                                    " start it with `jisaku dashboard` or `jisaku demo`")
@@ -178,6 +196,31 @@ class Changes:
         self.audit.record(actor, "device.settings", device_id,
                           {"settings": before}, {"rev": config["rev"], "settings": after})
         return config
+
+    def switch(self, actor: str, device_id: str, output: str, on: bool,
+               expires_in_s: float = COMMAND_EXPIRY_S) -> Command:
+        """Switch one of a device's outputs on or off; returns the command (status ``sent``).
+
+        The output must be one the device listed in its status. The command and, later, the
+        device's answer go to the audit log as ``device.switch``. Whether the caller may switch
+        (role switcher or admin) is the caller's to check.
+        """
+        self.must_exist(device_id)
+        if self.registry.is_revoked(device_id):
+            raise OperationError(f"{device_id}'s secret was taken away: it cannot connect to get the command."
+                                 " Give it a new secret first")
+        outputs = known_outputs(self.db, device_id)
+        if not outputs:
+            raise OperationError(f"{device_id} has not said which outputs it has: it lists them in its status"
+                                 " when it connects (a switch_box device); wait until it has been online once")
+        if output not in outputs:
+            raise OperationError(f"{device_id} has no output {output!r}; it has {', '.join(sorted(outputs))}")
+        if self.publisher is None or not hasattr(self.publisher, "send_command"):
+            raise PublisherMissing("this dashboard has no broker account to send commands with:"
+                                   " start it with `jisaku dashboard` or `jisaku demo`")
+        command = self.commands.issue(device_id, "switch", {"output": output, "on": bool(on)},
+                                      source="operator", issued_by=actor, expires_in_s=expires_in_s)
+        return self.publisher.send_command(self.commands, command)
 
     def set_picture_mask(self, actor: str, device_id: str, areas: Any) -> int:
         """A camera's black-out areas (``[[x, y, w, h], …]``, fractions); returns their revision.

@@ -325,4 +325,44 @@ CREATE TABLE town_state (
     actor   TEXT NOT NULL
 );
 """),
+    Migration(4, "commands to devices and their answers (switching outputs), and the outputs devices report", """
+-- Every command sent on jisaku/<id>/cmd, and the device's answer on cmd/ack (commands.py).
+CREATE TABLE commands (
+    id          TEXT PRIMARY KEY,      -- "c-8f3a…": the device answers with it
+    device_id   TEXT NOT NULL,
+    do          TEXT NOT NULL,         -- what to do, e.g. switch
+    args        TEXT NOT NULL,         -- JSON object, e.g. {"output": "heater", "on": true}
+    source      TEXT NOT NULL,         -- operator | rule
+    issued_by   TEXT NOT NULL,         -- an operator's name, or "rule:<rule name>"
+    issued_at   REAL NOT NULL,
+    expires_at  REAL NOT NULL,         -- a device refuses it after this (UTC epoch seconds)
+    status      TEXT NOT NULL,         -- sent | done | refused | no_answer
+    answered_at REAL,
+    code        TEXT,                  -- why it was refused, as a word: expired, interlock, ...
+    reason      TEXT,                  -- the same in the device's own words
+    result      TEXT                   -- JSON: what the device said it did, e.g. every output's state
+);
+CREATE INDEX commands_by_device ON commands (device_id, issued_at);
+CREATE INDEX commands_waiting ON commands (status, expires_at);
+-- The outputs a device said it has (its status object's "outputs"), kept when it goes offline.
+CREATE TABLE device_outputs (
+    device_id TEXT PRIMARY KEY,
+    outputs   TEXT NOT NULL,           -- JSON {"heater": {"name": "Road heater", "safe": "off", ...}, ...}
+    updated   REAL NOT NULL
+);
+-- An alert rule may switch an output when its alert is raised and cleared (alert_rules.Action), as JSON.
+ALTER TABLE alert_rules ADD COLUMN action TEXT;
+-- What an alert rule's action last asked of an output (rule_actions.py): for the rate limit
+-- and for sending again what a device missed while it was offline.
+CREATE TABLE rule_actions (
+    rule_id    INTEGER NOT NULL,
+    device_id  TEXT NOT NULL,          -- the device whose output the rule switches
+    output     TEXT NOT NULL,
+    wanted     INTEGER NOT NULL,       -- what the rule wants now: 1 on, 0 off
+    sent_on    INTEGER,                -- what it last sent (NULL: nothing yet)
+    sent_at    REAL,                   -- when (for min_interval_min)
+    command_id TEXT,                   -- the last command, to see its answer
+    PRIMARY KEY (rule_id, device_id, output)
+) WITHOUT ROWID;
+"""),
 ]

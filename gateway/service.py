@@ -10,6 +10,10 @@ store keeps one copy of anything it sees twice.
 Anything on ``jisaku/#`` that breaks the contract goes to quarantine with the
 reason; the valid messages around it are not affected.
 
+Devices' answers to commands (``cmd/ack``) are kept with the command they answer
+(commands.py); every few seconds commands past their expiry without an answer are
+marked ``no_answer``.
+
 Example::
 
     gateway = Gateway(store, registry, "mqtt://127.0.0.1:1883", "_gateway", secret)
@@ -35,6 +39,7 @@ from jisaku.contract.mqtt import BrokerAddress, new_client
 
 from .influx import InfluxStore, InfluxWriteError
 from .buffered_client import BufferedClient
+from .commands import Command, CommandBook, decode_answer, send
 from .registry import Registry
 from .retention import RetentionPolicy
 from .store import Batch, ConfigAck, Quarantined, SQLiteStore
@@ -103,6 +108,7 @@ class Gateway:
         self._known_checked = 0.0
         self._writer = threading.Thread(target=self._write_loop, name="gateway-writer", daemon=True)
         self.retention = retention or RetentionPolicy()
+        self.commands = CommandBook(store.db)
         self._stopped = threading.Event()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="gateway-housekeeping", daemon=True)
         # A persistent session: while the gateway restarts, the broker keeps its QoS 1 messages.
@@ -252,6 +258,8 @@ class Gateway:
             try:
                 for device_id in self.store.mark_stale():
                     log.warning("%s has gone silent: marked stale", device_id)
+                for command in self.commands.expire():
+                    log.info("command %s to %s got no answer before it expired", command.id, command.device_id)
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + RETENTION_EVERY_S
                     folded, deleted = self.retention.apply(self.store.db)
@@ -270,8 +278,8 @@ class Gateway:
             if topic.startswith(f"{protocol.TOPIC_ROOT}/_"):
                 return  # service topics such as jisaku/_alerts/… (no device id starts with _)
             device_id, channel = protocol.parse_topic(topic)
-            if channel in protocol.GATEWAY_CHANNELS or channel == "cmd/ack":
-                return  # our own config and commands; command answers go to whoever asked
+            if channel in protocol.GATEWAY_CHANNELS:
+                return  # our own config and commands
             if not self._is_known(device_id):
                 raise protocol.ProtocolError(
                     "unknown_device", f"device {device_id!r} is not registered: add it with jisaku devices add"
@@ -289,12 +297,22 @@ class Gateway:
                 reason = ack.get("reason")
                 batch.config_acks.append(ConfigAck(device_id, ack["rev"], ack["ok"],
                                                    str(reason) if reason is not None else None, received))
+            elif channel == "cmd/ack":
+                # Kept with the command it answers (commands.py); one for a command this
+                # server did not send is logged and ignored there.
+                batch.command_acks.append((device_id, decode_answer(payload), received))
         except protocol.ProtocolError as err:
             batch.quarantined.append(Quarantined(topic, payload, err.reason, str(err), received))
 
     def push_config(self, device_id: str, changes: dict) -> dict:
         """Send a device new settings as a new revision."""
         return push_config(self._client, self.store, self.registry, device_id, changes)
+
+    def send_command(self, command: Command) -> Command:
+        """Publish a command written with ``self.commands.issue`` (alert rules' actions), without
+        waiting for the broker: the writer thread must not stall. One the broker never got
+        reads ``no_answer`` after its expiry."""
+        return send(self._client, self.commands, command, wait_s=0)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> mqtt.MQTTMessageInfo:
         """Publish on the gateway's own connection (alert notifications on jisaku/_alerts/…)."""

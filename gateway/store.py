@@ -22,6 +22,7 @@ from typing import Any
 from jisaku.contract import kinds
 from jisaku.contract.protocol import Event, Reading, Status
 
+from .commands import Answer, CommandBook, decode_outputs, save_outputs
 from .db import Database, write
 
 # Enough of a bad payload to see what went wrong, not enough to fill a disk.
@@ -53,10 +54,12 @@ class Batch:
     statuses: list[tuple[str, Status, float]] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     config_acks: list[ConfigAck] = field(default_factory=list)
+    # Devices' answers to commands (cmd/ack): (device id, answer, received)
+    command_acks: list[tuple[str, Answer, float]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (len(self.readings) + len(self.events) + len(self.statuses) + len(self.quarantined)
-                + len(self.config_acks))
+                + len(self.config_acks) + len(self.command_acks))
 
 
 def _json(values: dict[str, Any]) -> str:
@@ -129,6 +132,8 @@ class SQLiteStore:
                 " WHERE device_id=? AND rev=?",
                 [(a.rev, int(a.ok), a.reason, a.received, int(a.ok), a.device_id, a.rev) for a in batch.config_acks],
             )
+            if batch.command_acks:
+                CommandBook(self.db).record_answers(connection, batch.command_acks)
 
     @staticmethod
     def _latest_rows(connection, batch: Batch, now: float) -> list[tuple[str, float, str, float]]:
@@ -208,6 +213,11 @@ class SQLiteStore:
 
     @staticmethod
     def _write_status(connection, device_id: str, status: Status, received: float) -> None:
+        # A device with outputs lists them in its online status; kept apart, because its
+        # "offline" (the last will) carries no info and would wipe them from `info`.
+        outputs = decode_outputs(status.info)
+        if outputs:
+            save_outputs(connection, device_id, outputs, received)
         row = connection.execute("SELECT state, since FROM device_status WHERE device_id=?", (device_id,)).fetchone()
         if row is not None and received < row["since"]:
             # Overtaken (gateways sharing a subscription may store messages out of order):

@@ -39,13 +39,15 @@ def with_test_kinds(monkeypatch):
     kinds.registry.cache_clear()
 
 
-def board_settings(board: Path) -> dict[str, tuple[float, float] | str]:
-    """The ``SETTINGS = {...}`` a board's code declares, read without running MicroPython."""
+def board_settings(board: Path) -> dict[str, tuple[float, float] | object]:
+    """The ``SETTINGS = {...}`` a board's code declares, read without running MicroPython.
+
+    A number's limits come as ``(low, high)``; a non-numeric setting (a schedule) as the
+    board wrote it (e.g. ``"schedule"``)."""
     for source in sorted(board.glob("*.py")):
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "SETTINGS" for t in node.targets):
-                # a setting that is not a number gives its type, as kind.toml does: "schedule"
-                return {name: limits if isinstance(limits, str) else tuple(float(v) for v in limits)
+                return {name: tuple(float(v) for v in limits) if isinstance(limits, list | tuple) else limits
                         for name, limits in ast.literal_eval(node.value).items()}
     return {}
 
@@ -71,8 +73,13 @@ def test_each_kind_folder_has_everything_a_staffer_needs(name):
 @pytest.mark.parametrize("name", sorted(n for n, f in kinds.registry().folders.items() if f.board))
 def test_the_board_takes_the_same_settings_as_the_pi(name):
     folder = kinds.folder(name)
-    assert board_settings(folder.board_path) == folder.device_settings(), (
+    board = board_settings(folder.board_path)
+    numbers = {setting: limits for setting, limits in board.items() if isinstance(limits, tuple)}
+    assert numbers == folder.limits(), (
         f"kinds/{name}/kind.toml [settings] and the SETTINGS in kinds/{name}/board disagree")
+    # A schedule has no limits: the board must take it all the same.
+    assert set(board) == set(folder.settings), (
+        f"kinds/{name}/board's SETTINGS and kind.toml [settings] name different settings")
 
 
 def test_a_kind_the_registry_does_not_know_is_other_and_runs_nothing(tmp_path):
@@ -192,7 +199,7 @@ def test_the_kinds_are_in_the_public_api_in_both_languages(tmp_path):
     client = TestClient(create_app(tmp_path / "jisaku.db", tiles="osm"))
     japanese, english = client.get("/api/v1/kinds").json(), client.get("/api/v1/kinds?lang=en").json()
     assert list(japanese) == ["bus", "garbage_truck", "float", "shelter", "snow_gauge", "snow_camera", "printer_tray",
-                              "counter", "switch_box", "other"]
+                              "counter", "equipment_watch", "switch_box", "other"]
     assert (japanese["shelter"]["name"], english["shelter"]["name"]) == ("避難所", "Shelter")
     assert japanese["shelter"]["metrics"]["open"]["states"] == ["閉鎖", "開設"]
     assert (japanese["snow_camera"]["name"], english["snow_camera"]["name"]) == ("積雪カメラ", "Snow camera")

@@ -102,9 +102,11 @@ def test_an_operator_is_refused_the_admin_pages_but_sees_the_rest(app):
         if (method, path) in PUBLIC:
             continue
         admin_only = "/users" in path
+        # Switching, and following commands, takes the role switcher or admin.
+        switcher_only = "/commands" in path or "/outputs/" in path
         if method == "GET":
             answer = client.get(concrete(path), follow_redirects=False)
-            if admin_only:
+            if admin_only or switcher_only:
                 assert answer.status_code == 403, f"an operator could open {path}"
             elif path.endswith("/pictures/newest"):  # tray-1 takes no pictures: allowed, and says so
                 assert answer.status_code == 404 and "no picture" in answer.text, f"GET {path}: {answer.status_code}"
@@ -113,6 +115,10 @@ def test_an_operator_is_refused_the_admin_pages_but_sees_the_rest(app):
         elif admin_only:
             answer = client.request(method, concrete(path), headers={"X-CSRF-Token": token},
                                     data={"name": "intruder", "password": "x" * 12, "role": "admin"})
+            assert answer.status_code == 403, f"an operator could {method} {path}"
+        elif switcher_only:
+            answer = client.request(method, concrete(path), headers={"X-CSRF-Token": token},
+                                    json={"on": True, "confirm": True})
             assert answer.status_code == 403, f"an operator could {method} {path}"
     assert Accounts(app.state.registry.db).get("intruder") is None
     assert Accounts(app.state.registry.db).get("suzuki").role == "operator"

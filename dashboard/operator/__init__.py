@@ -1,4 +1,4 @@
-"""The operators' side of the dashboard: log in, devices, settings, quarantine, users, audit log.
+"""The operators' side of the dashboard: log in, devices, settings, switching, quarantine, users, audit log.
 
 ``install`` adds it to the dashboard app: the pages under ``/operator`` and the
 JSON API under ``/api/v1/operator``. Nothing there answers without a session.
@@ -25,6 +25,7 @@ from jisaku.gateway.store import SQLiteStore
 from . import alerts as alert_pages
 from . import api, pages
 from . import shelters as shelter_pages
+from . import switching
 from .auth import Auth, Forbidden, NotLoggedIn
 from .operations import Operations
 from .publisher import ConfigPublisher
@@ -56,6 +57,8 @@ def install(app: FastAPI, db: Database, store: SQLiteStore, registry: Registry,
     app.include_router(alert_pages.page_router)
     app.include_router(shelter_pages.api_router)
     app.include_router(shelter_pages.page_router)
+    app.include_router(switching.api_router)
+    app.include_router(switching.page_router)
     app.add_exception_handler(NotLoggedIn, _not_logged_in)
     app.add_exception_handler(Forbidden, _forbidden)
 
@@ -73,7 +76,10 @@ async def _not_logged_in(request: Request, exc: NotLoggedIn):
 
 async def _forbidden(request: Request, exc: Forbidden):
     if _is_api(request):
-        detail = ("this needs an admin account" if exc.reason == "admin_only"
-                  else "the X-CSRF-Token header is missing or wrong: take it from the login answer or GET /me")
+        detail = {"admin_only": "this needs an admin account",
+                  "switcher_only": "switching equipment needs the role switcher or admin: ask an admin to give"
+                                   " your account the role switcher (jisaku users role NAME switcher)",
+                  }.get(exc.reason, "the X-CSRF-Token header is missing or wrong: take it from the login answer"
+                                    " or GET /me")
         return JSONResponse({"detail": detail}, status_code=403)
     return pages.render(request, "forbidden.html", 403, reason=exc.reason)

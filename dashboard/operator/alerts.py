@@ -28,7 +28,7 @@ from jisaku.gateway.alerts import Alert, AlertBook, AlertChange, AlertError, Ale
 from jisaku.gateway.changes import Changes
 
 from .api import ERRORS
-from .auth import Session, check_csrf, require_operator
+from .auth import Forbidden, Session, check_csrf, require_operator
 from .pages import render, see
 
 api_router = APIRouter(prefix="/api/v1/operator", tags=["operator alerts"], responses=ERRORS,
@@ -48,6 +48,15 @@ def _book(request: Request) -> AlertBook:
 def _changes(request: Request) -> Changes:
     """Where rule changes and acknowledgements are made, each with its audit entry."""
     return request.app.state.operator_ops.changes
+
+
+def _check_may_switch(session: Session, request: Request, rule: Rule | None, rule_id: int | None = None) -> None:
+    """A rule that switches equipment (one with an action, now or before this change) may be
+    saved or deleted only by a switcher or an admin; anyone else gets 403."""
+    before = _book(request).rule(rule_id) if rule_id is not None else None
+    switches = (rule is not None and rule.action is not None) or (before is not None and before.action is not None)
+    if switches and not session.user.may_switch:
+        raise Forbidden("switcher_only")
 
 
 def _refused(err: Exception) -> JSONResponse:
@@ -87,6 +96,7 @@ def rules(request: Request):
 
 @api_router.post("/rules", response_model=Rule, status_code=201, summary="Add an alert rule")
 def new_rule(body: Rule, request: Request, session: Annotated[Session, Depends(require_operator)]):
+    _check_may_switch(session, request, body)
     try:
         return _changes(request).add_rule(session.user.name, body.model_copy(update={"id": None}))
     except (RuleError, ValueError) as err:
@@ -96,6 +106,7 @@ def new_rule(body: Rule, request: Request, session: Annotated[Session, Depends(r
 @api_router.put("/rules/{rule_id}", response_model=Rule, summary="Replace an alert rule")
 def replace_rule(rule_id: RuleId, body: Rule, request: Request,
                  session: Annotated[Session, Depends(require_operator)]):
+    _check_may_switch(session, request, body, rule_id)
     try:
         return _changes(request).update_rule(session.user.name, rule_id, body)
     except (AlertNotFound, RuleError, ValueError) as err:
@@ -104,6 +115,7 @@ def replace_rule(rule_id: RuleId, body: Rule, request: Request,
 
 @api_router.delete("/rules/{rule_id}", status_code=204, summary="Delete an alert rule (its open alerts clear)")
 def remove_rule(rule_id: RuleId, request: Request, session: Annotated[Session, Depends(require_operator)]):
+    _check_may_switch(session, request, None, rule_id)
     try:
         _changes(request).delete_rule(session.user.name, rule_id)
     except (AlertNotFound, RuleError) as err:
@@ -163,6 +175,11 @@ def _form_of(rule: Rule) -> dict[str, Any]:
     condition = rule.condition.model_dump(mode="json")
     form = {"name": rule.name, "scope": rule.device_id or rule.kind or "",
             "scope_is": "device" if rule.device_id else "kind", "enabled": "1" if rule.enabled else "", **condition}
+    if rule.action is not None:
+        switch = rule.action.switch
+        form.update(action_device=switch.device_id, action_output=switch.output,
+                    action_on_raise="1" if switch.on_raise else "0", action_on_clear="1" if switch.on_clear else "0",
+                    action_interval=rule.action.min_interval_min)
     if "area" in form:
         form["area"] = json.dumps(form["area"], ensure_ascii=False)
     return form
@@ -187,10 +204,17 @@ def _rule_from_form(form) -> Rule:
             raise ValueError("area: paste a circle {\"type\": \"circle\", \"lat\": …, \"lon\": …, \"radius_m\": …}"
                              " or a GeoJSON polygon") from None
     scope = values.get("scope", "")
+    action = None
+    if values.get("action_device") or values.get("action_output"):  # both empty: the rule switches nothing
+        action = {"switch": {"device_id": values.get("action_device", ""), "output": values.get("action_output", ""),
+                             "on_raise": values.get("action_on_raise", "1") == "1",
+                             "on_clear": values.get("action_on_clear", "0") == "1"}}
+        if values.get("action_interval"):
+            action["min_interval_min"] = values["action_interval"].replace(",", ".")
     return Rule.model_validate({
         "name": values.get("name", ""), "enabled": values.get("enabled") == "1",
         "device_id" if values.get("scope_is") == "device" else "kind": scope or None,
-        "condition": condition,
+        "condition": condition, "action": action,
     })
 
 
@@ -205,7 +229,9 @@ def _problem(err: Exception) -> str:
 async def add_rule_page(request: Request, session: Session = Depends(require_operator)):
     form = await request.form()
     try:
-        _changes(request).add_rule(session.user.name, _rule_from_form(form))
+        rule = _rule_from_form(form)
+        _check_may_switch(session, request, rule)
+        _changes(request).add_rule(session.user.name, rule)
     except (RuleError, ValueError) as err:
         return _rules_page(request, 400, form=dict(form), error=_problem(err))
     return see("/operator/rules?done=rule_saved")
@@ -215,7 +241,9 @@ async def add_rule_page(request: Request, session: Session = Depends(require_ope
 async def save_rule_page(request: Request, rule_id: RuleId, session: Session = Depends(require_operator)):
     form = await request.form()
     try:
-        _changes(request).update_rule(session.user.name, rule_id, _rule_from_form(form))
+        rule = _rule_from_form(form)
+        _check_may_switch(session, request, rule, rule_id)
+        _changes(request).update_rule(session.user.name, rule_id, rule)
     except AlertNotFound:
         return render(request, "not_found.html", 404, what=str(rule_id))
     except (RuleError, ValueError) as err:
@@ -229,6 +257,7 @@ async def delete_rule_page(request: Request, rule_id: RuleId, session: Session =
     t = i18n.translator(i18n.pick_language(request))
     if form.get("confirm") != "yes":
         return _rules_page(request, 400, error=t("op.secret.confirm_first"))
+    _check_may_switch(session, request, None, rule_id)
     try:
         _changes(request).delete_rule(session.user.name, rule_id)
     except (AlertNotFound, RuleError):

@@ -172,8 +172,10 @@ def update_device(device_id: DeviceIdPath, body: models.DeviceChange, request: R
 async def push_settings(device_id: DeviceIdPath, body: models.SettingsChange, request: Request,
                         session: Annotated[Session, Depends(require_operator)]):
     ops = _ops(request)
+    settings = {name: [entry.model_dump(exclude_none=True) for entry in value] if isinstance(value, list) else value
+                for name, value in body.settings.items()}
     try:
-        config = await run_in_threadpool(ops.changes.push_settings, session.user.name, device_id, body.settings)
+        config = await run_in_threadpool(ops.changes.push_settings, session.user.name, device_id, settings)
     except _REFUSED as err:
         return _error(err)
     return models.SettingsSent(rev=config["rev"], settings={k: v for k, v in config.items() if k != "rev"},

@@ -70,7 +70,7 @@ class Forbidden(Exception):
 
     def __init__(self, reason: str):
         super().__init__(reason)
-        self.reason = reason  # "admin_only" or "csrf"
+        self.reason = reason  # "admin_only", "switcher_only" or "csrf"
 
 
 def _hash(token: str) -> str:
@@ -199,6 +199,14 @@ def require_admin(request: Request) -> Session:
     session = require_operator(request)
     if not session.user.is_admin:
         raise Forbidden("admin_only")
+    return session
+
+
+def require_switcher(request: Request) -> Session:
+    """A switcher or an admin: someone who may switch equipment; anyone else gets :class:`Forbidden`."""
+    session = require_operator(request)
+    if not session.user.may_switch:
+        raise Forbidden("switcher_only")
     return session
 
 

@@ -7,12 +7,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from jisaku.gateway.accounts import MAX_PASSWORD
+from jisaku.gateway.commands import Command
 
 DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", examples=["snow-5"])]
 Kind = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$", examples=["snow_gauge"],
                             description="bus, garbage_truck, float, snow_gauge, printer_tray, ...")]
 UserName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", examples=["tanaka"])]
-Role = Literal["operator", "admin"]
+Role = Literal["operator", "switcher", "admin"]
 Latitude = Annotated[float, Field(ge=-90, le=90)]
 Longitude = Annotated[float, Field(ge=-180, le=180)]
 Interval = Annotated[float, Field(gt=0, le=7 * 86400, description="expected seconds between readings")]
@@ -41,9 +42,29 @@ class ConfigState(BaseModel):
 
 class SettingLimit(BaseModel):
     name: str
-    low: float
-    high: float
-    current: float | None = None
+    low: float | None = Field(description="null for a schedule")
+    high: float | None
+    current: Any = Field(None, description="a number, or a schedule's entries")
+    type: Literal["number", "schedule"] = "number"
+
+
+class ScheduleEntry(BaseModel):
+    """One entry of a schedule (switching spec §3); checked in full by contract/schedules.py."""
+
+    output: Annotated[str, Field(max_length=64, examples=["heater"])]
+    on: Annotated[str, Field(max_length=5, examples=["05:00"])]
+    off: Annotated[str, Field(max_length=5, examples=["08:00"])]
+    days: Annotated[str, Field(max_length=40, examples=["mon-fri"])] | None = None
+
+
+class Output(BaseModel):
+    """One output a device can switch (its status lists it), with its state from the newest reading."""
+
+    name: str = Field(examples=["heater"])
+    label: str = Field(examples=["Road heater"])
+    on: int | None = Field(description="1 on, 0 off (the newest <name>_on reading); null: not reported yet")
+    safe: Literal["off", "on"] = Field(description="where the device puts it at start, on a fault or link loss")
+    max_on_min: float = Field(description="the longest it stays on without a break; 0: no limit")
 
 
 class OperatorDevice(BaseModel):
@@ -63,6 +84,9 @@ class OperatorDevice(BaseModel):
     values: dict[str, Any]
     config: ConfigState | None
     settings: list[SettingLimit] = Field(description="what can be changed from afar, with its limits")
+    outputs: list[Output] = Field([], description="what can be switched on and off (a switch box's outputs)")
+    schedule_note: str | None = Field(None, description='what the device says of its schedule, e.g. "no clock"'
+                                                        " (it does not run it until its clock is set)")
 
 
 class _Place(BaseModel):
@@ -112,7 +136,13 @@ class DeviceSecret(BaseModel):
 
 
 class SettingsChange(BaseModel):
-    settings: dict[Annotated[str, Field(max_length=64)], Number] = Field(examples=[{"left_after_s": 45}])
+    settings: dict[Annotated[str, Field(max_length=64)],
+                   Number | Annotated[list[ScheduleEntry], Field(max_length=100)]
+                   | Annotated[str, Field(max_length=4000)]] = Field(
+        examples=[{"left_after_s": 45}, {"schedule": [{"output": "heater", "on": "05:00", "off": "08:00",
+                                                       "days": "mon-fri"}]}],
+        description="numbers within their limits; a schedule as a list of entries, or as lines like"
+                    " \"heater 05:00-08:00 mon-fri\"")
 
 
 class PictureMask(BaseModel):
@@ -130,6 +160,17 @@ class SettingsSent(BaseModel):
     rev: int
     settings: dict[str, Any]
     state: ConfigState | None = Field(description="usually pending: the device answers within seconds when online")
+
+
+class SwitchRequest(BaseModel):
+    """Switch one output; ``confirm`` must be true: this acts on real equipment."""
+
+    on: bool = Field(description="true: switch on; false: switch off")
+    confirm: bool = Field(False, description="must be true: a switch acts on real equipment")
+
+
+class CommandSent(BaseModel):
+    command: Command
 
 
 class QuarantinedMessage(BaseModel):

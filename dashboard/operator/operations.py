@@ -21,7 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jisaku.gateway.accounts import Accounts
-from jisaku.gateway.changes import Changes, NotFound, setting_limits
+from jisaku.contract import kinds
+from jisaku.gateway.changes import Changes, NotFound
 from jisaku.gateway.db import Database
 from jisaku.gateway.provisioning import DeviceSnippets, device_snippets
 from jisaku.gateway.registry import DeviceRecord, Registry
@@ -36,9 +37,21 @@ from .publisher import ConfigPublisher
 @dataclass
 class SettingLimit:
     name: str
-    low: float
-    high: float
-    current: float | None = None
+    low: float | None               # None for a schedule
+    high: float | None
+    current: Any = None             # a number, or a schedule's list of entries
+    type: str = "number"            # number | schedule
+
+
+@dataclass
+class OutputView:
+    """One output of a switch box: what its status says of it, and its state from the newest reading."""
+
+    name: str                       # heater: as in commands and in the heater_on reading
+    label: str                      # "Road heater"
+    on: int | None                  # 1 on, 0 off, None: no reading yet
+    safe: str                       # off | on: where the device puts it on a fault or link loss
+    max_on_min: float               # 0: no limit
 
 
 @dataclass
@@ -60,6 +73,8 @@ class DeviceView:
     values: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] | None = None  # {"rev", "settings", "state": applied|refused|pending, "reason"}
     settings: list[SettingLimit] = field(default_factory=list)  # what may be changed from afar
+    outputs: list[OutputView] = field(default_factory=list)     # what can be switched (switch boxes)
+    schedule_note: str | None = None  # what the device says of its schedule, e.g. "no clock"
 
 
 def device_state(status: str, kind: str, last_seen: float | None, interval_s: float | None, revoked: bool,
@@ -95,9 +110,15 @@ class Operations:
         info = {row["device_id"]: json.loads(row["info"] or "{}") for row in
                 self.db.connection.execute("SELECT device_id, info FROM device_status")}
         revoked = {row[0] for row in self.db.connection.execute("SELECT id FROM devices WHERE secret_hash IS NULL")}
+        outputs = {row["device_id"]: json.loads(row["outputs"]) for row in
+                   self.db.connection.execute("SELECT device_id, outputs FROM device_outputs")}
         views = []
         for row in self.store.latest(public_only=False):
-            views.append(self._view(row, info.get(row["id"], {}), row["id"] in revoked, now))
+            view = self._view(row, info.get(row["id"], {}), row["id"] in revoked, now)
+            view.outputs = _outputs(outputs.get(row["id"], {}), view.values)
+            note = info.get(row["id"], {}).get("schedule")
+            view.schedule_note = str(note)[:200] if note else None
+            views.append(view)
         return views
 
     def device(self, device_id: str) -> DeviceView:
@@ -115,8 +136,8 @@ class Operations:
         battery = values.get("battery_pct", info.get("battery_pct", info.get("battery")))
         config = self.store.config_state(row["id"])
         current = (config or {}).get("settings", {})
-        limits = [SettingLimit(name, low, high, current.get(name))
-                  for name, (low, high) in sorted(setting_limits(row["kind"]).items())]
+        limits = [SettingLimit(name, s.low, s.high, current.get(name), s.type)
+                  for name, s in sorted(kinds.settings_for(row["kind"]).items())]
         return DeviceView(
             id=row["id"], kind=row["kind"], name=row["name"], name_ja=row["name_ja"], public=row["public"],
             interval_s=row["interval_s"],
@@ -141,4 +162,15 @@ class Operations:
         return device_snippets(device, secret, broker_url=broker_url, http_url=f"{page.scheme}://{page.netloc}")
 
 
-__all__ = ["Operations", "DeviceView", "SettingLimit", "device_state"]
+def _outputs(described: dict[str, dict[str, Any]], values: dict[str, Any]) -> list[OutputView]:
+    """The device's outputs in the order it listed them, each with the state of its newest ``<name>_on``."""
+    views = []
+    for name, spec in described.items():
+        state = values.get(f"{name}_on")
+        views.append(OutputView(name=name, label=str(spec.get("name") or name),
+                                on=int(bool(state)) if isinstance(state, int | float) else None,
+                                safe=str(spec.get("safe", "off")), max_on_min=float(spec.get("max_on_min") or 0)))
+    return views
+
+
+__all__ = ["Operations", "DeviceView", "OutputView", "SettingLimit", "device_state"]

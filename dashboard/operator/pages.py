@@ -25,6 +25,7 @@ from jisaku.dashboard import pictures as pictures_api
 from jisaku.dashboard.kind_view import kind_name
 from jisaku.gateway.accounts import ROLES, AccountError
 from jisaku.contract import kinds
+from jisaku.contract.schedules import as_lines
 from jisaku.gateway.registry import DeviceRecord
 
 from . import api, models
@@ -82,6 +83,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
         "when": lambda ts: i18n.format_datetime(ts, lang) if ts else "–",
         "ago": lambda ts: i18n.format_ago(ts, lang, now) if ts else t("op.never"),
         "number": lambda value: i18n.format_number(value, lang) if isinstance(value, int | float) else "–",
+        "schedule_lines": as_lines,
         "other_lang": "en" if lang == "ja" else "ja",
         "alerts_enabled": getattr(request.app.state, "operator_alerts", None) is not None,
         "done": request.query_params.get("done") if request.query_params.get("done") in DONE else None,
@@ -186,9 +188,23 @@ def _device_page(request: Request, device_id: str, status: int = 200, **context:
         camera = {**health, "areas": json.dumps(areas), "queued": info.get("pictures_queued"),
                   "dropped": info.get("pictures_dropped"),
                   "public": pictures_api.described(health["newest"])["url"] if health["newest"] else None}
+    # A switch box: its latest commands, and the one just sent (?command=…), whose progress
+    # static/switch.js follows until the device answers.
+    commands = ops.changes.commands.for_device(device_id, limit=5) if view.outputs else []
+    shown = request.query_params.get("command")
+    sent = next((c for c in commands if c.id == shown), None) or (
+        ops.changes.commands.get(shown) if shown and len(shown) <= 100 else None)
+    if sent is not None and sent.device_id != device_id:
+        sent = None
+    if sent is not None and sent.status == "done" and isinstance(sent.result, dict) and \
+            (sent.answered_at or 0) >= (view.last_seen or 0):
+        # Answered before its state reading came in: show what the device said it did.
+        for output in view.outputs:
+            if isinstance(sent.result.get(output.name), int | float):
+                output.on = int(bool(sent.result[output.name]))
     return render(request, "device.html", status, device=view, kinds=[k.id for k in kinds.all_kinds()],
                   history=ops.audit.entries(limit=20, target=device_id), camera=camera,
-                  can_send=ops.publisher is not None, **context)
+                  can_send=ops.publisher is not None, commands=commands, sent=sent, **context)
 
 
 @router.get("/devices/new")
@@ -303,7 +319,11 @@ async def send_settings(request: Request, device_id: str, session: Session = Dep
     changes = {}
     for setting in view.settings:
         text = str(form.get(f"setting.{setting.name}", "")).strip()
-        if text and text != _shown(current.get(setting.name)):
+        if setting.type == "schedule":
+            # Emptied on purpose is a change too: the device then has no schedule.
+            if f"setting.{setting.name}" in form and _lines(text) != _lines(_shown(current.get(setting.name))):
+                changes[setting.name] = text
+        elif text and text != _shown(current.get(setting.name)):
             changes[setting.name] = text
     if not changes:
         return _device_page(request, device_id, 400, settings_error=t("op.settings.nothing"))
@@ -323,7 +343,13 @@ def _shown(value: Any) -> str:
     """A setting's value as the form shows it (so an untouched field counts as unchanged)."""
     if value is None:
         return ""
+    if isinstance(value, list):  # a schedule: one entry a line
+        return as_lines(value)
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _lines(text: str) -> list[str]:
+    return [" ".join(line.split()) for line in text.replace("\r", "").split("\n") if line.strip()]
 
 
 def _confirmed(form) -> bool:

@@ -1,8 +1,10 @@
-"""How the operator pages send devices their settings: one MQTT connection of the dashboard.
+"""How the operator pages send devices their settings and commands: one MQTT connection of the dashboard.
 
 It logs in with a service account (``_dashboard``, like the phone publisher) and
 publishes each new settings revision retained on ``jisaku/<id>/config``, through
-:func:`jisaku.gateway.service.push_config`; the gateway records the device's answer.
+:func:`jisaku.gateway.service.push_config`, and each command (switch an output) on
+``jisaku/<id>/cmd``, through :func:`jisaku.gateway.commands.send`; the gateway records
+the device's answers.
 
 Example::
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from jisaku.gateway.commands import Command, CommandBook, send
 from jisaku.gateway.registry import Registry
 from jisaku.gateway.service import push_config
 from jisaku.gateway.store import SQLiteStore
@@ -38,6 +41,20 @@ class ConfigPublisher(BrokerConnection):
         try:
             return push_config(self._client, store, registry, device_id, changes)
         except RuntimeError as err:  # the broker did not acknowledge in time
+            raise BrokerUnavailable(str(err)) from None
+
+    def send_command(self, book: CommandBook, command: Command) -> Command:
+        """Publish a command already written with ``book.issue`` (QoS 1, not retained).
+
+        If the broker does not take it, the command is withdrawn and BrokerUnavailable raised.
+        """
+        self.start()
+        if not self.connected.wait(CONNECT_WAIT_S):
+            book.withdraw(command)
+            raise BrokerUnavailable(f"not connected to the broker at {self.broker}")
+        try:
+            return send(self._client, book, command)
+        except RuntimeError as err:
             raise BrokerUnavailable(str(err)) from None
 
 

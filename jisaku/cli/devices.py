@@ -8,6 +8,7 @@ the device, and never logged or recorded.
     jisaku devices add snow-3 --kind snow_gauge --location 36.146,137.252 \
         --name "Snow gauge, city hall" --name-ja "積雪計（市役所）"
     jisaku devices configure tray-1 left_after_s=45   # new settings, within their limits
+    jisaku devices configure heater-1 schedule="heater 05:00-08:00 mon-fri; heater 17:00-19:00"
     jisaku devices rotate snow-3        # a new secret; the old one stops working now
     jisaku devices revoke snow-3        # no secret works; a connected device is cut off
     jisaku devices remove snow-3        # forget it (its readings stay)
@@ -95,14 +96,20 @@ def cmd_remove(args: argparse.Namespace) -> None:
 
 
 def parse_settings(pairs: list[str]) -> dict:
-    """``["left_after_s=45"]`` as ``{"left_after_s": 45}``; the limits are checked by Changes."""
+    """``["left_after_s=45"]`` as ``{"left_after_s": 45}``; the limits are checked by Changes.
+
+    A value that is not JSON stays text: a schedule is written as its lines, separated by
+    ``;`` (``schedule="heater 05:00-08:00 mon-fri; heater 17:00-19:00"``).
+    """
     changes = {}
     for pair in pairs:
-        name, _, value = pair.partition("=")
+        name, equals, value = pair.partition("=")
+        if not equals:
+            raise ValueError(f"{pair!r} should be name=value, e.g. left_after_s=45")
         try:
             changes[name] = json.loads(value)
         except ValueError:
-            raise ValueError(f"{pair!r} should be name=number, e.g. left_after_s=45") from None
+            changes[name] = value  # Changes says what it should have been
     return changes
 
 

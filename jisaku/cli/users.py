@@ -8,6 +8,7 @@ operator pages (``/operator/users``)::
     jisaku users list
     jisaku users passwd tanaka
     jisaku users role suzuki admin
+    jisaku users role sato switcher           # an operator who may also switch equipment
     jisaku users disable suzuki
 
 The password is never shown and never passed on the command line (where other
@@ -84,13 +85,14 @@ def add_parser(commands) -> None:
     add = users.add_parser("add", help="add an operator account (the password is asked for)")
     add.add_argument("name")
     add.add_argument("--role", choices=ROLES, default="operator",
-                     help="operator: devices and settings; admin: also the accounts")
+                     help="operator: devices and settings; switcher: also switch equipment on and off;"
+                          " admin: all that, and the accounts")
     add.set_defaults(run=cmd_add)
     users.add_parser("list", help="the operator accounts").set_defaults(run=cmd_list)
     passwd = users.add_parser("passwd", help="change an account's password")
     passwd.add_argument("name")
     passwd.set_defaults(run=cmd_passwd)
-    role = users.add_parser("role", help="make an account operator or admin")
+    role = users.add_parser("role", help="make an account operator, switcher or admin")
     role.add_argument("name")
     role.add_argument("role", choices=ROLES)
     role.set_defaults(run=cmd_role)
