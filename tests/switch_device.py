@@ -1,31 +1,36 @@
-"""A stand-in switch box for the server's tests: a real DeviceLink that obeys the switching spec.
+"""The real switch box (kinds/switch_box) for the server's tests, on gpiozero's mock pins.
 
-It lists its outputs in its status, answers ``switch`` commands on ``cmd/ack`` as
-/work/switching-spec.md §2 says (``done`` with every output's state, or refused with a
-``code`` and a ``reason``: expired, unknown_output, interlock, bad_request), and reports
-each output's state as a ``<output>_on`` reading. The real switch box (kinds/switch_box,
-built by the device side) replaces it at merge: tests only use ``start``, ``stop``,
-``states``, ``silent`` and ``commands``.
+It is the app ``jisaku device run`` runs, on a real DeviceLink and the shared switching rules
+(firmware/lib/switchboard.py): it lists its outputs in its status, answers ``switch``
+commands on ``cmd/ack`` (done with every output's state, or refused with a ``code`` and a
+``reason``), and reports each output's state as a ``<output>_on`` reading. Two things only a
+test needs: ``commands``, every command it received, and ``silent``, a box that receives
+commands and never answers (a hung board).
 
 Example::
 
     box = SwitchBox.in_town(town, "heater-1", {"heater": "Road heater", "pump_1": "Pump 1", "pump_2": "Pump 2"},
                             interlocks=[("pump_1", "pump_2")])
     box.start()
-    ...
+    box.states["heater"]      # 0 or 1, as the device itself has it
     box.stop()
 """
 
 from __future__ import annotations
 
-import json
 import threading
-import time
+from pathlib import Path
 from typing import Any
 
-from jisaku.contract import protocol
+from gpiozero.pins.mock import MockFactory
+
+from jisaku.contract import kinds
+from jisaku.device.config import DeviceConfig
 from jisaku.device.link import DeviceLink
+from jisaku.device.remote_settings import RemoteSettings
+from jisaku.device.runner import run_command
 from jisaku.gateway.registry import DeviceRecord
+from jisaku.kinds.switch_box.pi import SwitchBox as SwitchBoxApp
 
 
 def register(town: Any, device_id: str, kind: str) -> str:
@@ -39,78 +44,58 @@ def register(town: Any, device_id: str, kind: str) -> str:
     return town.secrets[device_id]
 
 
-class _SpecLink(DeviceLink):
-    """DeviceLink answers a refusal with ``reason`` only; the spec adds ``code``, and a device
-    that never answers must be possible. The box decides the whole answer here."""
+class _WatchedLink(DeviceLink):
+    """A DeviceLink that notes every command, and can keep quiet (a board that hangs)."""
 
     box: "SwitchBox"
 
     def _answer_command(self, command: dict[str, Any]) -> None:
-        answer = self.box.answer(command)
-        if answer is not None:
-            self._client.publish(protocol.topic(self.device_id, "cmd/ack"), json.dumps(answer), qos=1)
+        self.box.commands.append(command)
+        if not self.box.silent:
+            super()._answer_command(command)
 
 
 class SwitchBox:
-    def __init__(self, link: _SpecLink, outputs: dict[str, str], interlocks: list[tuple[str, ...]] = ()):
+    def __init__(self, config: DeviceConfig, link: _WatchedLink, state_dir: Path):
         link.box = self
         self.link = link
-        self.outputs = dict(outputs)
-        self.interlocks = [tuple(group) for group in interlocks]
-        self.states = {name: 0 for name in outputs}
         self.silent = False           # True: receives commands and never answers (a hung board)
         self.commands: list[dict[str, Any]] = []  # every command received, in order
-        self._lock = threading.Lock()
-        link.info = {**link.info, "fw": "test-switch-box",
-                     "outputs": {name: {"name": label, "safe": "off", "max_on_min": 0}
-                                 for name, label in outputs.items()}}
+        self.app = SwitchBoxApp(config, link, pin_factory=MockFactory())
+        settings = RemoteSettings(self.app, kinds.folder("switch_box").device_settings(), state_dir)
+        link.on_config = settings.apply
+        link.on_command = lambda do, args: run_command(self.app, do, args)
+        link.on_request = self.app.answer
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.app.run, args=(self._stop,), daemon=True)
 
     @classmethod
     def in_town(cls, town: Any, device_id: str, outputs: dict[str, str],
                 interlocks: list[tuple[str, ...]] = ()) -> "SwitchBox":
         """Register ``device_id`` in a tests.town.Town (kind switch_box) and make its box (not started)."""
         register(town, device_id, "switch_box")
-        link = _SpecLink(device_id, town.secrets[device_id], town.broker_url, town.directory / "devices" / device_id)
-        return cls(link, outputs, interlocks)
+        state_dir = town.directory / "devices" / device_id
+        config = DeviceConfig(state_dir, {
+            "device": {"id": device_id, "kind": "switch_box", "interval_s": 60},
+            "switching": {"interlocks": [list(group) for group in interlocks]},
+            "outputs": {name: {"pin": 17 + number, "name": label, "safe": "off"}
+                        for number, (name, label) in enumerate(outputs.items())},
+        })
+        link = _WatchedLink(device_id, town.secrets[device_id], town.broker_url, state_dir,
+                            info={"fw": "test-switch-box"}, persistent=True)
+        return cls(config, link, state_dir)
+
+    @property
+    def states(self) -> dict[str, int]:
+        """Every output's state as the device has it: ``{"heater": 1, "pump_1": 0, ...}``."""
+        return self.app.outputs.board.states()
 
     def start(self) -> None:
         self.link.start()
-        self.link.publish_reading({f"{name}_on": state for name, state in self.states.items()})
+        self._thread.start()
 
     def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.app.close()
         self.link.stop()
-
-    def answer(self, command: dict[str, Any]) -> dict[str, Any] | None:
-        """The answer the spec asks for, or None when the box is silent."""
-        with self._lock:
-            self.commands.append(command)
-            if self.silent:
-                return None
-            refused = self._refusal(command)
-            if refused:
-                code, reason = refused
-                return {"id": command.get("id"), "ok": False, "code": code, "reason": reason}
-            output, on = command["args"]["output"], int(bool(command["args"]["on"]))
-            self.states[output] = on
-            states = dict(self.states)
-        self.link.publish_reading({f"{name}_on": state for name, state in states.items()})
-        self.link.publish_event("switched", {"output": output, "on": on, "by": "command", "cmd": command.get("id")})
-        return {"id": command.get("id"), "ok": True, "result": states}
-
-    def _refusal(self, command: dict[str, Any]) -> tuple[str, str] | None:
-        args = command.get("args") or {}
-        if command.get("do") != "switch" or not isinstance(args.get("on"), bool):
-            return "bad_request", 'a switch is {"do": "switch", "args": {"output": "…", "on": true|false}}'
-        expires = command.get("expires")
-        if isinstance(expires, (int, float)) and time.time() > expires:
-            return "expired", "the command arrived after it expired; nothing was switched"
-        output = args.get("output")
-        if output not in self.outputs:
-            return "unknown_output", f"there is no output {output!r}; there are {', '.join(self.outputs)}"
-        if args["on"]:
-            for group in self.interlocks:
-                if output in group:
-                    for other in group:
-                        if other != output and self.states[other]:
-                            return "interlock", (f"{other} is on: {' and '.join(group)} may never be on together")
-        return None
