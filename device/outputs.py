@@ -121,7 +121,10 @@ class Outputs:
         """Longest on-time, link loss and the schedule: call it a few times a second."""
         with self._lock:
             self.board.tick(self.link.connected.is_set())
-            self.link.info["schedule"] = self.board.schedule_state()
+            if self.board.schedule_state() == "no clock":   # the status says so (spec: "schedule": "no clock")
+                self.link.info["schedule"] = "no clock"
+            else:
+                self.link.info.pop("schedule", None)
             self._publish()
 
     def check_schedule(self, entries: Any) -> list[str]:

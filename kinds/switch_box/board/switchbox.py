@@ -126,8 +126,11 @@ class SwitchBox:
         return True, "reporting"
 
     def info(self):
-        """In the status: the outputs, and whether the schedule runs."""
-        return {"outputs": self.board.describe(), "schedule": self.board.schedule_state()}
+        """In the status: the outputs, and "schedule": "no clock" while the schedule cannot run."""
+        info = {"outputs": self.board.describe()}
+        if self.board.schedule_state() == "no clock":
+            info["schedule"] = "no clock"
+        return info
 
     # ------------------------------------------------------------ the loop
 
