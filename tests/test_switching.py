@@ -19,7 +19,7 @@ import pytest
 from jisaku.contract import kinds
 from jisaku.firmware.lib import switchboard
 
-from .test_firmware import HERE, ROOT, result, run_micropython
+from .test_firmware import HERE, MEMORY_STEPS, ROOT, check_steady_heap, result, run_micropython
 
 CASES = json.loads((Path(__file__).parent / "vectors" / "switching.json").read_text())["scenarios"]
 BOARD = kinds.folder("switch_box").board_path
@@ -27,7 +27,6 @@ MOUNTS = [[str(ROOT / "firmware" / "lib"), "/lib"], [str(HERE / "stubs"), "/stub
 BOARD_SCENARIOS = {"rules": "rules()", "clockless": "clockless()", "link_loss_safe": "link_loss('safe')",
                    "link_loss_stay": "link_loss('stay')", "schedule": "schedule()"}
 ON, OFF = 0, 1   # the example's relay board switches on a LOW input
-MEMORY_STEPS = 20  # of 500 turns each: 10,000 turns
 # The switch box carries the switching rules (switchboard.py) on top of the library: it needs more
 # than the 48 KB of the measuring examples (tests/test_firmware.py), still a fraction of an ESP32's
 # ~110 KB free heap or a Pico W's ~180 KB.
@@ -148,15 +147,7 @@ def test_board_schedule_from_afar_runs_with_the_broker_down(micropython):
 
 def test_board_steady_loop_stays_small_and_does_not_grow(micropython, record_property):
     """10,000 turns with commands, refusals, a schedule and the longest on-time at work."""
-    run = micropython["memory"]
-    assert run["error"] is None, f"memory failed under MicroPython:\n{run['error']}\n{run['output']}"
-    *samples, published = run["results"]
-    assert len(samples) == MEMORY_STEPS and published > 400
-    peak = max(samples)
-    record_property("peak_live_heap_bytes", peak)
-    print(f"switch_box: peak live heap {peak} bytes over 10,000 turns")
-    assert peak < SWITCH_BOX_HEAP_LIMIT, samples
-    assert max(samples[15:]) <= max(samples[5:10]) + 256, samples
+    check_steady_heap(micropython["memory"], "switch_box", SWITCH_BOX_HEAP_LIMIT, record_property)
 
 
 def test_a_boards_expiry_is_read_to_the_second_not_as_a_32_bit_float():
