@@ -44,8 +44,8 @@ def day_set(days: str) -> set[int]:
     """The days ``days`` names, 0 = Monday: ``"mon-fri"`` → {0, 1, 2, 3, 4}; ValueError if unreadable."""
     found: set[int] = set()
     for part in days.replace(" ", "").lower().split(","):
-        first, _, last = part.partition("-")
-        if first not in DAYS or (last and last not in DAYS):
+        first, dash, last = part.partition("-")
+        if first not in DAYS or (dash and last not in DAYS):
             raise ValueError(part)
         start, end = DAYS.index(first), DAYS.index(last or first)
         day = start

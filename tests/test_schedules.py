@@ -145,3 +145,40 @@ def test_the_server_checks_a_schedule_before_pushing_it_and_the_page_edits_it(sc
     device = client.get("/api/v1/operator/devices/box-1").json()
     assert {"name": "schedule", "type": "schedule", "low": None, "high": None,
             "current": publisher.sent[-1][1]["schedule"]} in device["settings"]
+
+
+# The server checks a schedule before pushing it (contract/schedules.py) and the device checks
+# it again when it arrives (firmware/lib/switchboard.py, the same code on a Pi and a board).
+# Whatever the server lets through the device must take, or operators would see "refused" for
+# a schedule the page called fine; and what the server refuses the device refuses too.
+AGREED = [
+    "heater 05:00-08:00", "heater 5:00-08:00 mon-fri", "heater 22:00-02:00 sat,sun",
+    "heater 23:59-00:00 fri-mon", "heater 00:00-23:59 mon,wed,fri", "heater 06:30-06:45\npump 07:00-07:30 sun",
+    "\n".join(["heater 05:00-06:00"] * 24),
+]
+REFUSED = [
+    "heater 5am-8am", "heater 24:00-08:00", "heater 05:60-08:00", "heater 05:00-05:00",
+    "heater 05:00-08:00 weekdays", "heater 05:00-08:00 mon-", "heater 05:00-08:00 mon-fri,xyz",
+    "heater 05:00-08:00 ,", "sprinkler 05:00-08:00", "\n".join(["heater 05:00-06:00"] * 25),
+    [{"output": "heater", "on": "05:00", "off": "06:00", "when": "mon"}],
+    [{"output": "heater", "on": "05:00"}], ["heater"], {"output": "heater"},
+]
+
+
+@pytest.mark.parametrize("schedule", AGREED + REFUSED)
+def test_the_server_and_the_device_agree_on_a_schedule(schedule):
+    from jisaku.firmware.lib import switchboard
+
+    outputs = ["heater", "pump"]
+    try:
+        pushed = check_schedule(schedule, outputs=set(outputs))
+    except ScheduleError:
+        pushed = None
+    try:
+        raw = parse_lines(schedule) if isinstance(schedule, str) else schedule
+        switchboard.read_schedule(pushed if pushed is not None else raw, outputs)
+        device_takes = True
+    except switchboard.SwitchError:
+        device_takes = False
+    assert (pushed is not None) == (schedule in AGREED), "the server's answer is the one this table expects"
+    assert device_takes == (pushed is not None), "the device takes exactly what the server pushes"
