@@ -88,6 +88,14 @@ def test_a_switcher_switches_and_sees_done_refused_and_no_answer(browser, switch
     assert "refused" in refused and "interlock" in refused
     assert "pump_1 is on: pump_1 and pump_2 may never be on together" in refused
 
+    # The device's own word on what happened is on its page: heater and pump 1 switched by command.
+    wait_until(lambda: len([e for e in town.store.events("heater-1") if e["event"] == "switched"]) >= 2, 15,
+               "the box's switched events are stored")
+    page.goto(base + "/operator/devices/heater-1")
+    events = page.locator("#device-events").inner_text()
+    assert "switched" in events and "output: heater" in events and "by: command" in events
+    assert "output: pump_1" in events
+
     # A box that never answers: "no answer" once the command expired.
     app.state.command_expiry_s = 1.5
     box.silent = True

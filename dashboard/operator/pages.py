@@ -171,6 +171,11 @@ def devices(request: Request):
     return render(request, "devices.html", devices=views, counts=counts)
 
 
+# The device's own newest events on its page: why a relay went off (max_on, link_loss), why
+# a watched router is down ("connection refused"), a printer that failed.
+EVENTS_SHOWN = 20
+
+
 def _device_page(request: Request, device_id: str, status: int = 200, **context: Any) -> HTMLResponse:
     ops = _ops(request)
     try:
@@ -204,7 +209,8 @@ def _device_page(request: Request, device_id: str, status: int = 200, **context:
                 output.on = int(bool(sent.result[output.name]))
     return render(request, "device.html", status, device=view, kinds=[k.id for k in kinds.all_kinds()],
                   history=ops.audit.entries(limit=20, target=device_id), camera=camera,
-                  can_send=ops.publisher is not None, commands=commands, sent=sent, **context)
+                  can_send=ops.publisher is not None, commands=commands, sent=sent,
+                  events=ops.store.events(device_id, limit=EVENTS_SHOWN), **context)
 
 
 @router.get("/devices/new")
