@@ -269,7 +269,7 @@ class DeviceLink:
         before, self.broker = self.broker, self.brokers[(self.brokers.index(self.broker) + 1) % len(self.brokers)]
         log.warning("%s: moving from %s to %s: %s", self.device_id, before, self.broker,
                     f"it has not taken the device back after {self._failed_tries} tries" if self._worked_here
-                    else "it did not answer")
+                    else "the device could not connect there")
         if self._worked_here:
             spread_reconnects(self._client)  # the pauses start short again, at the new broker
         self._failed_tries = 0

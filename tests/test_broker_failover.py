@@ -10,6 +10,9 @@ test_board_moves_to_the_next_broker_round_the_list.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -17,7 +20,9 @@ import pytest
 
 from jisaku.contract.mqtt import BrokerAddress
 from jisaku.device import link as link_module
+from jisaku.device.config import DeviceConfigError, load_device_config
 from jisaku.device.link import DeviceLink
+from jisaku.device.runner import broker_addresses
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.secrets import new_secret
@@ -56,6 +61,23 @@ def test_broker_addresses_are_one_or_several_and_mistakes_say_what_to_write():
     # The gateway, the dashboard and the command line talk to one broker, that of their box.
     with pytest.raises(ValueError, match="only a device takes more than one"):
         BrokerAddress.parse("mqtt://box-a:1883 mqtt://box-b:1883")
+
+
+def test_jisaku_device_run_takes_the_brokers_from_the_flag_then_device_toml_then_the_setting(tmp_path):
+    (tmp_path / "device.toml").write_text('[device]\nid = "snow-1"\nkind = "snow_gauge"\n')
+    plain = load_device_config(tmp_path)
+    with_list = load_device_config(tmp_path, {"device": {"broker": ["mqtt://box-a:1883", "mqtt://box-b:1883"]}})
+    setting = "mqtt://127.0.0.1:1883"
+    assert broker_addresses(plain, None, setting) == setting
+    assert broker_addresses(with_list, None, setting) == ["mqtt://box-a:1883", "mqtt://box-b:1883"]
+    assert broker_addresses(with_list, "mqtt://box-c:1883 mqtt://box-d:1883", setting) == \
+        "mqtt://box-c:1883 mqtt://box-d:1883"
+    with pytest.raises(DeviceConfigError, match="several are written mqtt://box-a:1883 mqtt://box-b:1883"):
+        broker_addresses(plain, "mqtt://box-a:1883;mqtt://box-b:1883", setting)
+    done = subprocess.run([sys.executable, "-m", "jisaku.cli", "device", "run", str(tmp_path),
+                           "--broker", "mqtt://box-a:1883;mqtt://box-b:1883"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "JISAKU_DEVICE_SECRET": "x"})
+    assert done.returncode != 0 and "several are written mqtt://box-a:1883 mqtt://box-b:1883" in done.stderr
 
 
 class Boxes:
