@@ -48,7 +48,8 @@ class BrokerAddress:
             port = parts.port
         except ValueError:  # a port that is not a number
             parts, port = None, None
-        if parts is None or parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        # A host name, an IPv4 address or an IPv6 one: a ";" or "|" is a list written wrongly.
+        if parts is None or parts.scheme not in ("mqtt", "mqtts") or not re.fullmatch(r"[\w.:-]+", parts.hostname or ""):
             raise ValueError(f"broker {url!r} should look like mqtt://host:1883 or mqtts://host:8883")
         tls = parts.scheme == "mqtts"
         return cls(parts.hostname, port or (8883 if tls else 1883), tls)
