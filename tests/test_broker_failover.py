@@ -181,13 +181,13 @@ def test_a_device_moves_to_the_second_broker_when_the_first_box_dies_and_loses_n
 
 def test_a_device_starts_with_the_first_broker_that_answers(tmp_path):
     accounts = {DEVICE: new_secret()}
-    dead = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens there
+    dead = [f"mqtt://127.0.0.1:{free_port()}" for _ in range(2)]  # nothing listens there
     with EmbeddedBrokerThread(accounts) as alive:
-        link = DeviceLink(DEVICE, accounts[DEVICE], f"{dead}, {alive.url}", tmp_path)
+        link = DeviceLink(DEVICE, accounts[DEVICE], f"{dead[0]}, {dead[1]}, {alive.url}", tmp_path)
         link.start()
         try:
-            # One failed try at the dead address, then 1-3 s of pause.
-            wait_until(link.connected.is_set, 15, "the device connects to the second address")
+            # One failed try at each dead address, with 1-3 s and 2-6 s of pause.
+            wait_until(link.connected.is_set, 20, "the device connects to the third address")
             assert link.broker == BrokerAddress.parse(alive.url)
         finally:
             link.stop()
