@@ -35,7 +35,7 @@ from .town import wait_until
 
 DEVICE = "snow-1"
 EVERY_S = 0.2
-# The documented time to move (docs/protocol.md "More than one broker address"): at most
+# The documented time to move (docs/deploy.md "More than one broker address"): at most
 # 21 s of pauses before the move, 3 s before the first try at the next broker, 2 s of
 # backlog grace there; generously more, as a limit for a failure, not a measurement.
 MOVE_LIMIT_S = 50
