@@ -6,6 +6,8 @@ Each example folder has a ``device.toml``::
     id = "snow-1"
     kind = "snow_gauge"       # its kind folder (kinds/snow_gauge) says how it runs
     interval_s = 10
+    # optional; else JISAKU_BROKER. Several: the device moves on when its broker is gone
+    broker = "mqtt://192.168.1.10:1883 mqtt://192.168.1.11:1883"
 
     [ultrasonic]
     trigger_pin = 23

@@ -8,6 +8,16 @@ network, waiting longer each time, up to 30 s; the first wait is a little
 different on every device, so a hundred boards do not all knock at once after
 the broker restarts.
 
+The device may know more than one broker (``"mqtt://box-a:1883 mqtt://box-b:1883"``: a
+standby box, the nodes of a cluster). It starts with the first that answers. When the
+broker it was using is gone and has not taken it back after ``MOVE_AFTER_FAILED_TRIES``
+tries (about 7-21 s with the growing pauses), it moves to the next address, round the
+list, and stays there until that one is lost in turn. Nothing is lost by moving: a batch
+leaves the outbox only once a broker acknowledged it, so a batch whose acknowledgement
+was lost is sent again to the next broker, and the gateway keeps one of each
+(device, ts, seq). The device subscribes again on the new broker (a persistent session
+lives in one broker) and its last will goes with each connection.
+
 Operators' settings arrive on the retained ``config`` topic and commands on
 ``cmd``; the device answers each on ``config/ack`` and ``cmd/ack``.
 
@@ -46,7 +56,7 @@ from typing import Any
 
 
 from jisaku.contract import protocol
-from jisaku.contract.mqtt import BrokerAddress, new_client
+from jisaku.contract.mqtt import BrokerAddress, new_client, spread_reconnects
 
 from .outbox import Outbox
 from .picture_outbox import PictureOutbox
@@ -63,6 +73,12 @@ ACK_TIMEOUT_S = 10.0
 # (retrying every 0.5 s) is subscribed again before the first reading of a backlog arrives.
 BACKLOG_GRACE_S = 2.0
 PICTURES_FOLDER = "pictures"
+# With more than one broker address: how many tries a broker that was working gets to take
+# the device back before it moves to the next address. A restart of the broker is back
+# within them; a dead box is left after 1-3 + 2-6 + 4-12 s of pauses, about 7-21 s.
+# A broker that never answered since the device came to it gets one try.
+MOVE_AFTER_FAILED_TRIES = 3
+KEEPALIVE_S = 30
 
 
 class NoServerError(RuntimeError):
@@ -76,14 +92,18 @@ class DeviceLink:
     and return ``(ok, reason_or_result)``; the link sends the acknowledgement.
     """
 
-    def __init__(self, device_id: str, secret: str, broker_url: str, state_dir: Path,
+    def __init__(self, device_id: str, secret: str, broker_url: str | list[str], state_dir: Path,
                  on_config: Callable[[dict[str, Any]], Answer] | None = None,
                  on_command: Callable[[str, dict[str, Any]], Answer] | None = None,
                  outbox_bytes: int = 5_000_000, info: dict[str, Any] | None = None,
                  server_url: str | None = None, pictures_bytes: int = 50_000_000,
                  persistent: bool = False):
         self.device_id = device_id
-        self.broker = BrokerAddress.parse(broker_url)
+        # One address, or several to move between (the first preferred); self.broker is the one in use.
+        self.brokers = BrokerAddress.parse_list(broker_url)
+        self.broker = self.brokers[0]
+        self._failed_tries = 0      # tries that failed since the last connection
+        self._worked_here = False   # connected to self.broker since coming to it
         self.server_url = server_url   # the dashboard's address, where pictures go (HTTP)
         self.pictures_bytes = pictures_bytes
         self._secret = secret          # the picture sender logs in with it too; never logged
@@ -111,6 +131,7 @@ class DeviceLink:
         )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_message = self._on_message
 
     @property
@@ -120,7 +141,7 @@ class DeviceLink:
 
     def start(self) -> None:
         """Start connecting and sending in the background; returns at once."""
-        self._client.connect_async(self.broker.host, self.broker.port, keepalive=30)
+        self._client.connect_async(self.broker.host, self.broker.port, keepalive=KEEPALIVE_S)
         self._client.loop_start()
         self._sender.start()
         if (self._state_dir / PICTURES_FOLDER).is_dir() and self.server_url:
@@ -218,7 +239,9 @@ class DeviceLink:
         if reason_code.is_failure:
             log.error("%s: the broker at %s refused the connection: %s (check the device id and secret)",
                       self.device_id, self.broker, reason_code)
-            return
+            return  # paho closes the connection next: _on_disconnect counts the failed try
+        self._failed_tries = 0
+        self._worked_here = True
         log.info("%s: connected to %s", self.device_id, self.broker)
         client.publish(protocol.topic(self.device_id, "status"), self._status(), qos=1, retain=True)
         client.subscribe([(protocol.topic(self.device_id, "config"), 1), (protocol.topic(self.device_id, "cmd"), 1)])
@@ -226,10 +249,33 @@ class DeviceLink:
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.connected.is_set() and not self._stopping.is_set():
-            log.warning("%s: lost the broker (%s); readings wait in the outbox until it is back",
-                        self.device_id, reason_code)
-        self.connected.clear()
+        if self.connected.is_set():
+            if not self._stopping.is_set():
+                log.warning("%s: lost the broker at %s (%s); readings wait in the outbox until it is back",
+                            self.device_id, self.broker, reason_code)
+            self.connected.clear()
+        else:  # a try that reached the broker but did not end connected (refused, or cut off)
+            self._try_failed()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._try_failed()  # the broker did not answer at all
+
+    def _try_failed(self) -> None:
+        """After a failed try to connect: maybe move to the next broker address (paho tries it next)."""
+        self._failed_tries += 1
+        allowed = MOVE_AFTER_FAILED_TRIES if self._worked_here else 1
+        if len(self.brokers) == 1 or self._failed_tries < allowed or self._stopping.is_set():
+            return
+        before, self.broker = self.broker, self.brokers[(self.brokers.index(self.broker) + 1) % len(self.brokers)]
+        log.warning("%s: moving from %s to %s: %s", self.device_id, before, self.broker,
+                    f"it has not taken the device back after {self._failed_tries} tries" if self._worked_here
+                    else "the device could not connect there")
+        if self._worked_here:
+            spread_reconnects(self._client)  # the pauses start short again, at the new broker
+        self._failed_tries = 0
+        self._worked_here = False
+        # Called between paho's tries, with no connection open: its next try goes to the new address.
+        self._client.connect_async(self.broker.host, self.broker.port, keepalive=KEEPALIVE_S)
 
     def _on_message(self, client, userdata, message) -> None:
         channel = message.topic.rsplit("/", 1)[-1]

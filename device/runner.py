@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from jisaku.contract import kinds
+from jisaku.contract.mqtt import BrokerAddress
 
 from . import __version__
 from .config import DeviceConfig, DeviceConfigError
@@ -118,9 +119,30 @@ def picture_server(config: DeviceConfig, fallback: str | None = None,
     return url or None
 
 
-def run_device(config: DeviceConfig, broker_url: str, secret: str, simulate: bool, stop: threading.Event,
+def broker_addresses(config: DeviceConfig, given: str | None, fallback: str) -> str | list[str]:
+    """Where the device connects: the first of
+
+    1. ``given``: ``jisaku device run --broker``,
+    2. ``[device] broker`` in its device.toml (text, or a list of addresses),
+    3. ``fallback``: the ``broker`` setting (jisaku.toml or ``JISAKU_BROKER``).
+
+    Any of them may name several brokers, ``"mqtt://box-a:1883 mqtt://box-b:1883"``: the
+    device uses the first that answers and moves on when its broker is gone
+    (jisaku.device.link). DeviceConfigError says what to write when one is wrong.
+    """
+    broker = given or config.device.get("broker") or fallback
+    try:
+        BrokerAddress.parse_list(broker)
+    except ValueError as err:
+        raise DeviceConfigError(f"{config.folder}: {err}") from None
+    return broker
+
+
+def run_device(config: DeviceConfig, broker_url: str | list[str], secret: str, simulate: bool, stop: threading.Event,
                state_dir: Path, server_url: str | None = None) -> None:
     """Run until ``stop`` is set; the sensor loop keeps going while the network is away.
+
+    ``broker_url`` is one broker address or several (see :func:`broker_addresses`).
 
     ``state_dir`` keeps what must outlive a reboot: the outboxes and the operators' settings.
     ``server_url`` is the last choice for where pictures go (see :func:`picture_server`).

@@ -93,7 +93,7 @@ CALLS = vector_calls(CASES)
 SCENARIOS = [
     "tray_without_network", "tray_settings_and_commands", "reconnect_and_backlog", "outbox_durable",
     "online_never_writes_flash", "clock_and_epochs", "ntp_turns_age_into_ts", "config_file_errors",
-    "snow_gauge", "snow_alarm", "nmea_parser", "tracker",
+    "snow_gauge", "snow_alarm", "nmea_parser", "tracker", "broker_rotation", "broker_addresses",
 ]
 EXAMPLE_OF = {"snow_gauge": "snow_gauge", "snow_alarm": "snow_gauge", "tracker": "vehicle_tracker"}
 
@@ -300,6 +300,35 @@ def test_online_board_sends_from_memory_without_writing_flash(runs):
     assert found["readings"] >= 100
     assert [w for w in found["writes"] if "/q" in w] == []
     assert len(found["writes"]) <= found["readings"] / 50   # only the seq block, now and then
+
+
+def test_board_moves_to_the_next_broker_round_the_list(runs, gateway):
+    found = result(runs, "broker_rotation")
+    assert found["first"] == ["192.168.1.10"], "the first address is preferred"
+    # The board sees box A gone at its next reading (5 s at most), tries it 3 times more after
+    # 2, 4 and 8 s of pauses, then tries B after the next pause, 16 s (each pause up to 1 s
+    # longer, spreading boards out); the fake clock moves in steps of half a second.
+    assert found["tries_a"] == 1 + 3 and 30 <= found["moved_s"] <= 30 + 5 + 4 + 1
+    # With every box down it goes round the list: B (its broker: 3 tries), C (1), A (1), B ...
+    # and the pauses keep growing, so boards with no broker at all do not knock ever faster.
+    assert found["round_s"] is not None and found["tries_while_all_down"] == [1 + 3, 1, 1]
+    assert found["back_to_a_s"] is not None, "box A back: the board connects there again"
+    assert json.loads(found["status_b"][0])["state"] == "online"
+    assert found["left"] == 0
+    data_a, data_b, data_c = found["data"]
+    assert data_a and data_b and not data_c
+    seqs = [r.seq for r in readings(gateway, "tray-1", data_a + data_b)]
+    assert sorted(seqs) == list(range(1, len(seqs) + 1)), "every reading, once, through one box or the other"
+
+
+def test_broker_addresses_in_config_json_say_what_to_write(runs):
+    found = result(runs, "broker_addresses")
+    assert found[:5] == [[["192.168.1.10", 1883]], [["192.168.1.10", 1884]],
+                         [["box-a", 1883], ["box-b", 1883]], [["box-a", 1883], ["box-b", 1883]],
+                         [["box-a", 1883], ["box-b", 1884]]]
+    several = 'should be {"host": "192.168.1.10", "port": 1883}, or several: "mqtt://192.168.1.10:1883 mqtt://192.168.1.11:1883"'
+    for wrong in found[5:]:   # ";" between, mqtts (no TLS on boards), no host, nothing, a number
+        assert several in wrong, wrong
 
 
 # ---------------------------------------------------------------- clock

@@ -374,3 +374,14 @@ def test_a_board_that_never_comes_online_gets_the_usual_causes():
     for cause in ("Wi-Fi name or password", "2.4 GHz", "192.168.1.10:1883", "firewall blocks port 1883",
                   "jisaku gateway", "mpremote connect /dev/ttyUSB0 repl"):
         assert cause in message
+
+
+def test_several_broker_hosts_go_to_config_json_the_first_preferred(env, firmware, capsys, monkeypatch):
+    monkeypatch.setenv("JISAKU_BROKER", "mqtt://127.0.0.1:1884")
+    code, out = flash_cli(capsys, "snow_gauge", "--id", "snow-3", "--firmware", str(firmware), "--dry-run",
+                          "--broker-host", "192.168.1.23", "192.168.1.24:1883")
+    assert code == 0, out
+    assert '"broker": "mqtt://192.168.1.23:1884 mqtt://192.168.1.24:1883"' in out
+    code, out = flash_cli(capsys, "snow_gauge", "--id", "snow-3", "--firmware", str(firmware), "--dry-run",
+                          "--broker-host", "192.168.1.23;192.168.1.24")
+    assert code != 0 and "several: --broker-host 192.168.1.10 192.168.1.11" in out

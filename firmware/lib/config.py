@@ -8,6 +8,12 @@
      "settings": {"interval_s": 600},       # optional: the example's settings
      "pins": {"trigger": 5}}                # optional: other pins than the example's
 
+``broker`` may name several brokers instead, the first preferred; the board moves to
+the next when its broker is gone (see link.py)::
+
+     "broker": "mqtt://192.168.1.10:1883 mqtt://192.168.1.11:1883"
+     "broker": ["192.168.1.10", "192.168.1.11:1884"]
+
 Operators change settings from afar: the gateway sends ``{"rev": 7, "interval_s": 300}``
 (retained) on ``jisaku/<id>/config``. :class:`Settings` checks every value
 against the example's limits; if one is wrong nothing changes and the answer
@@ -43,7 +49,7 @@ def load(path=CONFIG_FILE):
         raise ConfigError("%s is not valid JSON: check commas and quotes" % path)
     if not isinstance(boot, dict):
         raise ConfigError("%s must be a JSON object" % path)
-    for key, inner in (("device_id", None), ("secret", None), ("wifi", "ssid"), ("broker", "host")):
+    for key, inner in (("device_id", None), ("secret", None), ("wifi", "ssid")):
         value = boot.get(key)
         if inner:
             value = value.get(inner) if isinstance(value, dict) else None
@@ -51,10 +57,34 @@ def load(path=CONFIG_FILE):
         if not isinstance(value, str) or not value:
             raise ConfigError("%s needs %s (see config.example.json)" % (path, key))
     boot["wifi"].setdefault("password", "")
-    boot["broker"].setdefault("port", 1883)
+    brokers(boot.get("broker"))  # a mistake shows now; the link reads it again
     boot.setdefault("settings", {})
     boot.setdefault("pins", {})
     return boot
+
+
+# config.json's "broker" as [(host, port), ...], the first preferred. It is {"host": ...,
+# "port": ...}, or text: "host", "host:port", "mqtt://host:port", several of them (spaces or
+# commas between), or a list of such texts. Comments, not a docstring, and short code: this
+# stays in the board's memory.
+def brokers(value):
+    try:
+        if isinstance(value, dict):
+            value = "%s:%s" % (value["host"], value.get("port", 1883))
+        if isinstance(value, list):
+            value = " ".join(value)
+        found = []
+        for item in value.replace(",", " ").split():
+            host, port = (item.replace("mqtt://", "") + ":1883").split(":")[:2]
+            if not host or "/" in host:
+                raise ValueError(item)
+            found.append((host, int(port)))
+    except (KeyError, TypeError, AttributeError, ValueError):
+        found = []
+    if not found:
+        raise ConfigError('config.json: broker %r should be {"host": "192.168.1.10", "port": 1883},'
+                          ' or several: "mqtt://192.168.1.10:1883 mqtt://192.168.1.11:1883"' % (value,))
+    return found
 
 
 def _write_atomic(path, text):

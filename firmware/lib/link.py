@@ -11,7 +11,8 @@ every turn of the main loop, does the rest, one small step at a time:
   device's ``config`` and ``cmd`` topics, answering on ``config/ack`` and ``cmd/ack``;
 - sends the outbox oldest first, a batch per MQTT message, and forgets a batch
   only after the broker acknowledged it (QoS 1: umqtt waits for the PUBACK);
-- pings the broker so it knows the board is alive (keepalive).
+- pings the broker so it knows the board is alive (keepalive);
+- moves to the next broker when its broker is gone, if config.json names several.
 
 A board with outputs (config.json has "outputs") keeps a persistent session
 (clean_session off, a fixed client id): a command sent while it was away for a
@@ -33,6 +34,7 @@ import random
 import time
 
 import clock
+import config
 import protocol
 
 FW_VERSION = "0.1.0"
@@ -42,6 +44,14 @@ ACK_TIMEOUT_S = 5
 BACKLOG_GRACE_MS = 2000  # after a broker restart the gateway subscribes again first
 FIRST_BACKOFF_MS = 2000
 MAX_BACKOFF_MS = 60000
+# With more than one broker in config.json (a standby box, a cluster's nodes) the board
+# starts with the first that answers. When the one it was using is gone and has not taken
+# it back after MOVE_AFTER_FAILED_TRIES tries (2 + 4 + 8 s of pauses; a restart is back
+# within them), it moves to the next, round the list, and tries it after the next pause
+# (16 s): about half a minute in all. A broker that never let the board in since it came
+# gets one try. Nothing is lost: a batch leaves the outbox only once a broker acknowledged
+# it, and one sent again to the next broker is kept once by the gateway.
+MOVE_AFTER_FAILED_TRIES = 3
 INBOX = 4               # config/cmd messages waiting to be handled
 
 
@@ -51,8 +61,9 @@ class Link:
         self.boot = boot          # config.json: an app with outputs finds them here
         self.device_id = boot["device_id"]
         self.secret = boot["secret"]
-        self.host = boot["broker"]["host"]
-        self.port = boot["broker"].get("port", 1883)
+        self.brokers = config.brokers(boot["broker"])  # [(host, port), ...], the first preferred
+        self.at = 0              # which of them the board uses
+        self.tries_left = 1      # failed tries before moving on (more once this broker worked)
         self.outbox = outbox
         self.settings = settings
         self.commands = commands or {}
@@ -126,7 +137,8 @@ class Link:
         if self.client_class is None:
             from umqtt.simple import MQTTClient  # installed with: mip install umqtt.simple
             self.client_class = MQTTClient
-        client = self.client_class("jisaku-" + self.device_id, self.host, port=self.port,
+        host, port = self.brokers[self.at]
+        client = self.client_class("jisaku-" + self.device_id, host, port=port,
                                    user=self.device_id, password=self.secret, keepalive=KEEPALIVE_S)
         client.set_callback(self._on_message)
         client.set_last_will(self.topic_status, protocol.encode_status(protocol.OFFLINE), retain=True, qos=1)
@@ -141,9 +153,16 @@ class Link:
             client.subscribe(self.topic_config, 1)
             client.subscribe(self.topic_cmd, 1)
         except Exception as err:  # OSError, or MQTTException when the broker refuses the id/secret
-            print("jisaku: cannot reach the broker at %s:%s (%r); trying again later" % (self.host, self.port, err))
+            print("jisaku: cannot reach the broker at %s:%s (%r); trying again later" % (host, port, err))
             self._lost()
+            self.tries_left -= 1
+            if self.tries_left < 1 and len(self.brokers) > 1:
+                # The pauses keep growing: boards whose brokers are all gone do not knock ever faster.
+                self.at = (self.at + 1) % len(self.brokers)
+                self.tries_left = 1
+                print("jisaku: moving on to the broker at %s:%s" % self.brokers[self.at])
             return
+        self.tries_left = MOVE_AFTER_FAILED_TRIES
         self.backoff_ms = FIRST_BACKOFF_MS
         self.connected_at = self.last_sent = clock.ticks_ms()
 

@@ -19,7 +19,8 @@ from .common import load_settings
 
 def cmd_device_run(args: argparse.Namespace) -> None:
     from jisaku.device.config import load_device_config
-    from jisaku.device.runner import run_device
+    from jisaku.device.config import DeviceConfigError
+    from jisaku.device.runner import broker_addresses, run_device
 
     config = load_device_config(args.folder, {"device": {"id": args.id}} if args.id else None)
     secret = os.environ.get("JISAKU_DEVICE_SECRET")
@@ -31,11 +32,15 @@ def cmd_device_run(args: argparse.Namespace) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     settings = load_settings()
-    broker = settings.broker
+    try:
+        broker = broker_addresses(config, args.broker, settings.broker)
+    except DeviceConfigError as err:
+        sys.exit(str(err))
     # Pictures go over HTTP to the dashboard; device.toml's [device] server or JISAKU_SERVER
     # come first (see jisaku.device.runner.picture_server), this is for a device on the server itself.
     server = "http://" + settings.http.replace("0.0.0.0", "127.0.0.1")  # a server listening everywhere
-    print(f"{config.id}: running {config.app or config.kind}{' (simulated)' if args.simulate else ''}, broker {broker};"
+    brokers = broker if isinstance(broker, str) else " ".join(broker)
+    print(f"{config.id}: running {config.app or config.kind}{' (simulated)' if args.simulate else ''}, broker {brokers};"
           " Ctrl-C stops it", flush=True)
     try:
         run_device(config, broker, secret, args.simulate, stop, settings.data_dir / "devices" / config.id,
@@ -51,4 +56,6 @@ def add_parser(commands) -> None:
     run.add_argument("--simulate", action="store_true", help="mock pins and a scenario instead of hardware")
     run.add_argument("--id", help="use this device id instead of the one in device.toml")
     run.add_argument("--secret-file", help="read the device's secret from this file")
+    run.add_argument("--broker", help="the broker, or several to move between when one is gone:"
+                     " \"mqtt://box-a:1883 mqtt://box-b:1883\" (default: device.toml's broker, else JISAKU_BROKER)")
     run.set_defaults(run=cmd_device_run)

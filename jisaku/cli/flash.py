@@ -65,6 +65,8 @@ class FlashRequest:
     wifi_password: str
     broker_host: str
     broker_port: int
+    # More brokers the board moves to, in order, when the first is gone (a standby box).
+    more_brokers: list[tuple[str, int]] = field(default_factory=list)
     name: str = ""
     name_ja: str = ""                  # the name on the Japanese pages; "" shows `name` there
     public: bool = True
@@ -116,6 +118,25 @@ def lan_address() -> str | None:
     return None if is_loopback(address) else address
 
 
+def board_brokers(broker_url: str, hosts: list[str] | None, port: int | None) -> list[tuple[str, int]]:
+    """The broker addresses for config.json: ``--broker-host`` (one or more, each ``host`` or
+    ``host:port``, the first preferred) or JISAKU_BROKER's host."""
+    from jisaku.contract.mqtt import BrokerAddress
+
+    if not hosts:
+        return [board_broker(broker_url, None, port)]
+    found = []
+    for item in " ".join(hosts).replace(",", " ").split():
+        try:
+            address = BrokerAddress.parse(item)
+        except ValueError:
+            raise FlashError(f"--broker-host {item!r} should be an address such as 192.168.1.10 or"
+                             " 192.168.1.10:1883; several: --broker-host 192.168.1.10 192.168.1.11") from None
+        given_port = item.rsplit(":", 1)[-1].isdigit()  # else --broker-port, else JISAKU_BROKER's
+        found.append(board_broker(broker_url, address.host, address.port if given_port else port))
+    return found
+
+
 def board_broker(broker_url: str, host: str | None, port: int | None) -> tuple[str, int]:
     """The broker address for config.json: ``--broker-host`` or JISAKU_BROKER's host.
 
@@ -153,12 +174,13 @@ def make_request(args: argparse.Namespace, broker_url: str, environ: dict[str, s
     password = args.wifi_password if args.wifi_password is not None else environ.get("JISAKU_WIFI_PASSWORD", "")
     if (args.lat is None) != (args.lon is None):
         raise FlashError("give both --lat and --lon (where the device stands), or neither")
-    host, port = board_broker(broker_url, args.broker_host, args.broker_port)
+    (host, port), *more_brokers = board_brokers(broker_url, args.broker_host, args.broker_port)
     example, kind = example_and_kind(args.example, args.kind)
     return FlashRequest(
         example=example, device_id=args.id, kind=kind,
         name=args.name or args.id, name_ja=args.name_ja or "", public=not args.private,
         lat=args.lat, lon=args.lon, wifi_ssid=ssid, wifi_password=password, broker_host=host, broker_port=port,
+        more_brokers=more_brokers,
         secret=args.secret, wait_s=args.wait,
         settings=parse_pairs(args.settings or [], "setting", "left_after_s=45"),
         pins=parse_pairs(args.pins or [], "pin", "trigger=5"),
@@ -246,6 +268,9 @@ def board_config(request: FlashRequest, secret: str) -> dict[str, Any]:
         "wifi": {"ssid": request.wifi_ssid, "password": request.wifi_password},
         "broker": {"host": request.broker_host, "port": request.broker_port},
     }
+    if request.more_brokers:  # several: the board moves to the next when its broker is gone
+        config["broker"] = " ".join(f"mqtt://{host}:{port}" for host, port
+                                    in [(request.broker_host, request.broker_port), *request.more_brokers])
     if request.settings:
         config["settings"] = request.settings
     if request.pins:
@@ -553,8 +578,10 @@ def add_parser(commands) -> None:
     flash.add_argument("--port", help="the board's serial port, e.g. /dev/ttyUSB0 (default: found on USB)")
     flash.add_argument("--wifi-ssid", help="the Wi-Fi network (default: $JISAKU_WIFI_SSID); 2.4 GHz only")
     flash.add_argument("--wifi-password", help="better: set $JISAKU_WIFI_PASSWORD, which stays out of shell history")
-    flash.add_argument("--broker-host", help="the broker's address as the board sees it, e.g. 192.168.1.10"
-                                             " (default: the host of JISAKU_BROKER)")
+    flash.add_argument("--broker-host", nargs="+", metavar="HOST",
+                       help="the broker's address as the board sees it, e.g. 192.168.1.10 (default: the host"
+                            " of JISAKU_BROKER); several, the first preferred, for a board that moves to the"
+                            " next when its broker is gone: 192.168.1.10 192.168.1.11:1884")
     flash.add_argument("--broker-port", type=int, help="default: the port of JISAKU_BROKER")
     flash.add_argument("--settings", nargs="+", action="extend", metavar="NAME=VALUE",
                        help="the example's settings, e.g. interval_s=300")

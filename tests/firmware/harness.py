@@ -1,7 +1,7 @@
-"""Helpers for the firmware tests under MicroPython: a fake clock, a board, results.
+# Helpers for the firmware tests under MicroPython: a fake clock, a board, results.
+#
+# Test-only: not shipped to boards.
 
-Test-only: not shipped to boards.
-"""
 
 import json
 import os
@@ -15,12 +15,12 @@ SECRET = "s3cret"
 
 
 def result(value):
-    """Hand a value back to pytest."""
+    # Hand a value back to pytest.
     print("@@RESULT " + json.dumps(value))
 
 
 class FakeTime:
-    """Time that moves only when the test says so. The board's RTC starts at its epoch + 1 h."""
+    # Time that moves only when the test says so. The board's RTC starts at its epoch + 1 h.
 
     def __init__(self, board_start=3600):
         self.ms = 1000
@@ -59,7 +59,7 @@ def new_board(app_class, boot):
 
 
 def run(board, ft, seconds, step_ms=None):
-    """Turn the board's loop for ``seconds`` of fake time."""
+    # Turn the board's loop for ``seconds`` of fake time.
     step_ms = step_ms or board.app.POLL_MS
     end = ft.ms + int(seconds * 1000)
     while ft.ms < end:
@@ -68,7 +68,7 @@ def run(board, ft, seconds, step_ms=None):
 
 
 def sent(channel, device=DEVICE):
-    """Payloads (text) the board published on one of its channels."""
+    # Payloads (text) the board published on one of its channels.
     return [p.decode() for p in broker.on("jisaku/%s/%s" % (device, channel))]
 
 

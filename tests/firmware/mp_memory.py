@@ -1,8 +1,8 @@
-"""Memory of each example's steady loop under MicroPython, turned 500 times per step.
+# Memory of each example's steady loop under MicroPython, turned 500 times per step.
+#
+# run.mjs calls ``turns()`` 20 times (10,000 turns) and measures the live heap after each.
+# Test-only: not shipped to boards.
 
-run.mjs calls ``turns()`` 20 times (10,000 turns) and measures the live heap after each.
-Test-only: not shipped to boards.
-"""
 
 import harness
 from harness import broker, result
@@ -49,7 +49,7 @@ def snow_gauge():
 
 
 def vehicle_tracker(lines):
-    """``lines``: NMEA sentences, fed one every fourth turn."""
+    # ``lines``: NMEA sentences, fed one every fourth turn.
     global board, ft, before_turn
     import machine
     from tracker import VehicleTracker

@@ -415,3 +415,74 @@ def tracker():
     broker.deliver("jisaku/bus-1/cmd", json.dumps({"id": "y", "do": "report_status"}))
     harness.run(board, ft, 0.2)
     result({"data": sent("data", "bus-1"), "cmd_acks": sent("cmd/ack", "bus-1")})
+
+
+# ---------------------------------------------------------------- more than one broker
+
+
+def broker_rotation():
+    """Three brokers: the board starts at the first, moves on when it dies, round the list."""
+    import network
+    from umqtt import simple
+    from tray import PrinterTray
+    hosts = ["192.168.1.10", "192.168.1.11", "192.168.1.12"]
+    boxes = {}
+    for host in hosts:
+        boxes[host] = simple.brokers[host] = simple.Broker()
+        boxes[host].users[harness.DEVICE] = harness.SECRET
+    a, b, c = [boxes[host] for host in hosts]
+    network.up = True
+    ft = harness.FakeTime()
+    boot = harness.boot_config("tray-1", {"report_every_s": 5})
+    boot["broker"] = "mqtt://192.168.1.10:1883 mqtt://192.168.1.11:1883, 192.168.1.12"
+    board = harness.new_board(PrinterTray, boot)
+    found = {}
+
+    def where():
+        return [host for host in hosts if boxes[host].client is not None]
+
+    def until(done, limit_s):
+        """Turn the loop until done(); the fake seconds it took, or None."""
+        start = ft.ms
+        while not done():
+            if ft.ms - start > limit_s * 1000:
+                return None
+            harness.run(board, ft, 0.5)
+        return (ft.ms - start) / 1000
+
+    harness.run(board, ft, 12)
+    found["first"] = where()
+    a.go_down()                       # box A dies for good
+    found["moved_s"] = until(lambda: where() == [hosts[1]], 120)
+    found["tries_a"] = a.tries
+    harness.run(board, ft, 12)
+    b.go_down()                       # box B dies too, and C was never there:
+    c.up = False                      # round the list, one try each at C and A, ...
+    tried_a = a.tries
+    found["round_s"] = until(lambda: a.tries > tried_a, 300)
+    found["tries_while_all_down"] = [b.tries, c.tries, a.tries - tried_a]
+    a.up = True                       # ... until A is back, which takes the board again
+    found["back_to_a_s"] = until(lambda: where() == [hosts[0]], 300)
+    harness.run(board, ft, 30)
+    found["left"] = len(board.outbox)
+    data = []
+    for box in (a, b, c):
+        data.append([p.decode() for p in box.on("jisaku/tray-1/data")])
+    found["data"] = data
+    found["status_b"] = [p.decode() for p in b.on("jisaku/tray-1/status")]
+    found["subscribed_b"] = b.connects
+    result(found)
+
+
+def broker_addresses():
+    """config.json's broker: one, several in one text, a list; mistakes say what to write."""
+    import config
+    out = []
+    for value in ({"host": "192.168.1.10"}, "192.168.1.10:1884", "mqtt://box-a:1883 mqtt://box-b:1883",
+                  "box-a, box-b", ["box-a", "box-b:1884"],
+                  "mqtt://box-a:1883;mqtt://box-b", "mqtts://box-a:8883", {"port": 1883}, [], 1883):
+        try:
+            out.append(config.brokers(value))
+        except config.ConfigError as err:
+            out.append(str(err))
+    result(out)

@@ -1,7 +1,7 @@
-"""Test stand-in for MicroPython's machine module: pins the tests can set and read.
+# Test stand-in for MicroPython's machine module: pins the tests can set and read.
+#
+# Not shipped to boards. Tests set ``light_u16``, ``echoes`` and feed the UART.
 
-Not shipped to boards. Tests set ``light_u16``, ``echoes`` and feed the UART.
-"""
 
 light_u16 = 65535          # what every ADC reads
 echoes = []                # what time_pulse_us returns next (pulse lengths in µs, or -1)

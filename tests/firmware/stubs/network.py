@@ -1,7 +1,7 @@
-"""Test stand-in for MicroPython's network module: a Wi-Fi that tests switch on and off.
+# Test stand-in for MicroPython's network module: a Wi-Fi that tests switch on and off.
+#
+# Not shipped to boards. ``up`` says whether the access point is in reach.
 
-Not shipped to boards. ``up`` says whether the access point is in reach.
-"""
 
 STA_IF = 0
 up = True

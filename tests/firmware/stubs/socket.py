@@ -1,7 +1,7 @@
-"""Test stand-in for the socket module: just enough for an NTP query.
+# Test stand-in for the socket module: just enough for an NTP query.
+#
+# Not shipped to boards. ``ntp_unix`` is what the time server says (None: unreachable).
 
-Not shipped to boards. ``ntp_unix`` is what the time server says (None: unreachable).
-"""
 
 AF_INET = 2
 SOCK_DGRAM = 2

@@ -1,8 +1,9 @@
-"""Test stand-in for umqtt.simple: a client talking to an in-memory broker.
+# Test stand-in for umqtt.simple: a client talking to an in-memory broker.
+#
+# Not shipped to boards (they get the real one with ``mip install umqtt.simple``).
+# ``broker`` keeps what was published, retained messages, and the credentials it accepts.
+# A test with more than one broker puts them in ``brokers`` by host; any other host is ``broker``.
 
-Not shipped to boards (they get the real one with ``mip install umqtt.simple``).
-``broker`` keeps what was published, retained messages, and the credentials it accepts.
-"""
 
 
 class MQTTException(Exception):
@@ -18,9 +19,10 @@ class Broker:
         self.queued = []         # (topic, payload) waiting for the connected client
         self.client = None
         self.connects = 0
+        self.tries = 0           # connects tried, whether they worked or not
 
     def deliver(self, topic, payload, retain=False):
-        """Something the gateway sends to the device."""
+        # Something the gateway sends to the device.
         if retain:
             self.retained[topic] = payload
         if self.client is not None and topic in self.client.subscribed:
@@ -34,7 +36,7 @@ class Broker:
             self.retained[topic] = payload
 
     def go_down(self):
-        """The broker stops; it sends the connected client's last will first."""
+        # The broker stops; it sends the connected client's last will first.
         if self.client is not None and self.client.lw_topic:
             self._store(self.client.lw_topic, self.client.lw_msg, self.client.lw_retain, self.client.lw_qos)
         self.client = None
@@ -45,6 +47,7 @@ class Broker:
 
 
 broker = Broker()
+brokers = {}
 
 
 class _Sock:
@@ -63,6 +66,7 @@ class MQTTClient:
         self.lw_topic = self.lw_msg = None
         self.lw_retain, self.lw_qos = False, 0
         self.subscribed = []
+        self.broker = brokers.get(server, broker)
 
     def set_callback(self, f):
         self.cb = f
@@ -71,6 +75,8 @@ class MQTTClient:
         self.lw_topic, self.lw_msg, self.lw_retain, self.lw_qos = topic, msg, retain, qos
 
     def connect(self, clean_session=True, timeout=None):
+        broker = self.broker
+        broker.tries += 1
         if not broker.up:
             raise OSError(113)  # EHOSTUNREACH
         if broker.users.get(self.user) != self.pswd:
@@ -81,30 +87,31 @@ class MQTTClient:
         return False
 
     def _check(self):
-        if broker.client is not self or not broker.up:
+        if self.broker.client is not self or not self.broker.up:
             raise OSError(104)  # ECONNRESET
 
     def publish(self, topic, msg, retain=False, qos=0):
         self._check()
-        broker._store(topic, msg, retain, qos)
+        self.broker._store(topic, msg, retain, qos)
 
     def subscribe(self, topic, qos=0):
         self._check()
         self.subscribed.append(topic)
-        if topic in broker.retained:
-            broker.queued.append((topic, broker.retained[topic]))
+        if topic in self.broker.retained:
+            self.broker.queued.append((topic, self.broker.retained[topic]))
 
     def ping(self):
         self._check()
 
     def check_msg(self):
         self._check()
-        for i in range(len(broker.queued)):
-            topic, payload = broker.queued[i]
+        queued = self.broker.queued
+        for i in range(len(queued)):
+            topic, payload = queued[i]
             if topic in self.subscribed:
-                broker.queued.pop(i)
+                queued.pop(i)
                 self.cb(topic.encode(), payload)
                 return
 
     def disconnect(self):
-        broker.client = None
+        self.broker.client = None
