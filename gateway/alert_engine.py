@@ -30,7 +30,7 @@ from typing import Any
 from jisaku.contract import protocol
 from jisaku.contract.geo import distance_m
 
-from .alert_rules import NotMoved, Rule
+from .alert_rules import NotMoved, OnEvent, Rule
 from .alert_words import Wording, held
 from .alerts import Alert, AlertBook, AlertChange, local_time
 from .areas import Area, parse_area
@@ -93,6 +93,15 @@ class _Tracks(dict):
                 self._saved[key] = row
         connection.executemany(f"INSERT OR REPLACE INTO alert_tracks ({self.COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
                                rows)
+
+
+def _event_wording(event: protocol.Event) -> Wording:
+    """What an alert says of an event: its name and the device's own words ("down: check router,
+    reason connection refused")."""
+    if not event.values:
+        return ("event", {"event": event.name})
+    details = ", ".join(f"{key} {value}" for key, value in event.values.items())
+    return ("event_with", {"event": event.name, "details": details})
 
 
 def _number(value: Any) -> bool:
@@ -180,8 +189,9 @@ class AlertEngine:
     # ------------------------------------------------------------ judging
 
     def on_batch(self, batch: Batch) -> None:
-        """Judge a stored batch's readings (the gateway's writer thread calls this: no network here)."""
-        if not batch.readings:
+        """Judge a stored batch's readings and events (the gateway's writer thread calls this:
+        no network here)."""
+        if not batch.readings and not batch.events:
             return
         with self._lock:
             now = time.time()
@@ -189,25 +199,35 @@ class AlertEngine:
             by_device: dict[str, list[protocol.Reading]] = {}
             for device_id, reading in batch.readings:
                 by_device.setdefault(device_id, []).append(reading)
-            if any(device_id not in self._kinds for device_id in by_device):
+            events: dict[str, list[protocol.Event]] = {}
+            if any(rule.condition.type == "event" for rule in self._rules):
+                for device_id, event in batch.events:
+                    events.setdefault(device_id, []).append(event)
+            if any(device_id not in self._kinds for device_id in [*by_device, *events]):
                 self._reload_devices(now)
             to_judge = []
-            for device_id, readings in by_device.items():
-                readings.sort(key=lambda r: r.ts)
-                self._last_seen[device_id] = max(self._last_seen.get(device_id, 0.0), readings[-1].ts)
+            for device_id in [*by_device, *(d for d in events if d not in by_device)]:
+                readings = sorted(by_device.get(device_id, []), key=lambda r: r.ts)
+                if readings:
+                    self._last_seen[device_id] = max(self._last_seen.get(device_id, 0.0), readings[-1].ts)
                 rules = [r for r in self._rules if r.applies_to(device_id, self._kinds.get(device_id))]
                 if rules:
-                    to_judge.append((device_id, readings, rules))
+                    to_judge.append((device_id, readings, sorted(events.get(device_id, []), key=lambda e: e.ts),
+                                     rules))
             if not to_judge:  # most batches: no rule applies, no transaction
                 return
             changed = False
             with self.book.writing() as connection:
-                devices = [device_id for device_id, _, _ in to_judge]
+                devices = [device_id for device_id, _, _, _ in to_judge]
                 tracks = _Tracks(connection, f"device_id IN ({','.join('?' * len(devices))})", tuple(devices))
                 open_alerts = self.book.open_alerts(connection)
-                for device_id, readings, rules in to_judge:
+                for device_id, readings, device_events, rules in to_judge:
                     for rule in rules:
                         track = tracks[(rule.id, device_id)]
+                        if isinstance(rule.condition, OnEvent):
+                            for event in device_events:
+                                changed |= self._judge_event(connection, rule, device_id, event, open_alerts, track)
+                            continue
                         for reading in readings:
                             changed |= self._judge(connection, rule, device_id, reading, open_alerts, track)
                 tracks.save(connection)
@@ -273,6 +293,7 @@ class AlertEngine:
                         held_min = (now - track.pending_since) / 60
                         changed |= self._raise(connection, rule, device_id, now, open_alerts,
                                                held(track.pending_message, held_min), track.pending_value, track)
+        changed |= self._quiet_events(connection, now, open_alerts)
         tracks.save(connection)
         return changed
 
@@ -303,6 +324,8 @@ class AlertEngine:
                            {"metric": condition.metric, "value": v, "level": condition.raise_at})
         elif condition.type == "no_data":
             verdict, message = False, ("data_again", {})
+        elif condition.type == "event":
+            return False
         else:
             position = reading.position
             if position is None:
@@ -335,6 +358,52 @@ class AlertEngine:
                 message = held(message, (reading.ts - track.pending_since) / 60)
             return self._raise(connection, rule, device_id, reading.ts, open_alerts, message, value, track)
         return False
+
+    def _judge_event(self, connection: sqlite3.Connection, rule: Rule, device_id: str, event: protocol.Event,
+                     open_alerts: dict[tuple[int, str], Alert], track: _Track) -> bool:
+        """One event against an ``event`` rule: raise or clear an alert; True if either happened."""
+        condition: OnEvent = rule.condition
+        if event.name not in (condition.event, condition.clear_event) or not condition.matches(event.values):
+            return False
+        if event.ts < track.last_ts:  # an "up" sent before the "down" that raised the alert
+            return False
+        track.last_ts = event.ts
+        key = (rule.id, device_id)
+        said = _event_wording(event)
+        if event.name == condition.event:
+            if key in open_alerts:  # still down: one alert, not one per event
+                return False
+            return self._raise(connection, rule, device_id, event.ts, open_alerts, said, event.values)
+        if key not in open_alerts:
+            return False
+        self.book.clear_alert(open_alerts.pop(key), event.ts, said, event.values, connection)
+        return True
+
+    def _quiet_events(self, connection: sqlite3.Connection, now: float,
+                      open_alerts: dict[tuple[int, str], Alert]) -> bool:
+        """Clear ``event`` alerts whose event has not come again for ``clear_after_min``."""
+        changed = False
+        rules = {rule.id: rule for rule in self._rules
+                 if isinstance(rule.condition, OnEvent) and rule.condition.clear_after_min}
+        for (rule_id, device_id), alert in list(open_alerts.items()):
+            rule = rules.get(rule_id)
+            if rule is None:
+                continue
+            condition: OnEvent = rule.condition
+            newest = alert.raised
+            for ts, values in connection.execute(
+                    "SELECT ts, v FROM events WHERE device_id = ? AND event = ? AND ts > ? ORDER BY ts DESC LIMIT 50",
+                    (device_id, condition.event, alert.raised)):
+                if condition.matches(json.loads(values)):
+                    newest = ts
+                    break
+            quiet_min = (now - newest) / 60
+            if quiet_min >= condition.clear_after_min:
+                self.book.clear_alert(open_alerts.pop((rule_id, device_id)), now,
+                                      ("event_quiet", {"event": condition.event, "min": round(quiet_min)}), None,
+                                      connection)
+                changed = True
+        return changed
 
     @staticmethod
     def _stood_still(condition: NotMoved, track: _Track, ts: float,

@@ -1,8 +1,8 @@
 """Alert rules: what to watch, on which devices, and when an alert is raised and cleared.
 
-Four kinds of condition: ``above`` / ``below`` a threshold (with separate raise and
-clear levels, and optionally a minimum duration), ``no_data``, ``not_moved`` and
-``area``. A rule is for one device (``device_id``) or every device of a kind
+Five kinds of condition: ``above`` / ``below`` a threshold (with separate raise and
+clear levels, and optionally a minimum duration), ``no_data``, ``not_moved``, ``area``
+and ``event`` (an event the device sends, such as an equipment watch's ``down``). A rule is for one device (``device_id``) or every device of a kind
 (``kind``). What each kind means for operators: docs/alerts.md.
 
 A rule may also have an ``action``: switch an output of a switch box when its alert is
@@ -94,6 +94,39 @@ class InArea(BaseModel):
         return area
 
 
+class OnEvent(BaseModel):
+    """Raised by an event the device sends (``down``, ``printer_failed``), so the alert carries
+    the device's own words (the reason a router is down); cleared by another event (``up``)
+    or once that many minutes pass without the event again."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["event"]
+    event: str = Field(description="the event that raises the alert, e.g. down")
+    match: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description='only events whose values include these, e.g. {"check": "router"}')
+    clear_event: str | None = Field(None, description="the event that clears it (with the same match), e.g. up")
+    clear_after_min: float | None = Field(None, gt=0, description="or: clear once no such event came for this long")
+
+    @field_validator("event", "clear_event")
+    @classmethod
+    def _event_name(cls, name: str | None) -> str | None:
+        if name is not None and not protocol.METRIC_NAME.match(name):
+            raise ValueError(f"event {name!r} should be an event's name as the device sends it, like down"
+                             " (a-z, 0-9, _)")
+        return name
+
+    @model_validator(mode="after")
+    def _clears_somehow(self) -> "OnEvent":
+        if self.clear_event is None and self.clear_after_min is None:
+            raise ValueError("say how the alert clears: clear_event (e.g. up) or clear_after_min (e.g. 60)")
+        if self.clear_event == self.event:
+            raise ValueError(f"clear_event is the same event as the one that raises it ({self.event})")
+        return self
+
+    def matches(self, values: dict[str, Any]) -> bool:
+        return all(values.get(key) == wanted for key, wanted in self.match.items())
+
+
 class SwitchAction(BaseModel):
     """Which output to switch, and to what, when the alert is raised and when it clears."""
 
@@ -134,7 +167,7 @@ class Action(BaseModel):
                                     " device; a change held back is sent once the time has passed, if still wanted")
 
 
-Condition = Annotated[Threshold | NoData | NotMoved | InArea, Field(discriminator="type")]
+Condition = Annotated[Threshold | NoData | NotMoved | InArea | OnEvent, Field(discriminator="type")]
 
 
 class Rule(BaseModel):

@@ -26,7 +26,7 @@ from jisaku.gateway.alert_rules import RuleError
 from jisaku.gateway.alerts import AlertBook, AlertError, AlertNotFound
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
-from jisaku.gateway.store import Batch
+from jisaku.gateway.store import Batch, SQLiteStore
 
 from .brokers import HOST, free_port
 from .receivers import MailReceiver, WebhookReceiver
@@ -463,3 +463,92 @@ def test_the_counters_waiting_count_raises_the_demo_towns_long_queue_rule(engine
     assert (alert.device_id, alert.state) == ("counter-1", "raised")
     engine.on_batch(batch("counter-1", T0 + 13 * 60, {"waiting": 9}))
     assert engine.alerts()[0].state == "cleared"
+
+
+def events(device_id: str, *sent: tuple[float, str, dict]) -> Batch:
+    """Events as the gateway decodes them off the wire: (ts, name, values)."""
+    out = Batch()
+    for ts, name, values in sent:
+        payload = json.dumps({"ts": ts, "seq": next(_seq), "event": name, "v": values}).encode()
+        out.events.append((device_id, protocol.decode_event(payload, received_at=ts)))
+    return out
+
+
+ROUTER_DOWN = {"name": "Router down", "kind": "printer_tray", "condition": {
+    "type": "event", "event": "down", "match": {"check": "router"}, "clear_event": "up"}}
+
+
+def test_an_event_rule_tells_staff_why_and_clears_with_the_event_that_ends_it(engine, db):
+    engine.add_rule(ROUTER_DOWN)
+    engine.on_batch(events("tray-1", (T0, "down", {"check": "phone_exchange", "reason": "timed out"})))
+    assert engine.alerts() == [], "another check's event is not this rule's"
+    engine.on_batch(events("tray-1", (T0 + 60, "down", {"check": "router", "reason": "connection refused"}),
+                           (T0 + 120, "down", {"check": "router", "reason": "connection refused"})))
+    (alert,) = engine.alerts()
+    assert alert.state == "raised" and alert.raised == T0 + 60
+    assert alert.message == "the device sent down: check router, reason connection refused"
+    assert alert.message_ja == "機器から down が届きました（check router, reason connection refused）"
+    engine.on_batch(events("tray-1", (T0 + 30, "up", {"check": "router", "ms": 2.0})))
+    assert engine.alerts()[0].state == "raised", "an 'up' older than the 'down' does not clear it"
+    engine.on_batch(events("tray-1", (T0 + 300, "up", {"check": "phone_exchange", "ms": 3.0})))
+    assert engine.alerts()[0].state == "raised", "another check coming back does not clear it"
+    engine.on_batch(events("tray-1", (T0 + 600, "up", {"check": "router", "ms": 1.5, "down_s": 540})))
+    (alert,) = engine.alerts()
+    assert (alert.state, alert.cleared) == ("cleared", T0 + 600)
+    assert "the device sent up: check router" in alert.cleared_message
+    assert queued(db) == [("raised", "tray-1"), ("cleared", "tray-1")]
+    engine.on_batch(batch("tray-1", T0 + 700, {"tray_full": 1}))
+    assert engine.alerts()[0].state == "cleared", "readings leave an event rule alone"
+
+
+def test_an_event_rule_without_a_clearing_event_clears_once_the_event_stops_coming(engine, db):
+    engine.add_rule({"name": "Printer failed", "device_id": "tray-1", "condition": {
+        "type": "event", "event": "printer_failed", "clear_after_min": 30}})
+    failed = events("tray-1", (T0, "printer_failed", {}), (T0 + 20 * 60, "printer_failed", {"error": "no paper"}))
+    SQLiteStore(db).write(failed)  # as the gateway does: stored, then judged
+    engine.on_batch(failed)
+    (alert,) = engine.alerts()
+    assert alert.message == "the device sent printer_failed"
+    engine.tick(T0 + 45 * 60)
+    assert engine.alerts()[0].state == "raised", "30 min count from the newest printer_failed, at 20 min"
+    engine.tick(T0 + 51 * 60)
+    (alert,) = engine.alerts()
+    assert alert.state == "cleared" and alert.cleared_message == "no printer_failed for 31 min"
+    assert alert.cleared_message_ja == "31 分間 printer_failed が届いていません"
+
+
+@pytest.mark.parametrize(("condition", "error"), [
+    ({"type": "event", "event": "down"}, "say how the alert clears"),
+    ({"type": "event", "event": "down", "clear_event": "down"}, "clear_event is the same event"),
+    ({"type": "event", "event": "Down!", "clear_event": "up"}, "should be an event's name"),
+])
+def test_an_event_rule_that_could_never_work_is_refused(engine, condition, error):
+    with pytest.raises(ValidationError, match=error):
+        engine.add_rule({"name": "x", "device_id": "tray-1", "condition": condition})
+
+
+def test_an_operator_writes_an_event_rule_on_the_rules_page(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from jisaku.dashboard.app import create_app
+    from jisaku.gateway.accounts import Accounts
+
+    db = Database(tmp_path / "jisaku.db")
+    Registry(db).add_device(DeviceRecord("watch-1", "equipment_watch"))
+    Accounts(db).add("tanaka", "a long operator passphrase", role="operator")
+    client = TestClient(create_app(tmp_path / "jisaku.db", tiles="osm"))
+    csrf = client.post("/api/v1/operator/login", json={"name": "tanaka", "password": "a long operator passphrase"}
+                       ).json()["csrf_token"]
+    form = {"csrf_token": csrf, "name": "Router down", "scope_is": "device", "scope": "watch-1", "type": "event",
+            "event": "down", "match": "check=router, tries=3", "clear_event": "up", "enabled": "1"}
+    missing = client.post("/operator/rules?lang=en", data={**form, "clear_event": ""})
+    assert missing.status_code == 400 and "say how the alert clears" in missing.text
+    saved = client.post("/operator/rules?lang=en", data=form)
+    assert saved.status_code == 200, saved.text
+    (rule,) = AlertBook(db).rules()
+    assert rule.condition.model_dump() == {"type": "event", "event": "down", "match": {"check": "router", "tries": 3},
+                                           "clear_event": "up", "clear_after_min": None}
+    page = client.get("/operator/rules?lang=en").text
+    assert "the device sends down check=router tries=3; clears with up" in page
+    edit = client.get(f"/operator/rules?edit={rule.id}&lang=en").text
+    assert 'name="match" value="check=router, tries=3"' in edit

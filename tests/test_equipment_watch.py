@@ -27,8 +27,9 @@ from .town import KINDS, wait_until
 
 ROUTER_DOWN = {"name": "Router down", "kind": "equipment_watch",
                "condition": {"type": "below", "metric": "router_up", "raise_at": 0}}
+# On the watch's own "down" event, so staff are told why (an "event" rule, docs/alerts.md).
 PAGE_DOWN = {"name": "File server down", "kind": "equipment_watch",
-             "condition": {"type": "below", "metric": "file_server_up", "raise_at": 0}}
+             "condition": {"type": "event", "event": "down", "match": {"check": "file_server"}, "clear_event": "up"}}
 
 
 def write_device(folder: Path, checks: str, watch: str = "interval_s = 0.5\ntimeout_s = 3\ntries = 3\nretry_after_s = 0.1",
@@ -112,6 +113,8 @@ def test_a_port_and_a_status_page_going_down_and_up_raise_and_clear_alerts_that_
         assert told == [("File server down", "cleared"), ("File server down", "raised"),
                         ("Router down", "cleared"), ("Router down", "raised")]
         assert {body["device_id"] for body in webhook.delivered("/hook")} == {"watch-t"}
+        (page_down,) = [b for b in webhook.delivered("/hook") if (b["rule"], b["event"]) == ("File server down", "raised")]
+        assert "reason HTTP 503" in page_down["message"] and "HTTP 503" in page_down["message_ja"], "staff are told why"
     finally:
         stop.set()
         port.close()

@@ -38,7 +38,7 @@ page_router = APIRouter(prefix="/operator", include_in_schema=False,
 
 RuleId = Annotated[int, PathParam(ge=1, le=2**53)]
 AlertId = Annotated[int, PathParam(ge=1, le=2**53)]
-CONDITION_TYPES = ("above", "below", "no_data", "not_moved", "area")
+CONDITION_TYPES = ("above", "below", "no_data", "not_moved", "area", "event")
 
 
 def _book(request: Request) -> AlertBook:
@@ -182,7 +182,26 @@ def _form_of(rule: Rule) -> dict[str, Any]:
                     action_interval=rule.action.min_interval_min)
     if "area" in form:
         form["area"] = json.dumps(form["area"], ensure_ascii=False)
+    if "match" in form:
+        form["match"] = ", ".join(f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
+                                  for key, value in form["match"].items())
     return form
+
+
+def _match_from_text(text: str) -> dict[str, Any]:
+    """``check=router, window=2`` → {"check": "router", "window": 2}: numbers and true/false as the
+    device sends them, so they compare equal to its event's values."""
+    match: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, equals, value = (s.strip() for s in part.partition("="))
+        if not equals or not key:
+            raise ValueError(f"match: write key=value pairs separated by commas, like check=router, not {part!r}")
+        try:
+            match[key] = json.loads(value) if value in ("true", "false") or value[:1].isdigit() or value[:1] == "-" \
+                else value
+        except ValueError:
+            match[key] = value
+    return match
 
 
 def _rule_from_form(form) -> Rule:
@@ -192,11 +211,14 @@ def _rule_from_form(form) -> Rule:
     condition: dict[str, Any] = {"type": kind}
     fields = {"above": ("metric", "raise_at", "clear_at", "for_min"), "below": ("metric", "raise_at", "clear_at", "for_min"),
               "no_data": ("minutes",), "not_moved": ("minutes", "radius_m"),
-              "area": ("area", "alert_when", "for_min")}.get(kind, ())
+              "area": ("area", "alert_when", "for_min"),
+              "event": ("event", "clear_event", "clear_after_min", "match")}.get(kind, ())
     for field in fields:
         if values.get(field):
-            condition[field] = values[field].replace(",", ".") if field not in ("area", "metric", "alert_when") \
-                else values[field]
+            condition[field] = values[field].replace(",", ".") if field not in (
+                "area", "metric", "alert_when", "event", "clear_event", "match") else values[field]
+    if "match" in condition:
+        condition["match"] = _match_from_text(condition["match"])
     if "area" in condition:
         try:
             condition["area"] = json.loads(condition["area"])
