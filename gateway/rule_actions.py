@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .alert_rules import Rule
-from .commands import Command, CommandBook
+from .commands import COMMAND_EXPIRY_S, Command, CommandBook
 from .db import Database, write
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,12 @@ log = logging.getLogger(__name__)
 class RuleActions:
     """``send`` publishes a command already written to the command book (Gateway.send_command)."""
 
-    def __init__(self, db: Database, send: Callable[[Command], Any]):
+    def __init__(self, db: Database, send: Callable[[Command], Any], expires_in_s: float = COMMAND_EXPIRY_S):
         self.db = db
         self.send = send
         self.commands = CommandBook(db)
+        # How long a rule's switch stays good on its way to the device (tests shorten it).
+        self.expires_in_s = expires_in_s
 
     def run(self, rules: list[Rule], now: float) -> list[Command]:
         """Send what the rules' actions want now; returns the commands sent."""
@@ -84,12 +86,12 @@ class RuleActions:
         if not self._due(rule, row, wanted, now):
             return None
         command = self.commands.issue(switch.device_id, "switch", {"output": switch.output, "on": wanted},
-                                      source="rule", issued_by=f"rule:{rule.name}", now=now)
+                                      source="rule", issued_by=f"rule:{rule.name}",
+                                      expires_in_s=self.expires_in_s, now=now)
         self._save(connection, key, wanted, wanted, now, command.id)
         return command
 
     def _due(self, rule: Rule, row: sqlite3.Row, wanted: bool, now: float) -> bool:
-        """Send the switch if it is due; None if it is not (yet)."""
         """Whether the switch to ``wanted`` should be sent now."""
         last = self.commands.get(row["command_id"], now) if row["command_id"] else None
         if last is not None and last.status == "sent":

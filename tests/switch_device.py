@@ -71,9 +71,13 @@ class SwitchBox:
 
     @classmethod
     def in_town(cls, town: Any, device_id: str, outputs: dict[str, str],
-                interlocks: list[tuple[str, ...]] = ()) -> "SwitchBox":
-        """Register ``device_id`` in a tests.town.Town (kind switch_box) and make its box (not started)."""
-        register(town, device_id, "switch_box")
+                interlocks: list[tuple[str, ...]] = (), new: bool = True) -> "SwitchBox":
+        """Register ``device_id`` in a tests.town.Town (kind switch_box) and make its box (not started).
+
+        ``new=False``: the same box powered up again (registered already; same state folder and
+        MQTT session)."""
+        if new:
+            register(town, device_id, "switch_box")
         state_dir = town.directory / "devices" / device_id
         config = DeviceConfig(state_dir, {
             "device": {"id": device_id, "kind": "switch_box", "interval_s": 60},

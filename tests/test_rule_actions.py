@@ -165,3 +165,50 @@ def test_only_switchers_and_admins_may_save_a_rule_that_switches(tmp_path):
     assert "then switches sprinkler of heater-1: on when raised, off when cleared (at most every 10 min)" in page
     edit = switcher.get(f"/operator/rules?edit={rule_id}").text
     assert 'name="action_output" value="sprinkler"' in edit
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded", "mosquitto"], indirect=True)
+def test_a_box_that_was_away_refuses_the_stale_switch_and_the_rule_sends_a_fresh_one(make_town):
+    """The bridge's switch box loses power while snow falls. The rule's switch waits for it in
+    its MQTT session, expires, and is refused when the box is back; the rule, still wanting the
+    sprinklers on, sends a fresh one, which the box carries out."""
+    town = make_town()
+    town.alerts.actions.expires_in_s = 3  # instead of two minutes, so the test need not wait them
+    outputs = {"sprinkler": "Sprinklers", "heater": "Road heater"}
+    box = SwitchBox.in_town(town, "heater-1", outputs)
+    box.start()
+    register(town, "snow-bridge", "snow_gauge")
+    gauge = town.link("snow-bridge")
+    gauge.start()
+    db = town.changes.db
+    back = None
+    try:
+        wait_until(lambda: town.store.reading_count("heater-1") >= 1, 15, "the box reports")
+        town.changes.add_rule("sato", SPRINKLERS)
+        box.stop()
+        wait_until(lambda: db.connection.execute("SELECT state FROM device_status WHERE device_id='heater-1'"
+                                                 ).fetchone()[0] == "offline", 15, "the box is offline")
+        gauge.publish_reading({"depth_cm": 6})
+        (stale,) = wait_until(lambda: _rule_commands(db), 15,
+                              "6 cm raises the alert and the rule sends its switch to the absent box")
+        wait_until(lambda: CommandBook(db).get(stale.id).status == "no_answer", 15, "nobody answers it")
+
+        back = SwitchBox.in_town(town, "heater-1", outputs, new=False)  # power is back
+        back.start()
+
+        def sprinklers_on() -> bool:
+            town.alerts.tick(time.time())  # the engine's clock, a little faster than its own loop
+            return back.states["sprinkler"] == 1
+        wait_until(sprinklers_on, 30, "the rule sends a fresh switch and the box carries it out")
+        stale = CommandBook(db).get(stale.id)
+        assert (stale.status, stale.code) == ("refused", "expired"), "the stale switch reached the box, too late"
+        fresh = _rule_commands(db)[-1]
+        assert fresh.id != stale.id and fresh.args == {"output": "sprinkler", "on": True}
+        wait_until(lambda: CommandBook(db).get(fresh.id).status == "done", 10, "the box answers the fresh one")
+        switched_on = wait_until(lambda: [e["v"].get("cmd") for e in town.store.events("heater-1")
+                                          if e["event"] == "switched" and e["v"]["output"] == "sprinkler"
+                                          and e["v"]["on"] == 1], 10, "the box's switched event is stored")
+        assert switched_on == [fresh.id], "only the fresh command moved the relay"
+    finally:
+        gauge.stop()
+        (back or box).stop()
