@@ -74,6 +74,13 @@ MIN_STALE_S = 60.0
 OTHER_INTERVAL_S = 300.0  # a kind no kind folder describes (each folder says its own interval_s)
 
 
+# How often a device reports: the interval_s it applied from the operators' settings (what it
+# really runs with), else the one it was registered with. An operator who sets a gauge to
+# report hourly must not see it turn "stale" after three minutes. (SQL over devices d and
+# device_config c.)
+RUNNING_INTERVAL = "COALESCE(json_extract(c.applied, '$.interval_s'), d.interval_s)"
+
+
 def stale_after(kind: str, interval_s: float | None) -> float:
     """Seconds of silence after which a device of ``kind`` counts as stale.
 
@@ -189,9 +196,10 @@ class SQLiteStore:
         """
         now = time.time() if now is None else now
         rows = self.db.connection.execute(
-            "SELECT d.id, d.kind, d.interval_s, s.since, l.updated"
+            f"SELECT d.id, d.kind, {RUNNING_INTERVAL} AS interval_s, s.since, l.updated"
             " FROM devices d JOIN device_status s ON s.device_id = d.id"
-            " LEFT JOIN latest l ON l.device_id = d.id WHERE s.state = 'online'").fetchall()
+            " LEFT JOIN latest l ON l.device_id = d.id"
+            " LEFT JOIN device_config c ON c.device_id = d.id WHERE s.state = 'online'").fetchall()
         silent = [row["id"] for row in rows
                   if now - max(row["since"], row["updated"] or 0) > stale_after(row["kind"], row["interval_s"])]
         if silent:
@@ -288,7 +296,8 @@ class SQLiteStore:
     def latest(self, public_only: bool = True) -> list[dict[str, Any]]:
         """Every registered device with its newest values and its status."""
         sql = (
-            "SELECT d.id, d.kind, d.name, d.name_ja, d.public, d.interval_s, d.lat, d.lon, d.attributes,"
+            f"SELECT d.id, d.kind, d.name, d.name_ja, d.public, {RUNNING_INTERVAL} AS interval_s, d.lat, d.lon,"
+            "       d.attributes,"
             "       l.ts, l.v, l.picture, s.state, s.since, c.settings"
             " FROM devices d"
             " LEFT JOIN latest l ON l.device_id = d.id"

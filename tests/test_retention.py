@@ -8,7 +8,7 @@ from jisaku.contract.protocol import Reading, Status
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.retention import RetentionPolicy
-from jisaku.gateway.store import STALE_AFTER_INTERVALS, Batch, SQLiteStore, stale_after
+from jisaku.gateway.store import STALE_AFTER_INTERVALS, Batch, ConfigAck, SQLiteStore, stale_after
 
 DAY = 86400
 
@@ -77,3 +77,18 @@ def test_offline_stays_offline_and_a_phone_without_status_messages_comes_online(
     # bus-1 never sends a status (a phone through /osmand): its readings say it is there.
     store.write(Batch(readings=[("bus-1", Reading(t0, 1, {"lat": 36.14, "lon": 137.25}))]))
     assert {d["id"]: d["status"] for d in store.latest(public_only=False)} == {"bus-1": "online", "snow-1": "offline"}
+
+
+def test_a_device_told_to_report_less_often_is_judged_by_what_it_runs_with(tmp_path):
+    store = _store(tmp_path)
+    t0 = time.time()  # the store stamps what it hears with the real time
+    store.write(Batch(statuses=[("snow-1", Status("online", {}), t0)]))
+    assert store.mark_stale(now=t0 + 3 * 60 + 1) == ["snow-1"], "registered to report once a minute"
+    config = store.next_config("snow-1", {"interval_s": 1800})
+    store.write(Batch(readings=[("snow-1", Reading(t0, 1, {"depth_cm": 3.0}))]))
+    assert store.mark_stale(now=t0 + 3 * 60 + 1) == ["snow-1"], "not yet applied: the old interval holds"
+    store.write(Batch(readings=[("snow-1", Reading(t0, 2, {"depth_cm": 3.0}))],
+                      config_acks=[ConfigAck("snow-1", config["rev"], True, None, t0)]))
+    assert store.mark_stale(now=t0 + 3 * 60 + 1) == [], "it applied half-hourly reports"
+    assert {d["id"]: d["interval_s"] for d in store.latest(public_only=False)}["snow-1"] == 1800
+    assert store.mark_stale(now=t0 + 3 * 1800 + 61) == ["snow-1"]
