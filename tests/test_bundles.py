@@ -154,3 +154,41 @@ def test_build_leaves_out_caches_and_hidden_files_and_refuses_links_outside(town
     os.symlink(town_dir / "data" / "keys" / "bundle-signing.key", app / "key.pem")
     with pytest.raises(SystemExit, match="links outside"):
         main(["bundle", "build", str(app), "--version", "4", "--target", "printer_tray"])
+
+
+def test_publish_from_the_command_line_keeps_it_beside_the_database_and_audits_it(town_dir, capsys, tmp_path):
+    from jisaku.gateway.audit import AuditLog
+    from jisaku.gateway.db import Database
+
+    main(["bundle", "build", str(BOARD), "--version", "1.4.0"])
+    main(["bundle", "publish", "printer_tray-1.4.0.bundle"])
+    assert "printer_tray 1.4.0 is published" in capsys.readouterr().out
+    stored = town_dir / "data" / "bundles" / "printer_tray" / "1.4.0.bundle"
+    assert stored.read_bytes() == (town_dir / "printer_tray-1.4.0.bundle").read_bytes()
+    main(["bundle", "list"])
+    assert "printer_tray     1.4.0" in capsys.readouterr().out
+    entry = AuditLog(Database(town_dir / "data" / "jisaku.db")).entries()[0]
+    assert (entry["action"], entry["target"]) == ("bundle.publish", "printer_tray/1.4.0")
+    assert entry["actor"].startswith("cli:")
+    make_keys(tmp_path / "elsewhere")
+    build_bundle(BOARD, "2", "printer_tray", "board", load_private_key(tmp_path / "elsewhere"), tmp_path / "x.bundle")
+    with pytest.raises(SystemExit, match=r"REFUSED \(signature\)"):
+        main(["bundle", "publish", str(tmp_path / "x.bundle")])
+
+
+def test_the_signing_key_is_in_the_backup_and_comes_back_owner_only(town_dir, tmp_path):
+    from jisaku.gateway.backup import make_backup, restore_backup
+
+    main(["bundle", "build", str(BOARD), "--version", "1", "--out", "b.bundle"])
+    main(["bundle", "publish", "b.bundle"])
+    info = make_backup(town_dir / "data" / "jisaku.db", town_dir / "data", None, tmp_path / "backups")
+    restore_backup(info.path, tmp_path / "new-box" / "data", None)
+    restored = tmp_path / "new-box" / "data" / "keys" / "bundle-signing.key"
+    assert restored.read_bytes() == (town_dir / "data" / "keys" / "bundle-signing.key").read_bytes()
+    assert stat.S_IMODE(restored.stat().st_mode) == 0o600
+    assert stat.S_IMODE(restored.parent.stat().st_mode) == 0o700
+    assert (tmp_path / "new-box" / "data" / "bundles" / "printer_tray" / "1.bundle").is_file()
+    # The restored key signs bundles that devices holding the old public key accept.
+    build_bundle(BOARD, "2", "printer_tray", "board", load_private_key(tmp_path / "new-box" / "data"),
+                 tmp_path / "after.bundle")
+    assert verify_bundle(tmp_path / "after.bundle", public_key(town_dir)).version == "2"

@@ -17,7 +17,7 @@
     jisaku restore FILE                 put a backup back (onto this or another machine)
     jisaku bench ingest                 how fast the gateway stores readings through Mosquitto
     jisaku flash KIND --id ID           put a kind's board code on a MicroPython board over USB
-    jisaku bundle keygen|build|verify   signed update bundles of a kind's board code or a Pi app
+    jisaku bundle keygen|build|publish  signed update bundles of a kind's board code or a Pi app
     jisaku users add NAME --role admin  an account for the operator pages
 
 One module per command group in this folder (``devices.py`` is ``jisaku devices …``), each

@@ -4,6 +4,8 @@
     jisaku bundle build kinds/snow_gauge/board --version 1.4.0      snow_gauge-1.4.0.bundle, signed
     jisaku bundle build ./my-app --version 2 --target printer_tray  a Pi app folder for a kind
     jisaku bundle verify snow_gauge-1.4.0.bundle --key bundle-signing.pub
+    jisaku bundle publish snow_gauge-1.4.0.bundle   serve it to snow gauges (checked against the town's key)
+    jisaku bundle list                            what is published
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ from pathlib import Path
 from .common import load_settings
 
 
+def server_dir() -> Path:
+    """The data folder beside jisaku.db, where the dashboard also looks for keys/ and bundles/."""
+    return load_settings().sqlite_path.parent
+
+
 def cmd_keygen(args: argparse.Namespace) -> None:
     from jisaku.gateway.bundle_signing import make_keys
 
-    keys = make_keys(load_settings().data_dir)
+    keys = make_keys(server_dir())
     # The private key's path only, never its contents: it must not end up in a terminal's scroll-back.
     print(f"signing key {keys.key_id} made.\n"
           f"  private: {keys.private} (owner-only; it is in every jisaku backup: keep those like a password)\n"
@@ -45,7 +52,7 @@ def cmd_build(args: argparse.Namespace) -> None:
     kind, runs_on = kind_of(folder, args.target)
     runs_on = args.runs_on or runs_on
     out = Path(args.out) if args.out else Path(f"{kind}-{args.version}.bundle")
-    manifest = build_bundle(folder, args.version, kind, runs_on, load_private_key(load_settings().data_dir), out)
+    manifest = build_bundle(folder, args.version, kind, runs_on, load_private_key(server_dir()), out)
     print(f"{out}: {kind} {manifest.version} for {runs_on}s, {len(manifest.files)} files,"
           f" {manifest.files_bytes:,} bytes, signed with key {manifest.key_id}")
 
@@ -61,6 +68,33 @@ def cmd_verify(args: argparse.Namespace) -> None:
           f" {len(manifest.files)} files, signed with key {manifest.key_id}")
     for entry in manifest.files:
         print(f"  {entry.size:>9,}  {entry.path}")
+
+
+def _store():
+    from jisaku.gateway.audit import AuditLog
+    from jisaku.gateway.bundle_store import BundleStore
+    from jisaku.gateway.db import Database
+
+    settings = load_settings()
+    return BundleStore(settings.sqlite_path.parent, AuditLog(Database(settings.sqlite_path)))
+
+
+def cmd_publish(args: argparse.Namespace) -> None:
+    from jisaku.contract.bundles import BundleRefused
+    from jisaku.gateway.audit import cli_actor
+
+    try:
+        published, new = _store().publish(Path(args.bundle), cli_actor())
+    except BundleRefused as refused:
+        raise SystemExit(f"jisaku bundle publish: REFUSED ({refused.reason}): {refused}") from None
+    print(f"{published.kind} {published.version} is {'published' if new else 'already published (the same file)'}:"
+          f" {published.kind} devices download it from /api/v1/devices/<id>/bundles/{published.version}")
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    for bundle in _store().bundles():
+        print(f"{bundle.kind:<16} {bundle.version:<12} {bundle.runs_on:<6} {bundle.files:>4} files"
+              f" {bundle.bytes:>10,} bytes  key {bundle.key_id}")
 
 
 def add_parser(commands) -> None:
@@ -80,3 +114,8 @@ def add_parser(commands) -> None:
     verify.add_argument("bundle")
     verify.add_argument("--key", required=True, help="the public key file (bundle-signing.pub)")
     verify.set_defaults(run=cmd_verify)
+    publish = sub.add_parser("publish", help="serve a bundle to the devices of its kind (on the town's server)")
+    publish.add_argument("bundle")
+    publish.set_defaults(run=cmd_publish)
+    listing = sub.add_parser("list", help="the published bundles, newest first")
+    listing.set_defaults(run=cmd_list)
