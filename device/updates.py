@@ -100,6 +100,10 @@ class Updates:
             try:
                 self._fetch_pieces(version, part)
                 return part
+            except BundleRefused:
+                if not part.stat().st_size:
+                    part.unlink()  # nothing to resume: leave no empty file behind
+                raise
             except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
                 reason = err
         raise DownloadFailed(f"update {version}: no link to the server after {self.tries} tries ({reason});"

@@ -64,6 +64,8 @@ def cmd_verify(args: argparse.Namespace) -> None:
         manifest = verify_bundle(Path(args.bundle), public_key_from_text(Path(args.key).read_text()))
     except BundleRefused as refused:
         raise SystemExit(f"jisaku bundle verify: REFUSED ({refused.reason}): {refused}") from None
+    except OSError as err:  # a file name mistyped, say
+        raise SystemExit(f"jisaku bundle verify: {err.strerror}: {err.filename}") from None
     print(f"{args.bundle}: good. {manifest.kind} {manifest.version} for {manifest.runs_on}s,"
           f" {len(manifest.files)} files, signed with key {manifest.key_id}")
     for entry in manifest.files:
@@ -87,12 +89,17 @@ def cmd_publish(args: argparse.Namespace) -> None:
         published, new = _store().publish(Path(args.bundle), cli_actor())
     except BundleRefused as refused:
         raise SystemExit(f"jisaku bundle publish: REFUSED ({refused.reason}): {refused}") from None
+    except OSError as err:
+        raise SystemExit(f"jisaku bundle publish: {err.strerror}: {err.filename}") from None
     print(f"{published.kind} {published.version} is {'published' if new else 'already published (the same file)'}:"
           f" {published.kind} devices download it from /api/v1/devices/<id>/bundles/{published.version}")
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    for bundle in _store().bundles():
+    published = _store().bundles()
+    if not published:
+        print("no bundles published yet: jisaku bundle publish FILE")
+    for bundle in published:
         print(f"{bundle.kind:<16} {bundle.version:<12} {bundle.runs_on:<6} {bundle.files:>4} files"
               f" {bundle.bytes:>10,} bytes  key {bundle.key_id}")
 
