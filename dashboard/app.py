@@ -15,13 +15,15 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from jisaku.contract import settings as jisaku_settings
+from jisaku.gateway.audit import AuditLog
+from jisaku.gateway.bundle_store import BundleStore
 from jisaku.gateway.db import Database
 from jisaku.gateway.influx import InfluxStore
 from jisaku.gateway.pictures import PictureStore
 from jisaku.gateway.registry import Registry
 from jisaku.gateway.store import SQLiteStore
 
-from . import (api, counter_pages, device_posts, gtfs_rt, history, opendata, operator, osmand, pages, pictures,
+from . import (api, bundles, counter_pages, device_posts, gtfs_rt, history, opendata, operator, osmand, pages, pictures,
                shelter_pages, shelters, staff_pages)
 from .tiles import tile_source
 from .vendor import mount_vendor_files
@@ -52,6 +54,8 @@ def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None,
     app.state.readings = readings or app.state.store
     app.state.phones = phones
     app.state.pictures = PictureStore(db)
+    # Update bundles and the town's key, beside the database as pictures are (data/bundles, data/keys).
+    app.state.bundles = BundleStore(database_path.parent, AuditLog(db))
     if tiles is None:
         loaded = jisaku_settings.load()
         tiles, tiles_attribution = loaded.tiles, loaded.tiles_attribution
@@ -60,6 +64,7 @@ def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None,
     app.include_router(api.router)
     app.include_router(osmand.router)
     app.include_router(pictures.router)  # cameras' uploads, public copies and thumbnails
+    app.include_router(bundles.router)  # devices download update bundles of their kind
     app.include_router(device_posts.router)  # pages that act as a device (after pictures: same prefix)
     app.include_router(pages.router)
     app.include_router(counter_pages.router)  # the counter's hall display and residents' page

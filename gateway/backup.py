@@ -4,7 +4,8 @@ One file, ``jisaku-<date>.tar.gz``, holds:
 
 - ``data/jisaku.db``: the database (registry, readings, alerts, accounts, audit log), copied
   with SQLite's online backup, so it is consistent even while the gateway writes;
-- the rest of the data folder: ``secrets/`` (the services' MQTT secrets), ``pictures/``,
+- the rest of the data folder: ``secrets/`` (the services' MQTT secrets), ``keys/`` (the
+  private key that signs update bundles, docs/updates.md), ``bundles/``, ``pictures/``,
   ``gtfs.toml``, ``influx-spool/`` (readings not yet in InfluxDB), …; not ``devices/``,
   which is the simulated devices' own state, nor the database's -wal and -shm files;
 - ``jisaku.toml``, the settings, when there is one;
@@ -216,9 +217,12 @@ def restore_backup(backup: Path, data_dir: Path, settings_file: Path | None = No
             data_dir.rmdir()
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(unpacked / DATA, data_dir)
-        secrets = data_dir / "secrets"
-        if secrets.is_dir():
-            secrets.chmod(0o700)
+        # Owner-only again, whatever the unpacking left: the services' secrets and the bundle signing key.
+        for private in ("secrets", "keys"):
+            if (data_dir / private).is_dir():
+                (data_dir / private).chmod(0o700)
+        for key_file in (data_dir / "keys").glob("*.key"):
+            key_file.chmod(0o600)
         if settings_file is not None and (unpacked / SETTINGS).is_file():
             shutil.copy2(unpacked / SETTINGS, settings_file)
     return manifest

@@ -24,6 +24,7 @@ from jisaku.gateway.store import SQLiteStore
 
 from . import alerts as alert_pages
 from . import api, pages
+from . import bundles as bundle_api
 from . import shelters as shelter_pages
 from . import switching
 from .auth import Auth, Forbidden, NotLoggedIn
@@ -58,6 +59,7 @@ def install(app: FastAPI, db: Database, store: SQLiteStore, registry: Registry,
     app.include_router(shelter_pages.api_router)
     app.include_router(shelter_pages.page_router)
     app.include_router(switching.api_router)
+    app.include_router(bundle_api.router)  # publish and list update bundles
     app.include_router(switching.page_router)
     app.add_exception_handler(NotLoggedIn, _not_logged_in)
     app.add_exception_handler(Forbidden, _forbidden)

@@ -213,3 +213,22 @@ class NewUser(BaseModel):
 class UserChange(BaseModel):
     role: Role | None = None
     disabled: bool | None = None
+
+
+class BundleInfo(BaseModel):
+    """A published update bundle (docs/updates.md)."""
+
+    kind: str = Field(examples=["snow_gauge"], description="the kind of device it is for; only those may download it")
+    runs_on: Literal["board", "pi"] = Field(description="a MicroPython board's code, or a Raspberry Pi's app folder")
+    version: str = Field(examples=["1.4.0"])
+    made: float = Field(description="when it was built, UTC epoch seconds")
+    key_id: str = Field(description="which signing key signed it (the first 16 hex digits of the key's SHA-256)")
+    files: int
+    bytes: int = Field(description="the whole bundle file's size")
+    sha256: str = Field(description="of the whole bundle file: compare it with the one you built")
+    download: str = Field(description="where a device of this kind downloads it (with its own id and secret)",
+                          examples=["/api/v1/devices/{device_id}/bundles/1.4.0"])
+
+
+class PublishedBundle(BundleInfo):
+    new: bool = Field(description="false: the very same bundle was published before, nothing changed")

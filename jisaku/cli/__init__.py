@@ -17,6 +17,7 @@
     jisaku restore FILE                 put a backup back (onto this or another machine)
     jisaku bench ingest                 how fast the gateway stores readings through Mosquitto
     jisaku flash KIND --id ID           put a kind's board code on a MicroPython board over USB
+    jisaku bundle keygen|build|publish  signed update bundles of a kind's board code or a Pi app
     jisaku users add NAME --role admin  an account for the operator pages
 
 One module per command group in this folder (``devices.py`` is ``jisaku devices …``), each
@@ -39,6 +40,7 @@ from jisaku.contract.settings import SettingsError
 COMMAND_GROUPS = ("jisaku.cli.demo", "jisaku.cli.broker", "jisaku.cli.gateway", "jisaku.cli.dashboard",
                   "jisaku.cli.device", "jisaku.cli.devices", "jisaku.cli.shelters", "jisaku.cli.users",
                   "jisaku.cli.mosquitto", "jisaku.cli.quarantine", "jisaku.cli.backup", "jisaku.cli.flash",
+                  "jisaku.cli.bundle",
                   "jisaku.bench")
 
 
