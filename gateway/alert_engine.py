@@ -324,8 +324,6 @@ class AlertEngine:
                            {"metric": condition.metric, "value": v, "level": condition.raise_at})
         elif condition.type == "no_data":
             verdict, message = False, ("data_again", {})
-        elif condition.type == "event":
-            return False
         else:
             position = reading.position
             if position is None:
