@@ -36,7 +36,7 @@ METRIC_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 #: channels a device publishes on
 DEVICE_CHANNELS = ("data", "event", "status", "config/ack", "cmd/ack")
 #: channels the gateway publishes on, for one device to read
-GATEWAY_CHANNELS = ("config", "cmd")
+GATEWAY_CHANNELS = ("config", "cmd", "update")
 
 # A Pi on LTE back-filling a day of 1 Hz readings sends them in batches; this keeps
 # one message well below what a small broker or gateway should hold in memory.
