@@ -53,6 +53,11 @@ MAX_BACKOFF_MS = 60000
 # it, and one sent again to the next broker is kept once by the gateway.
 MOVE_AFTER_FAILED_TRIES = 3
 INBOX = 4               # config/cmd messages waiting to be handled
+# Set at start by versions.py (updates from afar): the app version this board runs (None: the
+# one jisaku flash put on), and, while a new version is on trial, whom to tell when the broker
+# acknowledged a reading taken since the start.
+VERSION = None
+on_reading_acked = None
 
 
 class Link:
@@ -105,7 +110,7 @@ class Link:
         return self.outbox.put(channel, message)
 
     def status(self):
-        info = {"fw": FW_VERSION, "queued": len(self.outbox), "dropped": self.outbox.dropped}
+        info = {"fw": FW_VERSION, "version": VERSION, "queued": len(self.outbox), "dropped": self.outbox.dropped}
         if self.info:
             info.update(self.info())
         return info
@@ -152,6 +157,7 @@ class Link:
             client.publish(self.topic_status, protocol.encode_status(protocol.ONLINE, self.status()), True, 1)
             client.subscribe(self.topic_config, 1)
             client.subscribe(self.topic_cmd, 1)
+            client.subscribe(protocol.topic(self.device_id, "update"), 1)
         except Exception as err:  # OSError, or MQTTException when the broker refuses the id/secret
             print("jisaku: cannot reach the broker at %s:%s (%r); trying again later" % (host, port, err))
             self._lost()
@@ -196,6 +202,8 @@ class Link:
         payload = texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]"
         self._publish(channel, payload)  # returns once the broker acknowledged (PUBACK)
         self.outbox.remove(batch)
+        if on_reading_acked and fresh and channel == "data":
+            on_reading_acked(self)
         return True
 
     def _message_text(self, line, fresh):
@@ -221,6 +229,11 @@ class Link:
     def _handle(self, topic, payload):
         if isinstance(topic, bytes):
             topic = topic.decode()
+        if topic.endswith("/update"):
+            if payload:  # empty: the offer was withdrawn
+                import versions  # only now: the steady loop does not carry the updater
+                versions.offered(self, payload)
+            return
         try:
             request = protocol.decode_object(payload)
         except protocol.ProtocolError as err:

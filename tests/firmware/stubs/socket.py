@@ -1,24 +1,64 @@
-# Test stand-in for the socket module: just enough for an NTP query.
+# Test stand-in for the socket module: an NTP query, and TCP relayed to a real server.
 #
 # Not shipped to boards. ``ntp_unix`` is what the time server says (None: unreachable).
+#
+# TCP (SOCK_STREAM): the WebAssembly port has no sockets of its own, so a connection is
+# relayed from the host: what the board writes is sent, once it starts reading, to the real
+# server by a small Node child process over a real TCP connection, and the server's whole
+# answer comes back to be read. Tests can cut a connection like a dropped link:
+# ``cuts[n] = (bytes, what)`` cuts the n-th connection (from 1) after that many bytes of the
+# answer's body, raising ``what`` (an OSError: the link dropped; or any exception, e.g. a
+# power cut). ``asked`` keeps the first lines and Range headers the board sent;
+# ``on_read`` is called at every read (the memory test measures the heap there).
 
+
+import binascii
 
 AF_INET = 2
+SOCK_STREAM = 1
 SOCK_DGRAM = 2
 ntp_unix = None
 asked = 0
+requests = []        # [(request line, range header)] of every TCP connection
+cuts = {}            # connection number -> (body bytes before the cut, exception to raise)
+on_read = None
+_relay = None
 
 
 def getaddrinfo(host, port):
-    return [(AF_INET, SOCK_DGRAM, 0, "", (host, port))]
+    return [(AF_INET, SOCK_STREAM, 0, "", (host, port))]
+
+
+def relay(request, host, port):
+    # The real TCP connection, made by Node from the host side (synchronously: the board waits).
+    global _relay
+    if _relay is None:
+        import js
+        _relay = js.Function.new("hex", "host", "port", """
+            const cp = process.getBuiltinModule('child_process');
+            const script = "const net=require('net');const c=[];" +
+              "const s=net.connect(+process.argv[2],process.argv[1],()=>s.write(Buffer.from(process.argv[3],'hex')));" +
+              "s.on('data',d=>c.push(d));" +
+              "const done=()=>{process.stdout.write(Buffer.concat(c).toString('hex'));process.exit(0)};" +
+              "s.on('end',done);s.on('error',done);";
+            return cp.execFileSync(process.execPath, ['-e', script, host, String(port), hex]).toString();
+        """)
+    return binascii.unhexlify(_relay(binascii.hexlify(request).decode(), host, port))
 
 
 class socket:
-    def __init__(self, family=AF_INET, kind=SOCK_DGRAM):
-        pass
+    def __init__(self, family=AF_INET, kind=SOCK_STREAM, proto=0):
+        self.kind = kind
+        self.address = None
+        self.sent = b""
+        self.answer = None
+        self.at = 0
+        self.cut = None
 
     def settimeout(self, seconds):
         pass
+
+    # ---- NTP (UDP)
 
     def sendto(self, data, address):
         global asked
@@ -27,9 +67,66 @@ class socket:
             raise OSError(110)  # ETIMEDOUT
 
     def recv(self, size):
+        if self.kind == SOCK_STREAM:
+            return self.read(size)
         answer = bytearray(48)
         answer[40:44] = (ntp_unix + 2208988800).to_bytes(4, "big")
         return bytes(answer)
+
+    # ---- TCP
+
+    def connect(self, address):
+        self.address = address
+
+    def write(self, data):
+        self.sent += bytes(data)
+        return len(data)
+
+    send = write
+
+    def _answer(self):
+        if self.answer is None:
+            head = self.sent.split(b"\r\n")
+            ranges = [line for line in head if line.lower().startswith(b"range:")]
+            requests.append((head[0].decode(), ranges[0].decode() if ranges else None))
+            self.answer = relay(self.sent, self.address[0], self.address[1])
+            cut = cuts.pop(len(requests), None)
+            if cut is not None:
+                body_at = self.answer.find(b"\r\n\r\n") + 4
+                self.answer = self.answer[:body_at + cut[0]]
+                self.cut = cut[1]
+        if on_read is not None:
+            on_read()
+        return self.answer
+
+    def _end(self):
+        if self.cut is not None:
+            raise self.cut
+        return b""
+
+    def readline(self):
+        answer = self._answer()
+        if self.at >= len(answer):
+            return self._end()
+        end = answer.find(b"\n", self.at)
+        end = len(answer) if end < 0 else end + 1
+        line = answer[self.at:end]
+        self.at = end
+        return line
+
+    def read(self, size=-1):
+        answer = self._answer()
+        if self.at >= len(answer):
+            return self._end()
+        end = len(answer) if size < 0 else min(len(answer), self.at + size)
+        data = answer[self.at:end]
+        self.at = end
+        return data
+
+    def readinto(self, buffer, size=None):
+        data = self.read(len(buffer) if size is None else size)
+        buffer[:len(data)] = data
+        return len(data)
 
     def close(self):
         pass
