@@ -76,6 +76,9 @@ class FlashRequest:
     settings: dict[str, Any] = field(default_factory=dict)
     pins: dict[str, Any] = field(default_factory=dict)
     wait_s: float = 60.0
+    # The dashboard's address as the board sees it (http://192.168.1.10:8000): where it downloads
+    # updates from afar. None: the board refuses update offers (no_server).
+    server: str | None = None
 
 
 def parse_pairs(pairs: list[str], what: str, example: str) -> dict[str, Any]:
@@ -181,10 +184,26 @@ def make_request(args: argparse.Namespace, broker_url: str, environ: dict[str, s
         name=args.name or args.id, name_ja=args.name_ja or "", public=not args.private,
         lat=args.lat, lon=args.lon, wifi_ssid=ssid, wifi_password=password, broker_host=host, broker_port=port,
         more_brokers=more_brokers,
-        secret=args.secret, wait_s=args.wait,
+        secret=args.secret, wait_s=args.wait, server=board_server(getattr(args, "server", None)),
         settings=parse_pairs(args.settings or [], "setting", "left_after_s=45"),
         pins=parse_pairs(args.pins or [], "pin", "trigger=5"),
     )
+
+
+def board_server(url: str | None) -> str | None:
+    """``--server``, checked: a plain http:// address the board can reach (boards have no TLS)."""
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise FlashError(f"--server {url!r} should be the dashboard's address as the board sees it,"
+                         " e.g. http://192.168.1.10:8000 (http: boards download over plain HTTP)")
+    if is_loopback(parts.hostname):
+        raise FlashError(f"--server {url!r} means \"this computer\" to the board: give this computer's"
+                         " address on the local network, e.g. http://192.168.1.10:8000")
+    return url.rstrip("/")
 
 
 # ---------------------------------------------------------------- the firmware folder
@@ -275,6 +294,8 @@ def board_config(request: FlashRequest, secret: str) -> dict[str, Any]:
         config["settings"] = request.settings
     if request.pins:
         config["pins"] = request.pins
+    if request.server:  # where the board downloads updates from afar (docs/updates.md)
+        config["server"] = request.server
     config.update(wiring_tables(request.example))
     return config
 
@@ -331,7 +352,11 @@ PORT_PLACEHOLDER = "PORT"
 
 # The board keeps the settings operators last sent in /settings.json, and they win over
 # config.json's; a fresh flash starts from config.json (the retained config comes back online).
-FORGET_SETTINGS = "import os\ntry: os.remove('/settings.json')\nexcept OSError: pass"
+# A board flashed again starts afresh: the operators' saved settings go, and so does the
+# pointer to a version downloaded from afar (/app/state.json) and a waiting offer, so the
+# files just copied are what runs.
+FORGET_SETTINGS = ("import os\nfor p in ('/settings.json', '/app/state.json', '/update/offer.json'):\n"
+                   " try: os.remove(p)\n except OSError: pass")
 
 
 def mkdir_code(folders: list[str]) -> str:
@@ -366,6 +391,8 @@ def build_plan(request: FlashRequest, firmware: Path, port: str | None, port_not
     """
     lib_files = board_files(firmware / "lib", "/lib") if (firmware / "lib").is_dir() else []
     example_files = board_files(example_folder(request.example), "")
+    if (firmware / "boot.py").is_file():  # starts the right version, updates from afar (lib/versions.py)
+        example_files.append((firmware / "boot.py", "/boot.py"))
     shown_port = port or PORT_PLACEHOLDER
     steps = [Step(
         f"Check that the board on {shown_port} runs MicroPython", "check",
@@ -588,6 +615,9 @@ def add_parser(commands) -> None:
     flash.add_argument("--pins", nargs="+", action="extend", metavar="NAME=PIN",
                        help="pins other than the example's defaults, e.g. trigger=5 echo=18")
     flash.add_argument("--firmware", help="the firmware folder with lib/ (default: $JISAKU_FIRMWARE, or the repository's)")
+    flash.add_argument("--server", metavar="URL",
+                       help="the dashboard's address as the board sees it, e.g. http://192.168.1.10:8000:"
+                            " the board downloads updates from afar there (without it, it refuses them)")
     flash.add_argument("--wait", type=float, default=60, help="seconds to wait for it to come online (0: do not)")
     flash.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     flash.set_defaults(run=cmd_flash)

@@ -210,8 +210,11 @@ def memory(server, size, digest):
     baseline = gc.mem_alloc()
     peak = [0]
 
+    samples = []
+
     def measure():
         gc.collect()
+        samples.append(gc.mem_alloc() - baseline)
         peak[0] = max(peak[0], gc.mem_alloc())
     socket.on_read = measure
     try:
@@ -221,4 +224,4 @@ def memory(server, size, digest):
     except SystemExit:
         boots.append("reset")
     socket.on_read = None
-    report(boots, baseline=baseline, peak=peak[0])
+    report(boots, baseline=baseline, peak=peak[0], samples=samples)
