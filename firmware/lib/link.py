@@ -53,11 +53,7 @@ MAX_BACKOFF_MS = 60000
 # it, and one sent again to the next broker is kept once by the gateway.
 MOVE_AFTER_FAILED_TRIES = 3
 INBOX = 4               # config/cmd messages waiting to be handled
-# Set at start by versions.py (updates from afar): the app version this board runs (None: the
-# one jisaku flash put on), and, while a new version is on trial, whom to tell when the broker
-# acknowledged a reading taken since the start.
-VERSION = None
-on_reading_acked = None
+VERSION = None  # the app version this board runs, set by versions.py; None: as jisaku flash put on
 
 
 class Link:
@@ -202,8 +198,6 @@ class Link:
         payload = texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]"
         self._publish(channel, payload)  # returns once the broker acknowledged (PUBACK)
         self.outbox.remove(batch)
-        if on_reading_acked and fresh and channel == "data":
-            on_reading_acked(self)
         return True
 
     def _message_text(self, line, fresh):
