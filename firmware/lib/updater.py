@@ -38,7 +38,7 @@ import config
 import machine
 import versions
 
-PIECE = 2048                 # bytes per Range request: fits easily, few requests
+PIECE = 4096                 # bytes per Range request: few requests, read CHUNK at a time
 CHUNK = 512                  # bytes read from the socket at a time
 HEADER_BYTES = 300           # "jisaku-bundle 1", the signature and the manifest length fit in this
 MAX_MANIFEST = 16 * 1024
@@ -70,7 +70,7 @@ class NotNow(Exception):
 def install(offer, state):
     """Download, check and switch to ``offer``; returns only when the board keeps its version."""
     if not isinstance(offer, dict) or offer.get("offer") in state["done"] or offer.get("version") == state["active"]:
-        versions.remove_tree(versions.OFFER)  # finished already (a power cut came before this file went)
+        versions.remove_tree("/update")  # finished already (a power cut came before these files went)
         return
     watchdog = machine.WDT(timeout=8000)
     try:
@@ -199,11 +199,12 @@ class Download:
         address = server.split("://", 1)[-1].split("/", 1)[0]
         self.host, _, port = address.partition(":")
         self.port = int(port or 80)
+        self.address = None          # looked up once, at the first request
         self.path = offer["path"]
         self.offer = offer
         self.auth = binascii.b2a_base64(("%s:%s" % (boot["device_id"], boot["secret"])).encode()).strip()
         self.watchdog = watchdog
-        self.buffer = bytearray(CHUNK)
+        self.buffer = memoryview(bytearray(CHUNK))   # every piece passes through this one buffer
         self.tries = TRIES_PER_START
         self.total = None            # the bundle's size, as the server's Content-Range says
         self.length = None           # the bytes the server's answer carries
@@ -286,18 +287,19 @@ class Download:
         sock = socket.socket()
         try:
             sock.settimeout(TIMEOUT_S)
-            sock.connect(socket.getaddrinfo(self.host, self.port)[0][-1])
+            if self.address is None:
+                self.address = socket.getaddrinfo(self.host, self.port)[0][-1]
+            sock.connect(self.address)
             # HTTP/1.0: the server closes when done and never sends "chunked" pieces.
             sock.write(("GET %s HTTP/1.0\r\nHost: %s\r\nAuthorization: Basic %s\r\nRange: bytes=%d-%d\r\n\r\n"
                         % (self.path, self.host, self.auth.decode(), at, at + size - 1)).encode())
             self.answer_head(sock)
             left = min(size, self.length) if self.length is not None else size
-            view = memoryview(self.buffer)
             while left > 0:
-                count = sock.readinto(view[:min(left, CHUNK)])
+                count = sock.readinto(self.buffer, min(left, CHUNK))
                 if not count:
                     raise NotNow("the server closed the connection early")
-                sink(view[:count])
+                sink(self.buffer[:count])
                 left -= count
                 self.watchdog.feed()
         finally:
@@ -306,18 +308,17 @@ class Download:
     def answer_head(self, sock):
         """Reads the status line and headers; notes the bundle's whole size from Content-Range."""
         self.length = None
-        status = sock.readline().split(b" ")
-        code = int(status[1]) if len(status) > 1 and status[1].isdigit() else 0
+        status = sock.readline()              # b"HTTP/1.1 206 Partial Content\r\n"
+        code = int(status[9:12]) if status[:5] == b"HTTP/" and status[9:12].isdigit() else 0
         while True:
             line = sock.readline()
-            if not line or line in (b"\r\n", b"\n"):
+            if len(line) <= 2:                # the empty line before the body
                 break
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-range":
-                self.total = int(value.strip().split(b"/")[-1])
-            elif name == b"content-length":
-                self.length = int(value.strip())
+            start = line[:15].lower()
+            if start[:14] == b"content-range:":   # bytes 0-2047/23110: the whole size after /
+                self.total = int(line[line.index(b"/") + 1:].strip())
+            elif start == b"content-length:":
+                self.length = int(line[15:].strip())
         if code == 206:
             return
         if code == 401:
@@ -392,7 +393,7 @@ def sha256_of_file(path, size):
     if file_size(path) < size:
         return None
     digest = hashlib.sha256()
-    buffer = bytearray(CHUNK)
+    buffer = memoryview(bytearray(CHUNK))   # a slice of a memoryview copies nothing
     left = size
     with open(path, "rb") as f:
         while left > 0:

@@ -201,27 +201,99 @@ def resumes(server, size, digest):
     report(boots, requests=[r[1] for r in socket.requests])
 
 
-def memory(server, size, digest):
-    """The live heap while the update runs at start, measured at every read from the network."""
-    setup(server)
-    offer(60, "1.6.0", size, digest)
-    boots = [power_on(30)]
-    forget()
-    baseline = gc.mem_alloc()
-    peak = [0]
+class CutOnSwitch:
+    # versions.py's os, with the power cut at the switch: "before" the state file is renamed
+    # into place (the new state written beside it, not yet in force), or just "after".
 
-    samples = []
+    def __init__(self, real, when):
+        self.real, self.when = real, when
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def rename(self, old, new):
+        switching = new == "/app/state.json" and b'"trial": {' in read(old).replace(b'"trial":{', b'"trial": {')
+        if switching and self.when == "before":
+            raise PowerOff()
+        self.real.rename(old, new)
+        if switching and self.when == "after":
+            raise PowerOff()
+
+
+def cut_power_at_switch(when):
+    def before_boot():
+        import versions
+        versions.os = CutOnSwitch(os, when)
+    return before_boot
+
+
+def power_cuts(server, size, digest):
+    """The power goes just before, and just after, the switch: the board starts either way."""
+    setup(server)
+    offer(70, "1.7.0", size, digest)
+    boots = [power_on(30)]
+    boots.append(power_on(30, cut_power_at_switch("before")))
+    state_after_first_cut = state()
+    asked_before = len(socket.requests)
+    boots.append(power_on(30, cut_power_at_switch("after")))
+    asked_again = [r[1] for r in socket.requests[asked_before:]]
+    state_after_second_cut = state()
+    boots.append(power_on(60))       # the new version on trial: running
+    boots.append(power_on(30))       # the offer left behind by the cut is cleared
+    report(boots, first_cut=state_after_first_cut, second_cut=state_after_second_cut, asked_again=asked_again)
+
+
+# The memory of the update at start, in three parts run.mjs runs as separate calls
+# (memory_setup, memory_step twice, memory_update). Between its calls run.mjs measures the live
+# heap after a collection; inside one call this port frees nothing allocated during it, so the
+# heap in use inside a call counts everything allocated since the call began.
+
+compile_bytes = [0]
+
+
+def memory_setup(server, size, digest):
+    # A board as the app leaves it: the offer waits in flash for the next start.
+    setup(server)
+    os.mkdir("/update")
+    with open("/update/offer.json", "w") as f:
+        json.dump({"offer": 60, "version": "1.6.0", "runs_on": "board", "bytes": size, "manifest_sha256": digest,
+                   "trial_s": 300, "path": "/api/v1/devices/%s/bundles/1.6.0" % DEVICE}, f)
+    forget()
+
+
+def memory_step():
+    # 1st call: nothing (run.mjs measures the heap before the update). 2nd: the update's code
+    # is loaded, as versions.start() loads it (run.mjs measures what stays: the code, live).
+    if compile_bytes[0] == 0:
+        compile_bytes[0] = -1
+        return
+    before = gc.mem_alloc()
+    import versions
+    import updater
+    import outbox
+    import protocol
+    compile_bytes[0] = gc.mem_alloc() - before   # all it allocated: its compiling's peak is below
+
+
+def memory_update():
+    """The update itself, from boot.py to the switch: the most heap it has in use at any read
+    from the network, above what was in use when it began (the code is loaded already).
+    What the stand-in socket allocates for itself is taken off (socket.own_bytes)."""
+    start = gc.mem_alloc()
+    peak = [0]
+    per_request = [0] * 40
 
     def measure():
-        gc.collect()
-        samples.append(gc.mem_alloc() - baseline)
-        peak[0] = max(peak[0], gc.mem_alloc())
+        used = gc.mem_alloc() - socket.own_bytes - start
+        peak[0] = max(peak[0], used)
+        if per_request[len(socket.requests)] == 0:
+            per_request[len(socket.requests)] = used
     socket.on_read = measure
     try:
         with open("/boot.py") as f:
             exec(f.read(), {"__name__": "__main__"})
-        boots.append("returned")
+        boots = ["returned"]
     except SystemExit:
-        boots.append("reset")
+        boots = ["reset"]
     socket.on_read = None
-    report(boots, baseline=baseline, peak=peak[0], samples=samples)
+    report(boots, download=peak[0], compile=compile_bytes[0], per_request=per_request)

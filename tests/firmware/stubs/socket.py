@@ -8,8 +8,9 @@
 # answer comes back to be read. Tests can cut a connection like a dropped link:
 # ``cuts[n] = (bytes, what)`` cuts the n-th connection (from 1) after that many bytes of the
 # answer's body, raising ``what`` (an OSError: the link dropped; or any exception, e.g. a
-# power cut). ``asked`` keeps the first lines and Range headers the board sent;
-# ``on_read`` is called at every read (the memory test measures the heap there).
+# power cut). ``requests`` keeps the first lines and Range headers the board sent;
+# ``on_read`` is called at every read (the memory test measures the heap there), and
+# ``own_bytes`` counts the heap this stand-in allocated for itself, which a board's socket does not.
 
 
 import binascii
@@ -22,7 +23,13 @@ asked = 0
 requests = []        # [(request line, range header)] of every TCP connection
 cuts = {}            # connection number -> (body bytes before the cut, exception to raise)
 on_read = None
+own_bytes = 0        # heap this stand-in allocated itself (a board's socket keeps its buffers elsewhere)
 _relay = None
+
+
+def _heap():
+    import gc
+    return gc.mem_alloc()
 
 
 def getaddrinfo(host, port):
@@ -95,13 +102,18 @@ class socket:
         self.address = address
 
     def write(self, data):
+        global own_bytes
+        before = _heap()
         self.sent += bytes(data)
+        own_bytes += _heap() - before
         return len(data)
 
     send = write
 
     def _answer(self):
+        global own_bytes
         if self.answer is None:
+            before = _heap()
             head = self.sent.split(b"\r\n")
             ranges = [line for line in head if line.lower().startswith(b"range:")]
             requests.append((head[0].decode(), ranges[0].decode() if ranges else None))
@@ -111,6 +123,7 @@ class socket:
                 body_at = self.answer.find(b"\r\n\r\n") + 4
                 self.answer = self.answer[:body_at + cut[0]]
                 self.cut = cut[1]
+            own_bytes += _heap() - before
         if on_read is not None:
             on_read()
         return self.answer
@@ -140,9 +153,16 @@ class socket:
         return data
 
     def readinto(self, buffer, size=None):
+        # A board's socket copies straight into the buffer: what the copy here allocates is ours.
+        global own_bytes
+        self._answer()
+        before = _heap()
         data = self.read(len(buffer) if size is None else size)
         buffer[:len(data)] = data
-        return len(data)
+        count = len(data)
+        data = None
+        own_bytes += _heap() - before
+        return count
 
     def close(self):
         pass
