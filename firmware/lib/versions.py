@@ -271,30 +271,30 @@ def prepare(state):
 # ---------------------------------------------------------------- a new version on trial
 
 
-class TrialWatchdog:
-    """The app's watchdog while a new version is on trial: it also watches the trial's deadline.
+class TrialWatch:
+    """A new version on trial: its deadline, and the word that it works.
 
-    The app makes its watchdog with ``machine.WDT`` and feeds it on every turn of its loop;
-    on trial it gets this one, so a board that is not on trial carries no trial code at all.
+    While on trial, the board's loop and its link's sending are wrapped (see watch_trial), so a
+    board that is not on trial carries no trial code at all.
     """
 
-    def __init__(self, real, trial):
-        self.real = real
+    def __init__(self, trial):
         self.trial = trial
         self.started = ticks_ms()
         self.done = False
 
-    def feed(self):
-        self.real.feed()
-        if not self.done and elapsed_ms(self.started) > self.trial["trial_s"] * 1000:
-            self.done = True
-            state = read_state()
-            if state["trial"]:
-                state["trial"]["failed"] = "no_report"
-                write_state(state)
-            print("jisaku: version %s did not get online within %s s; going back"
-                  % (self.trial["version"], self.trial["trial_s"]))
-            machine.reset()
+    def check_deadline(self):
+        """Called after every turn of the loop: past trial_s without a reading acknowledged, go back."""
+        if self.done or elapsed_ms(self.started) <= self.trial["trial_s"] * 1000:
+            return
+        self.done = True
+        state = read_state()
+        if state["trial"]:
+            state["trial"]["failed"] = "no_report"
+            write_state(state)
+        print("jisaku: version %s did not get online within %s s; going back"
+              % (self.trial["version"], self.trial["trial_s"]))
+        machine.reset()
 
     def reading_acked(self, link_object):
         """The broker acknowledged a reading taken since this start: the new version works."""
@@ -322,12 +322,19 @@ def elapsed_ms(since):
 
 
 def watch_trial(state):
-    """While on trial, the app's watchdog and its link's sending are watched (nothing otherwise)."""
+    """Wrap the board's loop (the deadline) and its link's sending (running) for this trial."""
+    import board
     import link
-    real = machine.WDT(timeout=8000)   # from now on: a version that hangs while starting is reset
-    watchdog = TrialWatchdog(real, state["trial"])
-    machine.WDT = lambda *args, **kwargs: watchdog
+    # From now on a version that hangs while starting is reset by the watchdog (the app's
+    # Board makes it again with its own timeout).
+    machine.WDT(timeout=8000)
+    watch = TrialWatch(state["trial"])
+    turn = board.Board.turn
     send_batch = link.Link._send_batch
+
+    def turn_on_trial(board_object):
+        turn(board_object)
+        watch.check_deadline()
 
     def send_batch_on_trial(link_object):
         # Which batch goes next, and whether it was taken since this start (not an old backlog).
@@ -335,8 +342,10 @@ def watch_trial(state):
         fresh = link_object.outbox.from_this_boot()
         sent = send_batch(link_object)   # returns once the broker acknowledged it (PUBACK)
         if sent and fresh and batch[0] == "data":
-            link.Link._send_batch = send_batch   # the trial is over: the link is as it always is
-            watchdog.reading_acked(link_object)
+            board.Board.turn = turn          # the trial is over: board and link are as always
+            link.Link._send_batch = send_batch
+            watch.reading_acked(link_object)
         return sent
 
+    board.Board.turn = turn_on_trial
     link.Link._send_batch = send_batch_on_trial
