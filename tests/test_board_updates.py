@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -95,6 +96,42 @@ def make_bundle(tmp: Path, folder: Path, version: str) -> tuple[bytes, str]:
     return data, hashlib.sha256(header.manifest_bytes).hexdigest()
 
 
+def handmade_bundle(manifest: dict, files: list[bytes]) -> bytes:
+    """A bundle as a board reads it, made by hand, e.g. with a file name jisaku bundle build refuses.
+
+    Its signature is zeros: a board does not check it (it trusts the offer's manifest_sha256).
+    """
+    signed = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    return b"jisaku-bundle 1\n" + b"0" * 128 + b"\n" + str(len(signed)).encode() + b"\n" + signed + b"".join(files)
+
+
+def refusal_cases(tmp: Path, server: BundleServer) -> list[list]:
+    """[offer id, version, bytes, manifest_sha256, server] of offers a board must refuse."""
+    def digest_of(data: bytes) -> str:
+        lines = data.split(b"\n", 3)
+        return hashlib.sha256(lines[3][:int(lines[2])]).hexdigest()
+
+    pi = tmp / "pi-app"
+    pi.mkdir()
+    (pi / "main.py").write_text("print('a Pi app')\n")
+    out = tmp / "pi.bundle"
+    build_bundle(pi, "2.0.0", "printer_tray", "pi", load_private_key(tmp), out)
+    server.bundles["2.0.0"] = out.read_bytes()
+    sneaky = b"import os\n"
+    server.bundles["2.0.1"] = handmade_bundle(
+        {"format": 1, "kind": "printer_tray", "runs_on": "board", "version": "2.0.1", "made": 1.0, "key_id": "0" * 16,
+         "files": [{"path": "main.py", "size": 0, "sha256": hashlib.sha256(b"").hexdigest()},
+                   {"path": "../boot.py", "size": len(sneaky), "sha256": hashlib.sha256(sneaky).hexdigest()}]},
+        [b"", sneaky])
+    good, _ = make_bundle(tmp, TRAY, "2.0.2")
+    server.bundles["2.0.2"] = good
+    return [[81, "2.0.0", len(server.bundles["2.0.0"]), digest_of(server.bundles["2.0.0"]), server.url],
+            [82, "2.0.1", len(server.bundles["2.0.1"]), digest_of(server.bundles["2.0.1"]), server.url],
+            [83, "2.0.2", len(good), "0" * 64, server.url],                 # not the manifest's hash
+            [84, "2.0.3", 2 * 1024 * 1024, "0" * 64, server.url],           # more than a board takes
+            [85, "2.0.2", len(good), digest_of(good), None]]                 # config.json without server
+
+
 SCENARIOS = {  # scenario: (version, folder)
     "goes_through": ("1.1.0", "tray"),
     "corrupted": ("1.2.0", "tray"),
@@ -123,6 +160,7 @@ def town(tmp_path_factory):
         sent[name] = data
         if name == "corrupted":
             server.flip[version] = len(data) - 100   # inside the last file
+    refusals = refusal_cases(tmp, server)
     mounts = [[str(FIRMWARE), "/"], [str(HERE / "stubs"), "/stubs"], [str(HERE), "/tests"], [str(TRAY), "/"]]
     scenarios = []
     for name, (version, _) in SCENARIOS.items():
@@ -134,6 +172,8 @@ def town(tmp_path_factory):
             scenario.update(code=f"import mp_ota\nmp_ota.memory_setup({server.url!r}, {len(data)}, {digest!r})",
                             repeat=2, step="mp_ota.memory_step()", after="mp_ota.memory_update()")
         scenarios.append(scenario)
+    scenarios.append({"name": "refusals", "mounts": mounts,
+                      "code": f"import mp_ota\nmp_ota.refusals({refusals!r})"})
     try:
         yield run_micropython(scenarios), sent
     finally:
@@ -238,6 +278,21 @@ def test_a_power_cut_just_before_or_after_the_switch_leaves_a_board_that_starts(
     assert states(found)[-1] == "running" and states(found).count("switched") == 2
     assert found["state"]["active"] == "1.7.0" and found["state"]["trial"] is None
     assert found["update_folder"] is None, "the offer the cut left behind is cleared"
+
+
+def test_offers_a_board_must_not_install_are_refused_with_the_reason(town):
+    found = outcome(runs := town[0], "refusals")
+    assert found["boots"] == ["reset", "off"] * 5, runs["refusals"]["output"]
+    refused = [v for v in found["updates"] if v["state"] == "refused"]
+    assert [(v["offer"], v["reason"]) for v in refused] == [
+        (81, "kind"), (82, "path"), (83, "hash"), (84, "size"), (85, "no_server")]
+    assert "not for a MicroPython board" in refused[0]["detail"]
+    assert "../boot.py" in refused[1]["detail"]
+    assert "--server" in refused[4]["detail"]
+    assert all(len(v["detail"]) <= 256 for v in refused)
+    assert found["state"]["active"] is None and found["app"] == ["state.json"]
+    assert found["root_main"] == (TRAY / "main.py").read_text()
+    assert found["status"]["version"] is None
 
 
 def test_the_update_fits_the_heap_of_an_esp32_without_psram(town, record_property):

@@ -243,6 +243,20 @@ def power_cuts(server, size, digest):
     report(boots, first_cut=state_after_first_cut, second_cut=state_after_second_cut, asked_again=asked_again)
 
 
+def refusals(cases):
+    """Offers the board must refuse, one after another: it keeps the installed version.
+
+    ``cases``: [offer id, version, bytes, manifest_sha256, server or None], each offered in turn.
+    """
+    boots = []
+    for number, version, size, digest, server in cases:
+        setup(server)
+        offer(number, version, size, digest)
+        boots.append(power_on(30))    # the offer: restart
+        boots.append(power_on(30))    # refused at start; the installed version runs on
+    report(boots)
+
+
 # The memory of the update at start, in three parts run.mjs runs as separate calls
 # (memory_setup, memory_step twice, memory_update). Between its calls run.mjs measures the live
 # heap after a collection; inside one call this port frees nothing allocated during it, so the
