@@ -30,6 +30,7 @@ from jisaku.gateway.registry import DeviceRecord
 from jisaku.gateway.updates import UpdateBook
 
 from .switch_device import register
+from .test_browser import browser  # noqa: F401 (the fixture)
 from .town import REPO, wait_until
 
 PASSWORD = "correct horse battery staple"
@@ -313,3 +314,51 @@ def test_the_command_line_offers_follows_and_stops_a_rollout(update_town, monkey
         main(["updates", "offer", "printer_tray", "2.0"])
     stop = [e for e in town.audit.entries() if e["action"] == "update.stop"]
     assert stop[0]["actor"].startswith("cli:")
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded"], indirect=True)
+def test_an_admin_uploads_offers_and_follows_an_update_in_the_browser(update_town, browser):  # noqa: F811
+    town = update_town
+    bundle = town.town.directory / "printer_tray-1.5.0.bundle"
+    build_bundle(REPO / "kinds" / "printer_tray" / "board", "1.5.0", "printer_tray", "board",
+                 load_private_key(town.town.directory), bundle)
+    page = browser.new_page(viewport={"width": 360, "height": 740}, locale="en-US")
+    outside: list[str] = []
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(town.url + "/")
+               else (outside.append(route.request.url), route.abort()))
+    page.goto(f"{town.url}/operator/login?lang=en")
+    page.fill("#name", "admin")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/operator/devices")
+    page.click("text=Updates")
+    page.set_input_files("#bundle-file", str(bundle))
+    page.click("#upload ~ form button[type=submit]")
+    page.wait_for_selector("text=The bundle was checked and published.")
+    assert "1.5.0" in page.locator("#bundle-list").inner_text()
+
+    page.select_option("#offer-bundle", "printer_tray/1.5.0")
+    page.check("input[name=target][value=devices]")
+    page.fill("#offer-devices", "tray-1, tray-2")
+    page.fill("#offer-first", "1")
+    page.click("#offer ~ form button[type=submit]")
+    page.wait_for_url("**/operator/updates/*")
+    rows = page.locator("#rollout-devices tbody tr")
+    assert rows.nth(0).inner_text().split("\t")[:3] == ["tray-1", "1", "offered"]
+    assert rows.nth(1).inner_text().split("\t")[:3] == ["tray-2", "2", "waiting for the first group"]
+
+    town.town.gateway.update_round()
+    board = town.boards["tray-1"]
+    offer = board.next_offer()
+    board.report(offer, "rolled_back", reason="no_report", detail="not back within 300 s after switching")
+    town.wait_for(1, "tray-1", "rolled_back")
+    town.town.gateway.update_round()
+    page.reload()
+    assert page.locator("#rollout-state").inner_text() == "stopped"
+    assert "tray-1 went back to its old version" in page.locator("#rollout-reason").inner_text()
+    assert "not back online in time: not back within 300 s" in rows.nth(0).inner_text()
+    assert "not offered (stopped)" in rows.nth(1).inner_text()
+    page.click("#rollout-devices a:text-is(\"tray-1\")")
+    assert "went back" in page.locator("#device-updates").inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    assert outside == [], f"the page tried to load from outside this machine: {outside}"
