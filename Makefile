@@ -16,8 +16,11 @@ IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 demo: setup
 	$(BIN)/jisaku demo
 
+# The tests mostly wait (on brokers, outages, a browser), so three processes share the two cores
+# of a small machine, a file to a process. The benchmarks compare speeds, so they run after, alone.
 test: setup test-packages
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3 --dist loadfile --ignore-glob='tests/test_bench*.py'
+	$(BIN)/python -m pytest tests/test_bench.py tests/test_bench_counter.py tests/test_bench_images.py tests/test_bench_web.py
 
 setup: $(VENV)/.installed node_modules/.package-lock.json
 

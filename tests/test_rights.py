@@ -22,6 +22,7 @@ def test_rights_table_is_the_wire_contracts_channels() -> None:
         *(("publish", f"jisaku/{{id}}/{c}") for c in ("data", "event", "status", "config/ack", "cmd/ack")),
         ("subscribe", "jisaku/{id}/config"),
         ("subscribe", "jisaku/{id}/cmd"),
+        ("subscribe", "jisaku/{id}/update"),
     }
     service = {(r.action, r.topic) for r in rights.RIGHTS if r.who == rights.SERVICE}
     assert service == {("publish", "jisaku/#"), ("subscribe", "jisaku/#")}
