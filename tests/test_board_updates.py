@@ -318,3 +318,27 @@ def test_the_update_fits_the_heap_of_an_esp32_without_psram(town, record_propert
           f" the download and switch {found['download']})")
     assert 0 < code < found["compile"]
     assert peak < UPDATE_HEAP_LIMIT, found["per_request"]
+
+
+# ---------------------------------------------------------------- jisaku flash
+
+
+def test_jisaku_flash_writes_the_server_and_puts_boot_py_on_the_board(monkeypatch, tmp_path):
+    from jisaku.cli import flash, parser
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JISAKU_WIFI_SSID", "townhall-iot")
+    def request(*more):
+        args = parser().parse_args(["flash", "printer_tray", "--id", "tray-9", "--broker-host", "192.168.1.10", *more])
+        return flash.make_request(args, "mqtt://192.168.1.10:1883")
+
+    config = flash.board_config(request("--server", "http://192.168.1.10:8000/"), "s3cret")
+    assert config["server"] == "http://192.168.1.10:8000"
+    assert "server" not in flash.board_config(request(), "s3cret")   # no --server: the board refuses offers
+    for wrong in ("https://192.168.1.10", "192.168.1.10:8000", "http://127.0.0.1:8000"):
+        with pytest.raises(flash.FlashError, match="--server"):
+            request("--server", wrong)
+    steps = flash.build_plan(request(), FIRMWARE, "/dev/ttyUSB0", "given", False, "mqtt://192.168.1.10:1883")
+    copied = [dest for step in steps if step.do == "copy" for _, dest in step.args["files"]]
+    assert "/boot.py" in copied and "/lib/versions.py" in copied and "/lib/updater.py" in copied
+    assert "/app/state.json" in flash.FORGET_SETTINGS, "flashed again: the files just copied are what runs"

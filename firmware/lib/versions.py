@@ -36,7 +36,8 @@ Why a power cut at any moment leaves a board that starts:
   version that crashes, hangs (the watchdog resets the board) or loses power while starting
   uses up its starts; after MAX_TRIAL_STARTS the board goes back to the version it came from.
   One that does not get a reading acknowledged by the broker within ``trial_s`` of a start
-  is sent back too.
+  is sent back too. (While on trial, :func:`watch_trial` wraps the board's loop and its link's
+  sending to see both; a board not on trial carries none of it.)
 
 Example (boot.py)::
 
@@ -217,7 +218,7 @@ def start():
         except Exception as err:  # a mistake in the updater must not stop the board for good
             sys.print_exception(err)
             remove_tree("/update")
-            if isinstance(offer, dict) and "offer" in offer:
+            if isinstance(offer, dict) and "offer" in offer and "version" in offer:
                 report("refused", offer, {"reason": "download", "detail": ("the updater failed: %r" % err)[:256]})
                 finish(state, offer["offer"])
                 write_state(state)
