@@ -50,15 +50,13 @@ class AppCode:
             if not described.pi:
                 raise DeviceConfigError(f"the bundle's kind.toml has no pi = \"file.py:Class\": it cannot run on a Pi")
             return
-        file_name = self._own_file()
+        if ":" not in self.config.app:
+            raise DeviceConfigError(f"the bundle has no kind.toml: {self.config.id} runs a kind's code, so its"
+                                    " update must be built from a kind folder (jisaku bundle build kinds/<kind>)")
+        file_name = self.config.app.partition(":")[0]
         if not (self.folder / file_name).is_file():
             raise DeviceConfigError(f"the bundle has no kind.toml and no {file_name}: it is not an app for"
                                     f" {self.config.id} (build it from its kind folder, or from a folder with {file_name})")
-
-    def _own_file(self) -> str:
-        if ":" not in self.config.app:
-            return self.config.app or "kind.toml"
-        return self.config.app.partition(":")[0]
 
     def app_class(self) -> type:
         from .runner import app_class_for  # what came with the device
@@ -112,8 +110,12 @@ class AppCode:
         The kind's files import one another by that name (``from jisaku.kinds.counter.queue import …``),
         so the bundle's folder takes the place of the one that came with jisaku, for this process only.
         """
-        kind = kinds.get(self.config.kind)
-        name = f"jisaku.kinds.{kind.folder.name if kind else self.config.kind}"
+        if self.config.app and ":" not in self.config.app:
+            folder_name = self.config.app  # app = "snow_gauge": the device runs that kind folder
+        else:
+            kind = kinds.get(self.config.kind)
+            folder_name = kind.folder.name if kind else self.config.kind
+        name = f"jisaku.kinds.{folder_name}"
         if name not in sys.modules or getattr(sys.modules[name], "__path__", None) != [str(self.folder)]:
             spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
             spec.submodule_search_locations = [str(self.folder)]

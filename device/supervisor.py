@@ -124,6 +124,9 @@ class Supervisor:
         site = self.state_dir / "jisaku" / state.jisaku / "site" if state.jisaku else None
         if site is not None and site.is_dir():
             environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+        elif site is not None:
+            log.error("versions.json names jisaku %s, but %s is missing: running the installed jisaku",
+                      state.jisaku, site)
         return [sys.executable, *self.child_args], environment
 
     def _start(self, state) -> None:

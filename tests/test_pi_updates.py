@@ -232,7 +232,8 @@ def test_a_version_that_crashes_on_start_is_rolled_back_by_the_device(pi):
     pi.wait_working()
     versions = pi.versions()
     assert (versions["app"], versions["trial"], versions["report"], versions["done"]) == (None, None, None, [3])
-    assert pi.status()["version"] is None
+    wait_until(lambda: pi.status().get("state") == "online" and pi.status().get("version") is None, WAIT_S,
+               "online again, with the app it was installed with")
 
 
 @EMBEDDED
@@ -308,7 +309,7 @@ def test_a_jisaku_wheel_installs_offline_and_a_broken_one_is_rolled_back(pi):
     assert rolled_back["reason"] == "crash" and "broken on purpose" in rolled_back["detail"]
     pi.wait_working()
     assert pi.versions()["jisaku"] == "0.9.1"
-    assert pi.status()["fw"] == "0.9.1"
+    wait_until(lambda: pi.status().get("fw") == "0.9.1", WAIT_S, "back on jisaku 0.9.1")
 
 
 def _one(folder: Path, wheel: Path) -> Path:
