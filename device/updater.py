@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import threading
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TRIAL_S = 300.0
 RETRY_S = (10, 30, 60, 300)      # after a download that failed for want of a link, wait this long, then longer
+# Room an update needs on the SD card, as a multiple of the bundle: the download, the unpacked files,
+# and for a wheel its installed files. Checked first: a card filled half-way helps no one.
+ROOM_FACTOR = 4
 
 
 class Updater:
@@ -127,7 +131,13 @@ class Updater:
             return
         if not isinstance(path, str):
             path = None
-        self._event(number, version, "downloading", bytes=offer.get("bytes") if type(offer.get("bytes")) is int else 0)
+        size = offer.get("bytes") if type(offer.get("bytes")) is int else 0
+        self._event(number, version, "downloading", bytes=size)
+        free = shutil.disk_usage(self.versions.state_dir).free
+        if free < ROOM_FACTOR * size:
+            self._refuse(number, version, "no_space", f"update {version} needs about {ROOM_FACTOR * size:,} bytes"
+                         f" free and the SD card has {free:,}: remove old logs or pictures, or use a larger card")
+            return
         tries = 0
         while True:
             try:
@@ -135,6 +145,10 @@ class Updater:
                 break
             except BundleRefused as refused:
                 self._refuse(number, version, refused.reason, str(refused))
+                return
+            except OSError as err:  # unpacking failed: a full card, or one that is failing
+                self._refuse(number, version, "no_space" if err.errno == errno.ENOSPC else "format",
+                             f"update {version} could not be unpacked: {err}")
                 return
             except DownloadFailed as failed:
                 pause = self.retry_s[min(tries, len(self.retry_s) - 1)]

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -24,6 +25,9 @@ import pytest
 
 from jisaku.contract.bundles import read_header
 from jisaku.device.config import load_device_config
+from jisaku.device.runner import app_folder
+from jisaku.device.supervisor import Supervisor
+from jisaku.device.versions import Versions
 from jisaku.gateway.bundle_signing import build_bundle, load_private_key, make_keys
 from jisaku.gateway.bundle_store import BundleStore
 
@@ -318,3 +322,34 @@ def _one(folder: Path, wheel: Path) -> Path:
     single.mkdir()
     shutil.move(wheel, single / wheel.name)
     return single
+
+
+def test_versions_json_is_whole_or_old_after_a_power_cut_and_unreadable_means_installed(tmp_path):
+    versions = Versions(tmp_path)
+    versions.switch("app", "2.0", offer=8, trial_s=60)
+    # A power cut while writing the next change leaves its temporary file; the pointer is the last whole one.
+    (tmp_path / "versions.json.tmp").write_text('{"app": "3.')
+    assert versions.load().app == "2.0" and versions.load().trial["offer"] == 8
+    (tmp_path / "versions.json").write_text('{"app": "2.')  # a damaged SD card
+    assert versions.load().app is None  # the app the device was installed with
+    assert app_folder(tmp_path, "2.0") is None  # named, but its folder is gone: the installed app too
+
+
+def test_the_supervisor_gives_up_a_version_that_keeps_failing_even_across_reboots(tmp_path):
+    versions = Versions(tmp_path)
+    versions.switch("app", "2.0", offer=9, trial_s=600)
+    versions.count_start()
+    versions.count_start()  # two starts in earlier boots (a power cut each time)
+    supervisor = Supervisor(["-c", "import sys; print('ImportError: no gauge', file=sys.stderr); sys.exit(3)"],
+                            tmp_path, pause_s=0.05)
+    stop = threading.Event()
+    runner = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        report = wait_until(lambda: versions.load().report, WAIT_S, "the supervisor goes back")
+    finally:
+        stop.set()
+        runner.join(10)
+    assert report["reason"] == "crash" and "ImportError: no gauge" in report["detail"]
+    state = versions.load()
+    assert (state.app, state.trial, state.done) == (None, None, [9])
