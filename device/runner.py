@@ -182,7 +182,7 @@ def run_device(config: DeviceConfig, broker_url: str | list[str], secret: str, s
     server = picture_server(config, server_url)
     link = DeviceLink(config.id, secret, broker_url, state_dir,
                       outbox_bytes=int(config.device.get("outbox_bytes", 5_000_000)),
-                      info={"fw": __version__, "app": config.app or config.kind,
+                      info={"fw": __version__, "app": config.app or config.kind, "runs_on": "pi",
                             "version": running if code.folder is not None else None},
                       server_url=server,
                       pictures_bytes=int(config.device.get("pictures_bytes", 50_000_000)),

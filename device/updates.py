@@ -190,33 +190,39 @@ class Updates:
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(path or "").query)
         return JISAKU if query.get("kind") == [JISAKU] else None
 
-    def folder_for(self, version: str, path: str | None = None) -> Path:
-        """Where version ``version`` is (or will be) staged: ``app/<version>`` or ``jisaku/<version>``."""
-        return (self.state_dir / JISAKU if self.kind_of(path) == JISAKU else self.apps) / version
+    def folder_for(self, version: str, kind: str) -> Path:
+        """Where version ``version`` of ``kind`` is staged: ``app/<version>``, or ``jisaku/<version>`` for jisaku."""
+        return (self.state_dir / JISAKU if kind == JISAKU else self.apps) / version
+
+    def staged(self, version: str, path: str | None = None) -> Path | None:
+        """The folder of ``version`` if it was staged before (a power cut between staging and switching)."""
+        kinds = [JISAKU] if self.kind_of(path) == JISAKU else [self.kind, JISAKU]
+        return next((self.folder_for(version, kind) for kind in kinds if self.folder_for(version, kind).is_dir()), None)
 
     def stage(self, version: str, path: str | None = None, manifest_sha256: str | None = None) -> Path:
         """Download, check and unpack bundle ``version`` into ``app/<version>``; that folder.
 
-        ``path`` is the offer's download path (spec: relative to the server; ``?kind=jisaku`` for a
-        wheel of jisaku itself, staged in ``jisaku/<version>``); None: this device's kind's bundle.
-        ``manifest_sha256``, from the offer, must then match the bundle's manifest too.
+        ``path`` is the offer's download path (relative to the server); None: this device's kind's
+        bundle. The bundle is this device's kind (staged in ``app/<version>``) or ``jisaku``, a wheel of
+        jisaku itself (staged in ``jisaku/<version>``): its signed manifest says which. ``?kind=jisaku``
+        in the path asks for the jisaku one. ``manifest_sha256``, from the offer, must match too.
 
         The running version's folder is not touched, nor are older ones. A bundle that fails a
         check is deleted (so the next try downloads it afresh) and :class:`BundleRefused` says why.
         """
         if path is not None and not (path.startswith("/") and "//" not in path):
             raise BundleRefused("path", f"the offer's path {path!r} is not a path on the town's server")
-        target = self.folder_for(version, path)
-        if target.is_dir():
-            return target  # staged before
-        kind = self.kind_of(path) or self.kind
+        before = self.staged(version, path)
+        if before is not None:
+            return before
+        kinds = [JISAKU] if self.kind_of(path) == JISAKU else [self.kind, JISAKU]
         key = self.public_key()
         part = self.download(version, path)
         try:
             manifest = verify_bundle(part, key)
-            if (manifest.kind, manifest.version, manifest.runs_on) != (kind, version, self.runs_on):
+            if manifest.kind not in kinds or (manifest.version, manifest.runs_on) != (version, self.runs_on):
                 raise BundleRefused("kind", f"update {version} is {manifest.kind} {manifest.version} for"
-                                            f" {manifest.runs_on}s; this is a {kind} {self.runs_on}")
+                                            f" {manifest.runs_on}s; this is a {kinds[0]} {self.runs_on}")
             if manifest_sha256 is not None:
                 with open(part, "rb") as stream:
                     found = hashlib.sha256(read_header(stream).manifest_bytes).hexdigest()
@@ -226,6 +232,7 @@ class Updates:
         except BundleRefused:
             part.unlink(missing_ok=True)
             raise
+        target = self.folder_for(version, manifest.kind)
         # Unpacked beside the target first, then renamed: a power cut leaves no half version.
         unpacking = target.parent / f".{version}.unpacking"
         shutil.rmtree(unpacking, ignore_errors=True)
