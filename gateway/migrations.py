@@ -365,4 +365,50 @@ CREATE TABLE rule_actions (
     PRIMARY KEY (rule_id, device_id, output)
 ) WITHOUT ROWID;
 """),
+    Migration(5, "updates from afar: rollouts, each device's progress, and what each device runs", """
+-- An operator's decision to offer one bundle (kind, version) to some devices (updates.py).
+CREATE TABLE rollouts (
+    id              INTEGER PRIMARY KEY,
+    kind            TEXT NOT NULL,          -- the bundle's kind (or "jisaku": the package for Pis)
+    version         TEXT NOT NULL,
+    runs_on         TEXT NOT NULL,          -- board | pi
+    bytes           INTEGER NOT NULL,       -- of the bundle file
+    manifest_sha256 TEXT NOT NULL,          -- a board checks the manifest it downloads against this
+    target          TEXT NOT NULL,          -- "kind" (every device of it) or "devices" (those named)
+    first_wave      INTEGER NOT NULL,       -- how many go first (0: all at once)
+    wait_min        REAL NOT NULL,          -- how long a device has to be back and running
+    trial_s         INTEGER NOT NULL,       -- told to the device: its own deadline after switching
+    state           TEXT NOT NULL,          -- running | done | stopped
+    reason          TEXT,                   -- why it stopped
+    created_by      TEXT NOT NULL,
+    created_at      REAL NOT NULL,
+    finished_at     REAL
+);
+-- One offer to one device, and how far it got. Its id is the offer id the device reports with.
+CREATE TABLE device_updates (
+    id          INTEGER PRIMARY KEY,
+    rollout_id  INTEGER NOT NULL REFERENCES rollouts (id),
+    device_id   TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    wave        INTEGER NOT NULL,           -- 1: the first devices; 2: the rest, once those are back
+    state       TEXT NOT NULL,              -- waiting | offered | downloading | verified | switched | running
+                                            -- | rolled_back | refused | withdrawn
+    reason      TEXT,                       -- refused or rolled back: the device's word for why
+    detail      TEXT,                       -- the same in a sentence
+    from_version TEXT,                      -- what it ran before switching
+    offered_at  REAL,                       -- when the gateway published the offer (NULL: not yet)
+    updated_at  REAL NOT NULL,
+    cleared     INTEGER NOT NULL DEFAULT 0  -- the retained offer was removed from the broker
+);
+CREATE INDEX device_updates_by_device ON device_updates (device_id, id);
+CREATE INDEX device_updates_by_rollout ON device_updates (rollout_id);
+-- What each device last said it runs (its status object): kept when it goes offline.
+CREATE TABLE device_software (
+    device_id TEXT PRIMARY KEY,
+    runs_on   TEXT,                         -- board | pi, when the device said
+    version   TEXT,                         -- of its app or firmware bundle; NULL: as installed
+    fw        TEXT,                         -- the jisaku runtime's version
+    updated   REAL NOT NULL
+);
+"""),
 ]

@@ -43,6 +43,7 @@ from .commands import Command, CommandBook, decode_answer, send
 from .registry import Registry
 from .retention import RetentionPolicy
 from .store import Batch, ConfigAck, Quarantined, SQLiteStore
+from .updates import UpdateBook
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ RETENTION_EVERY_S = 3600.0
 SHARE_GROUP = "$share/jisaku"
 # How long an unknown device id is remembered as unknown before the registry is asked again.
 UNKNOWN_RECHECK_S = 1.0
+# How long the housekeeping waits for the broker to take an update offer.
+PUBLISH_WAIT_S = 5.0
 
 
 def _counts(counter: Counter[str]) -> str:
@@ -109,6 +112,7 @@ class Gateway:
         self._writer = threading.Thread(target=self._write_loop, name="gateway-writer", daemon=True)
         self.retention = retention or RetentionPolicy()
         self.commands = CommandBook(store.db)
+        self.updates = UpdateBook(store.db)
         self._stopped = threading.Event()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="gateway-housekeeping", daemon=True)
         # A persistent session: while the gateway restarts, the broker keeps its QoS 1 messages.
@@ -260,6 +264,7 @@ class Gateway:
                     log.warning("%s has gone silent: marked stale", device_id)
                 for command in self.commands.expire():
                     log.info("command %s to %s got no answer before it expired", command.id, command.device_id)
+                self.update_round()
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + RETENTION_EVERY_S
                     folded, deleted = self.retention.apply(self.store.db)
@@ -271,6 +276,33 @@ class Gateway:
                 self._log_quarantine_summary()
             except Exception:  # a locked or full database: try again next round
                 log.exception("housekeeping failed; trying again in %.0f s", HOUSEKEEPING_S)
+
+    def update_round(self) -> None:
+        """Move rollouts on, publish the offers now due (retained) and remove finished ones."""
+        self.updates.advance()
+        if not self.connected.is_set():
+            return  # the offers wait in the database until the broker is back
+        unsent = []
+        for offer_id, topic, payload in self.updates.due_offers():
+            if not self._published(self._client.publish(topic, payload, qos=1, retain=True)):
+                unsent.append(offer_id)
+        if unsent:
+            self.updates.unsent(unsent)
+            log.warning("the broker did not take %d update offers; trying again in %.0f s", len(unsent),
+                        HOUSEKEEPING_S)
+        for _offer_id, topic in self.updates.due_clears():
+            # An empty retained message removes the offer: a device that comes back later is not
+            # told about an update that is over. If this one is lost the device ignores the old
+            # offer anyway (it knows the offers it finished).
+            self._client.publish(topic, b"", qos=1, retain=True)
+
+    @staticmethod
+    def _published(message: mqtt.MQTTMessageInfo) -> bool:
+        try:
+            message.wait_for_publish(timeout=PUBLISH_WAIT_S)
+        except (RuntimeError, ValueError):
+            return False  # not connected: paho says so by raising
+        return message.is_published()
 
     def sort_into(self, batch: Batch, topic: str, payload: bytes, received: float) -> None:
         """Check one message and put it in the batch where it belongs."""

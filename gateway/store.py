@@ -22,7 +22,9 @@ from typing import Any
 from jisaku.contract import kinds
 from jisaku.contract.protocol import Event, Reading, Status
 
+from .audit import AuditLog
 from .commands import Answer, CommandBook, decode_outputs, save_outputs
+from .updates import UPDATE_EVENT, record_progress, save_software
 from .db import Database, write
 
 # Enough of a bad payload to see what went wrong, not enough to fill a disk.
@@ -141,6 +143,9 @@ class SQLiteStore:
             )
             if batch.command_acks:
                 CommandBook(self.db).record_answers(connection, batch.command_acks)
+            updates = [(device_id, e) for device_id, e in batch.events if e.name == UPDATE_EVENT]
+            if updates:
+                record_progress(connection, AuditLog(self.db), updates)
 
     @staticmethod
     def _latest_rows(connection, batch: Batch, now: float) -> list[tuple[str, float, str, float]]:
@@ -226,6 +231,7 @@ class SQLiteStore:
         outputs = decode_outputs(status.info)
         if outputs:
             save_outputs(connection, device_id, outputs, received)
+        save_software(connection, device_id, status.info, received)  # its version, for updates
         row = connection.execute("SELECT state, since FROM device_status WHERE device_id=?", (device_id,)).fetchone()
         if row is not None and received < row["since"]:
             # Overtaken (gateways sharing a subscription may store messages out of order):

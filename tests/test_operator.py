@@ -56,7 +56,7 @@ def operator_routes(app) -> list[tuple[str, str]]:
 
 
 def concrete(path: str) -> str:
-    return re.sub(r"\{device_id\}", "tray-1", re.sub(r"\{name\}", "suzuki", re.sub(r"\{rule_id\}|\{alert_id\}", "1", path)))
+    return re.sub(r"\{device_id\}", "tray-1", re.sub(r"\{name\}", "suzuki", re.sub(r"\{rule_id\}|\{alert_id\}|\{rollout_id\}", "1", path)))
 
 
 def page_login(client: TestClient, name: str = "admin", password: str = PASSWORD) -> str:
@@ -101,13 +101,17 @@ def test_an_operator_is_refused_the_admin_pages_but_sees_the_rest(app):
     for method, path in operator_routes(app):
         if (method, path) in PUBLIC:
             continue
-        admin_only = "/users" in path
+        # Accounts, and publishing or offering updates, are for admins.
+        admin_only = "/users" in path or (method == "POST" and any(part in path for part in (
+            "/bundles", "/rollouts", "/operator/updates")))
         # Switching, and following commands, takes the role switcher or admin.
         switcher_only = "/commands" in path or "/outputs/" in path
         if method == "GET":
             answer = client.get(concrete(path), follow_redirects=False)
             if admin_only or switcher_only:
                 assert answer.status_code == 403, f"an operator could open {path}"
+            elif "{rollout_id}" in path:  # no update was ever offered here
+                assert answer.status_code == 404 and "rollout 1" in answer.text, f"GET {path}: {answer.status_code}"
             elif path.endswith("/pictures/newest"):  # tray-1 takes no pictures: allowed, and says so
                 assert answer.status_code == 404 and "no picture" in answer.text, f"GET {path}: {answer.status_code}"
             else:

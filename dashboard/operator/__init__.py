@@ -27,6 +27,7 @@ from . import api, pages
 from . import bundles as bundle_api
 from . import shelters as shelter_pages
 from . import switching
+from . import updates as update_pages
 from .auth import Auth, Forbidden, NotLoggedIn
 from .operations import Operations
 from .publisher import ConfigPublisher
@@ -60,6 +61,8 @@ def install(app: FastAPI, db: Database, store: SQLiteStore, registry: Registry,
     app.include_router(shelter_pages.page_router)
     app.include_router(switching.api_router)
     app.include_router(bundle_api.router)  # publish and list update bundles
+    app.include_router(update_pages.api_router)  # offer them to devices, and follow each device
+    app.include_router(update_pages.page_router)
     app.include_router(switching.page_router)
     app.add_exception_handler(NotLoggedIn, _not_logged_in)
     app.add_exception_handler(Forbidden, _forbidden)

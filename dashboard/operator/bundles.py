@@ -15,6 +15,7 @@ Example (Python, httpx, logged in as in api.py)::
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
@@ -43,9 +44,37 @@ def _info(bundle: PublishedBundle) -> dict:
     return {**asdict(bundle), "download": f"/api/v1/devices/{{device_id}}/bundles/{bundle.version}"}
 
 
-def _too_large() -> JSONResponse:
-    return JSONResponse({"detail": f"a bundle is at most {MAX_BUNDLE_BYTES:,} bytes", "reason": "size"},
-                        status_code=413)
+class TooLarge(ValueError):
+    """An upload larger than a bundle may be."""
+
+
+def _too_large(err: TooLarge) -> JSONResponse:
+    return JSONResponse({"detail": str(err), "reason": "size"}, status_code=413)
+
+
+def check_declared_size(request: Request) -> None:
+    """TooLarge when the request says up front that it is too large: nothing more is read."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BUNDLE_BYTES + ENVELOPE:
+        raise TooLarge(f"a bundle is at most {MAX_BUNDLE_BYTES:,} bytes")
+
+
+async def receive_upload(store: BundleStore, upload: UploadFile) -> Path:
+    """Copy an uploaded bundle into a scratch file in the store's folder, so publishing it is a
+    rename; TooLarge past the limit. The caller deletes the scratch file."""
+    scratch = store.scratch_file()
+    written = 0
+    try:
+        with open(scratch, "wb") as out:
+            while piece := await upload.read(1024 * 1024):
+                written += len(piece)
+                if written > MAX_BUNDLE_BYTES:
+                    raise TooLarge(f"a bundle is at most {MAX_BUNDLE_BYTES:,} bytes")
+                out.write(piece)
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+    return scratch
 
 
 @router.get("/bundles", response_model=list[models.BundleInfo], summary="Published update bundles, newest first")
@@ -62,27 +91,20 @@ def bundles(request: Request):
                         413: {"description": "larger than a bundle may be"}})
 async def publish(request: Request, session: Annotated[Session, Depends(require_admin)],
                   bundle: Annotated[UploadFile, File(description="the .bundle file jisaku bundle build wrote")]):
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BUNDLE_BYTES + ENVELOPE:
-        return _too_large()  # said up front: nothing more is read
     store = _store(request)
-    scratch = store.scratch_file()
     try:
-        written = 0
-        with open(scratch, "wb") as out:
-            while piece := await bundle.read(1024 * 1024):
-                written += len(piece)
-                if written > MAX_BUNDLE_BYTES:
-                    return _too_large()
-                out.write(piece)
-        try:
-            published, new = await run_in_threadpool(store.publish, scratch, session.user.name)
-        except BundleRefused as refused:
-            return JSONResponse({"detail": str(refused), "reason": refused.reason}, status_code=400)
-        except VersionTaken as err:
-            return JSONResponse({"detail": str(err)}, status_code=409)
-        except NoTownKey as err:  # not 503: trying again does not help until an admin makes the key
-            return JSONResponse({"detail": str(err)}, status_code=409)
+        check_declared_size(request)
+        scratch = await receive_upload(store, bundle)
+    except TooLarge as err:
+        return _too_large(err)
+    try:
+        published, new = await run_in_threadpool(store.publish, scratch, session.user.name)
+    except BundleRefused as refused:
+        return JSONResponse({"detail": str(refused), "reason": refused.reason}, status_code=400)
+    except VersionTaken as err:
+        return JSONResponse({"detail": str(err)}, status_code=409)
+    except NoTownKey as err:  # not 503: trying again does not help until an admin makes the key
+        return JSONResponse({"detail": str(err)}, status_code=409)
     finally:
         scratch.unlink(missing_ok=True)
     return JSONResponse(models.PublishedBundle(**_info(published), new=new).model_dump(),

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from jisaku.gateway.accounts import MAX_PASSWORD
 from jisaku.gateway.commands import Command
+from jisaku.gateway.updates import DeviceSoftware, DeviceUpdate
 
 DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", examples=["snow-5"])]
 Kind = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$", examples=["snow_gauge"],
@@ -232,3 +233,25 @@ class BundleInfo(BaseModel):
 
 class PublishedBundle(BundleInfo):
     new: bool = Field(description="false: the very same bundle was published before, nothing changed")
+
+
+class RolloutRequest(BaseModel):
+    """Offer a published bundle to devices (docs/updates.md, "Offering an update")."""
+
+    kind: str = Field(max_length=32, examples=["snow_gauge"])
+    version: str = Field(max_length=64, examples=["1.4.0"])
+    devices: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None, max_length=10_000, examples=[["snow-1"]],
+        description="the devices to offer it to; left out: every device of the kind that runs on what the bundle"
+                    " is for (board or pi)")
+    first: int = Field(0, ge=0, description="how many go first; the rest only once those are back and running."
+                                            " 0: all at once")
+    wait_min: float = Field(30, gt=0, le=7 * 24 * 60, description="how long the first have to be running, download"
+                                                                 " included, before the rollout stops")
+    trial_s: int = Field(300, ge=10, le=24 * 3600, description="told to each device: back online and reporting"
+                                                              " within this after switching, or it goes back")
+
+
+class DeviceUpdates(BaseModel):
+    software: DeviceSoftware | None = Field(description="what the device last said it runs (null: it never said)")
+    updates: list[DeviceUpdate] = Field(description="its update offers, newest first")

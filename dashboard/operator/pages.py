@@ -27,6 +27,7 @@ from jisaku.gateway.accounts import ROLES, AccountError
 from jisaku.contract import kinds
 from jisaku.contract.schedules import as_lines
 from jisaku.gateway.registry import DeviceRecord
+from jisaku.gateway.updates import UpdateBook
 
 from . import api, models
 from .auth import (COOKIE, CSRF_FIELD, LOGIN_CSRF_COOKIE, LoginRefused, Session, check_csrf,
@@ -174,6 +175,7 @@ def devices(request: Request):
 # The device's own newest events on its page: why a relay went off (max_on, link_loss), why
 # a watched router is down ("connection refused"), a printer that failed.
 EVENTS_SHOWN = 20
+UPDATES_SHOWN = 5
 
 
 def _device_page(request: Request, device_id: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -196,6 +198,7 @@ def _device_page(request: Request, device_id: str, status: int = 200, **context:
     # A switch box: its latest commands, and the one just sent (?command=…), whose progress
     # static/switch.js follows until the device answers.
     commands = ops.changes.commands.for_device(device_id, limit=5) if view.outputs else []
+    updates = UpdateBook(ops.db)
     shown = request.query_params.get("command")
     sent = next((c for c in commands if c.id == shown), None) or (
         ops.changes.commands.get(shown) if shown and len(shown) <= 100 else None)
@@ -210,7 +213,8 @@ def _device_page(request: Request, device_id: str, status: int = 200, **context:
     return render(request, "device.html", status, device=view, kinds=[k.id for k in kinds.all_kinds()],
                   history=ops.audit.entries(limit=20, target=device_id), camera=camera,
                   can_send=ops.publisher is not None, commands=commands, sent=sent,
-                  events=ops.store.events(device_id, limit=EVENTS_SHOWN), **context)
+                  events=ops.store.events(device_id, limit=EVENTS_SHOWN), software=updates.software(device_id),
+                  updates=updates.for_device(device_id, limit=UPDATES_SHOWN), **context)
 
 
 @router.get("/devices/new")

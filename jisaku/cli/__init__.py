@@ -18,6 +18,7 @@
     jisaku bench ingest                 how fast the gateway stores readings through Mosquitto
     jisaku flash KIND --id ID           put a kind's board code on a MicroPython board over USB
     jisaku bundle keygen|build|publish  signed update bundles of a kind's board code or a Pi app
+    jisaku updates offer KIND VERSION   offer a bundle to devices, a few first; list, show, stop
     jisaku users add NAME --role admin  an account for the operator pages
 
 One module per command group in this folder (``devices.py`` is ``jisaku devices …``), each
@@ -40,7 +41,7 @@ from jisaku.contract.settings import SettingsError
 COMMAND_GROUPS = ("jisaku.cli.demo", "jisaku.cli.broker", "jisaku.cli.gateway", "jisaku.cli.dashboard",
                   "jisaku.cli.device", "jisaku.cli.devices", "jisaku.cli.shelters", "jisaku.cli.users",
                   "jisaku.cli.mosquitto", "jisaku.cli.quarantine", "jisaku.cli.backup", "jisaku.cli.flash",
-                  "jisaku.cli.bundle",
+                  "jisaku.cli.bundle", "jisaku.cli.updates",
                   "jisaku.bench")
 
 
