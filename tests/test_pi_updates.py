@@ -30,6 +30,8 @@ from jisaku.device.supervisor import Supervisor
 from jisaku.device.versions import Versions
 from jisaku.gateway.bundle_signing import build_bundle, load_private_key, make_keys
 from jisaku.gateway.bundle_store import BundleStore
+from jisaku.gateway.db import Database
+from jisaku.gateway.updates import UpdateBook
 
 from .test_updates import CuttingRelay
 from .town import KINDS, REPO, wait_until
@@ -353,3 +355,24 @@ def test_the_supervisor_gives_up_a_version_that_keeps_failing_even_across_reboot
     assert report["reason"] == "crash" and "ImportError: no gauge" in report["detail"]
     state = versions.load()
     assert (state.app, state.trial, state.done) == (None, None, [9])
+
+
+@EMBEDDED
+def test_a_rollout_from_the_towns_server_reaches_the_pi_end_to_end(pi):
+    """The gateway's own rollout (gateway/updates.py) offers the bundle; the Pi runs it; the rollout is done."""
+    bundle = pi.publish(pi.app_folder("v5", {"beat.py": BEAT.replace("BEAT", "5")}), "5.0")
+    assert bundle.exists()
+    pi.start()
+    pi.wait_working()
+    book = UpdateBook(Database(pi.town.db_path), pi.store)
+    wait_until(lambda: (book.software("tray-1") or None) and book.software("tray-1").runs_on == "pi", WAIT_S,
+               "the gateway knows tray-1 is a Pi (its status says so)")
+    rollout = book.start("printer_tray", "5.0", None, first=0, trial_s=60, actor="test")
+    done = wait_until(lambda: (r := book.rollout(rollout.id)).state == "done" and r, WAIT_S,
+                      f"the rollout is done\n{pi.tail()}")
+    assert [(d.device_id, d.state, d.from_version) for d in done.devices] == [("tray-1", "running", "installed")]
+    wait_until(lambda: pi.readings("beat") and pi.status().get("version") == "5.0", WAIT_S, "tray-1 runs 5.0")
+    assert book.software("tray-1").version == "5.0"
+    # The gateway withdraws the finished offer (an empty retained message): the Pi does nothing.
+    pi.wait_working()
+    assert pi.states(done.devices[0].offer) == ["downloading", "verified", "switched", "running"]
