@@ -48,7 +48,7 @@ class AppCode:
         if self.is_kind_folder:
             described = kinds.read_folder(self.folder)  # KindError (a ValueError) says what is wrong
             if not described.pi:
-                raise DeviceConfigError(f"the bundle's kind.toml has no pi = \"file.py:Class\": it cannot run on a Pi")
+                raise DeviceConfigError("the bundle's kind.toml has no pi = \"file.py:Class\": it cannot run on a Pi")
             return
         if ":" not in self.config.app:
             raise DeviceConfigError(f"the bundle has no kind.toml: {self.config.id} runs a kind's code, so its"

@@ -179,6 +179,8 @@ def run_device(config: DeviceConfig, broker_url: str | list[str], secret: str, s
     versions = Versions(state_dir)
     running = versions.load().app
     code = AppCode(config, app_folder(state_dir, running))
+    if code.folder is not None:
+        log.info("%s: running app version %s from %s", config.id, running, code.folder)
     server = picture_server(config, server_url)
     link = DeviceLink(config.id, secret, broker_url, state_dir,
                       outbox_bytes=int(config.device.get("outbox_bytes", 5_000_000)),
