@@ -75,7 +75,10 @@ class Supervisor:
                 if state.trial["offer"] != trial_offer:  # a new trial: its time runs from its first start here
                     trial_offer = state.trial["offer"]
                     trial_deadline = time.monotonic() + float(state.trial.get("trial_s", 300))
-                state = self.versions.count_start()
+                try:
+                    state = self.versions.count_start()
+                except OSError as err:  # a full or failing SD card: start it all the same, uncounted
+                    log.error("cannot write %s (%s): this start of the trial is not counted", self.versions.path, err)
             else:
                 trial_offer = trial_deadline = None
             self._start(state)
@@ -112,7 +115,14 @@ class Supervisor:
         return bool(trial) and trial.get("offer") == offer
 
     def _roll_back(self, reason: str, detail: str) -> None:
-        state = self.versions.roll_back(reason, detail)
+        try:
+            state = self.versions.roll_back(reason, detail)
+        except OSError as err:
+            # Nothing else can be done without writing versions.json: say so, and try again shortly.
+            log.error("cannot write %s to go back (%s): is the SD card full? Trying again in a minute",
+                      self.versions.path, err)
+            time.sleep(LONGEST_PAUSE_S)
+            return
         log.error("update %s given up (%s): %s; back to %s", state.report["version"], reason, detail,
                   state.app or "the installed app")
 
