@@ -19,7 +19,9 @@ was lost is sent again to the next broker, and the gateway keeps one of each
 lives in one broker) and its last will goes with each connection.
 
 Operators' settings arrive on the retained ``config`` topic and commands on
-``cmd``; the device answers each on ``config/ack`` and ``cmd/ack``.
+``cmd``; the device answers each on ``config/ack`` and ``cmd/ack``. Update offers arrive on
+the retained ``update`` topic and go to ``on_update(offer)`` (None: the offer was withdrawn),
+which hands them to the updater's own thread (device/updater.py).
 
 A device that switches things (``persistent=True``: it has outputs) keeps a persistent
 MQTT session (clean_session off, a fixed client id), so a command sent while it was away
@@ -115,6 +117,12 @@ class DeviceLink:
         self.on_command = on_command
         # Sees every command whole first (a device with outputs); None: only on_command.
         self.on_request: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+        # Update offers (device/updater.py): the offer, or None when it was withdrawn. Must return at once.
+        self.on_update: Callable[[dict[str, Any] | None], None] | None = None
+        # Set once the broker acknowledged a reading taken since this link was made: the
+        # "it works" an update's trial waits for (a backlog from before does not count).
+        self.reading_delivered = threading.Event()
+        self._first_seq: int | None = None
         self.persistent = persistent
         self.info = info or {}
         self.connected = threading.Event()
@@ -170,7 +178,9 @@ class DeviceLink:
 
     def publish_reading(self, values: dict[str, Any], ts: float | None = None) -> None:
         """Keep a reading for sending; returns at once, network or not."""
-        self.outbox.put("data", {"ts": round(ts if ts is not None else time.time(), 3), "v": values})
+        seq = self.outbox.put("data", {"ts": round(ts if ts is not None else time.time(), 3), "v": values})
+        if self._first_seq is None:
+            self._first_seq = seq
         self._wake.set()
 
     def publish_event(self, name: str, values: dict[str, Any] | None = None) -> None:
@@ -223,6 +233,9 @@ class DeviceLink:
                 pass  # not connected any more: it stays in the outbox for the next try
             if message.is_published():
                 self.outbox.remove(batch)
+                if batch.channel == "data" and self._first_seq is not None and \
+                        any(m.get("seq", 0) >= self._first_seq for m in batch.messages):
+                    self.reading_delivered.set()
             else:
                 self._stopping.wait(timeout=1)
 
@@ -244,7 +257,8 @@ class DeviceLink:
         self._worked_here = True
         log.info("%s: connected to %s", self.device_id, self.broker)
         client.publish(protocol.topic(self.device_id, "status"), self._status(), qos=1, retain=True)
-        client.subscribe([(protocol.topic(self.device_id, "config"), 1), (protocol.topic(self.device_id, "cmd"), 1)])
+        client.subscribe([(protocol.topic(self.device_id, "config"), 1), (protocol.topic(self.device_id, "cmd"), 1),
+                          (protocol.topic(self.device_id, "update"), 1)])
         self._connected_at = time.monotonic()
         self.connected.set()
 
@@ -279,6 +293,10 @@ class DeviceLink:
 
     def _on_message(self, client, userdata, message) -> None:
         channel = message.topic.rsplit("/", 1)[-1]
+        if channel == "update" and not message.payload:  # an empty retained message withdraws the offer
+            if self.on_update is not None:
+                self._safely(self.on_update, None)
+            return
         try:
             request = protocol.decode_object(message.payload)
         except protocol.ProtocolError as err:
@@ -288,6 +306,8 @@ class DeviceLink:
             self._answer_config(request)
         elif channel == "cmd":
             self._answer_command(request)
+        elif channel == "update" and self.on_update is not None:
+            self._safely(self.on_update, request)
 
     def _answer_config(self, config: dict[str, Any]) -> None:
         rev = config.get("rev")

@@ -8,7 +8,10 @@ Example::
                state_dir=Path("data/devices/snow-1"), server_url="http://127.0.0.1:8000")
 
 ``server_url`` is where pictures go (HTTP, the dashboard's address); only a device that
-sends pictures (a snow camera) needs it. See :func:`picture_server`.
+sends pictures (a snow camera) needs it. See :func:`picture_server`. It is also where updates
+are downloaded from (device/updater.py), and the app runs from the version ``versions.json`` in
+``state_dir`` names (device/app_code.py). ``run_device`` returns True when it stopped to restart
+into a new version: ``jisaku device run``'s supervisor then starts it again (device/supervisor.py).
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ from jisaku.contract import kinds
 from jisaku.contract.mqtt import BrokerAddress
 
 from . import __version__
+from .app_code import AppCode
 from .config import DeviceConfig, DeviceConfigError
 from .link import DeviceLink
 from .remote_settings import RemoteSettings
+from .updater import Updater
+from .updates import Updates
+from .versions import Versions
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +79,19 @@ def setting_limits(config: DeviceConfig, app: Any) -> dict[str, tuple[float, flo
     return folder.device_settings() if folder is not None else dict(getattr(app, "SETTINGS", {}))
 
 
-def build(config: DeviceConfig, link: DeviceLink, simulate: bool):
-    """The app named by the config and, when simulating, the kind's scenario that plays its world."""
-    app_class = app_class_for(config)
+def build(config: DeviceConfig, link: DeviceLink, simulate: bool, code: AppCode | None = None):
+    """The app named by the config and, when simulating, the kind's scenario that plays its world.
+
+    ``code``: where the app comes from (an updated version); None: what came with the device.
+    """
+    code = code or AppCode(config, None)
+    app_class = code.app_class()
     factory = scenario = None
     if simulate:
         from gpiozero.pins.mock import MockFactory
 
         factory = MockFactory()
-        folder = kind_folder_for(config)
-        scenario_class = folder.simulation_class() if folder is not None else None
+        scenario_class = code.simulation_class()
         if scenario_class is not None:
             scenario = scenario_class(config, factory)  # first: it sets up the pins the app will use
     elif config.device.get("pin_factory"):
@@ -138,39 +148,71 @@ def broker_addresses(config: DeviceConfig, given: str | None, fallback: str) -> 
     return broker
 
 
+def app_folder(state_dir: Path, version: str | None) -> Path | None:
+    """``app/<version>`` in the state folder, or None for the app that came with the device.
+
+    A version whose folder is gone (removed by hand) falls back to the installed app: better an
+    old app that runs than a device that does not start.
+    """
+    if version is None:
+        return None
+    folder = Path(state_dir) / "app" / version
+    if not folder.is_dir():
+        log.error("versions.json names app %s, but %s is missing: running the app that came with the device",
+                  version, folder)
+        return None
+    return folder
+
+
 def run_device(config: DeviceConfig, broker_url: str | list[str], secret: str, simulate: bool, stop: threading.Event,
-               state_dir: Path, server_url: str | None = None) -> None:
+               state_dir: Path, server_url: str | None = None) -> bool:
     """Run until ``stop`` is set; the sensor loop keeps going while the network is away.
 
     ``broker_url`` is one broker address or several (see :func:`broker_addresses`).
 
-    ``state_dir`` keeps what must outlive a reboot: the outboxes and the operators' settings.
-    ``server_url`` is the last choice for where pictures go (see :func:`picture_server`).
+    ``state_dir`` keeps what must outlive a reboot: the outboxes, the operators' settings and
+    the app versions. ``server_url`` is the last choice for the town's server, where pictures go
+    and updates come from (see :func:`picture_server`).
+
+    Returns True when it stopped to restart into a new version (the supervisor starts it again).
     """
+    versions = Versions(state_dir)
+    running = versions.load().app
+    code = AppCode(config, app_folder(state_dir, running))
+    if code.folder is not None:
+        log.info("%s: running app version %s from %s", config.id, running, code.folder)
+    server = picture_server(config, server_url)
     link = DeviceLink(config.id, secret, broker_url, state_dir,
                       outbox_bytes=int(config.device.get("outbox_bytes", 5_000_000)),
-                      info={"fw": __version__, "app": config.app or config.kind},
-                      server_url=picture_server(config, server_url),
+                      info={"fw": __version__, "app": config.app or config.kind, "runs_on": "pi",
+                            "version": running if code.folder is not None else None},
+                      server_url=server,
                       pictures_bytes=int(config.device.get("pictures_bytes", 50_000_000)),
                       # A device that switches things keeps its session: commands wait for it.
                       persistent=bool(config.section("outputs")))
-    app, scenario = build(config, link, simulate)
-    remote = RemoteSettings(app, setting_limits(config, app), state_dir)
+    app, scenario = build(config, link, simulate, code)
+    updates = Updates(config.id, secret, server, Path(state_dir), kind=config.kind) if server else None
+    updater = Updater(link, updates, versions, config, restart=stop.set)
+    link.on_update = updater.offer
+    remote = RemoteSettings(app, code.setting_limits(app), state_dir)
     remote.restore()
     link.on_config = remote.apply
     link.on_command = lambda do, args: run_command(app, do, args)
     # An app with outputs answers commands whole: it needs their expires, and answers with a code.
     link.on_request = getattr(app, "answer", None)
     link.start()
+    updater.start()
     if scenario is not None:
         scenario.start()
     try:
         app.run(stop)
     finally:
+        updater.stop()
         if scenario is not None:
             scenario.stop()
         app.close()
         link.stop()
+    return updater.restarting
 
 
 def run_command(app: Any, do: str, args: dict[str, Any]) -> tuple[bool, Any]:

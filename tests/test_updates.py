@@ -148,10 +148,13 @@ def test_a_corrupted_download_or_a_wrong_key_is_refused_and_nothing_is_staged(pu
     (state / "bundle-signing.pub").write_text("ab" * 32 + "\n")
     with pytest.raises(BundleRefused, match="but this device trusts key"):
         updates.stage("1.4.0")
-    (state / "bundle-signing.pub").unlink()
-    with pytest.raises(BundleRefused, match="this device has no town key"):
-        updates.stage("1.4.0")
     assert not (state / "app").exists() or not any((state / "app").iterdir())
+    # No key at all: with no server to ask, refused; else fetched with the device's secret and pinned.
+    (state / "bundle-signing.pub").unlink()
+    with pytest.raises(BundleRefused, match="this device has no town key and could not fetch it"):
+        updates_for(town, state, "http://127.0.0.1:9").stage("1.4.0")
+    assert updates.stage("1.4.0").is_dir()
+    assert (state / "bundle-signing.pub").read_text() == town.keys.public.read_text()
 
 
 @pytest.mark.parametrize("broker_kind", ["embedded"], indirect=True)

@@ -3,6 +3,7 @@
     jisaku bundle keygen                          the town's signing key, once, on the town's server
     jisaku bundle build kinds/snow_gauge/board --version 1.4.0      snow_gauge-1.4.0.bundle, signed
     jisaku bundle build ./my-app --version 2 --target printer_tray  a Pi app folder for a kind
+    jisaku bundle build dist/jisaku-0.5-py3-none-any.whl --version 0.5  jisaku itself, for every Pi
     jisaku bundle verify snow_gauge-1.4.0.bundle --key bundle-signing.pub
     jisaku bundle publish snow_gauge-1.4.0.bundle   serve it to snow gauges (checked against the town's key)
     jisaku bundle list                            what is published
@@ -49,12 +50,33 @@ def cmd_build(args: argparse.Namespace) -> None:
     from jisaku.gateway.bundle_signing import build_bundle, load_private_key
 
     folder = Path(args.folder)
+    if folder.suffix == ".whl":
+        manifest, out = build_wheel_bundle(folder, args.version, args.out)
+        print(f"{out}: jisaku {manifest.version} for Pis ({folder.name}), signed with key {manifest.key_id}")
+        return
     kind, runs_on = kind_of(folder, args.target)
     runs_on = args.runs_on or runs_on
     out = Path(args.out) if args.out else Path(f"{kind}-{args.version}.bundle")
     manifest = build_bundle(folder, args.version, kind, runs_on, load_private_key(server_dir()), out)
     print(f"{out}: {kind} {manifest.version} for {runs_on}s, {len(manifest.files)} files,"
           f" {manifest.files_bytes:,} bytes, signed with key {manifest.key_id}")
+
+
+def build_wheel_bundle(wheel: Path, version: str, out: str | None = None):
+    """A bundle of kind ``jisaku`` holding the one wheel: a new jisaku for the Pis (device/wheels.py)."""
+    import shutil
+    import tempfile
+
+    from jisaku.gateway.bundle_signing import build_bundle, load_private_key
+
+    if not wheel.is_file() or not wheel.name.startswith("jisaku-"):
+        raise SystemExit(f"jisaku bundle build: {wheel} is not a jisaku wheel (make one with"
+                         " pip wheel --no-deps -w dist . in jisaku's source folder)")
+    target = Path(out) if out else Path(f"jisaku-{version}.bundle")
+    with tempfile.TemporaryDirectory() as folder:
+        shutil.copy(wheel, Path(folder) / wheel.name)  # a bundle is made of a folder's files
+        manifest = build_bundle(Path(folder), version, "jisaku", "pi", load_private_key(server_dir()), target)
+    return manifest, target
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
@@ -109,8 +131,9 @@ def add_parser(commands) -> None:
     sub = bundle.add_subparsers(dest="bundle_command", required=True)
     keygen = sub.add_parser("keygen", help="make the town's signing key in the data folder (once)")
     keygen.set_defaults(run=cmd_keygen)
-    build = sub.add_parser("build", help="a signed bundle of a kind's board/ folder or a Pi app folder")
-    build.add_argument("folder")
+    build = sub.add_parser("build", help="a signed bundle of a kind's board/ folder, a Pi app folder,"
+                           " or a jisaku .whl (for every Pi)")
+    build.add_argument("folder", help="the folder, or a jisaku-*.whl file")
     build.add_argument("--version", required=True, help="letters, digits and . _ + -, e.g. 1.4.0")
     build.add_argument("--target", help="the kind it is for (default: from the folder, kinds/<kind>/board)")
     build.add_argument("--runs-on", choices=("board", "pi"),
