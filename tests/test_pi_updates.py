@@ -31,6 +31,7 @@ from jisaku.device.versions import Versions
 from jisaku.gateway.bundle_signing import build_bundle, load_private_key, make_keys
 from jisaku.gateway.bundle_store import BundleStore
 from jisaku.gateway.db import Database
+from jisaku.gateway.registry import DeviceRecord
 from jisaku.gateway.updates import UpdateBook
 
 from .test_updates import CuttingRelay
@@ -376,3 +377,24 @@ def test_a_rollout_from_the_towns_server_reaches_the_pi_end_to_end(pi):
     # The gateway withdraws the finished offer (an empty retained message): the Pi does nothing.
     pi.wait_working()
     assert pi.states(done.devices[0].offer) == ["downloading", "verified", "switched", "running"]
+
+
+@EMBEDDED
+def test_a_staged_rollout_stops_when_the_first_pi_goes_back_and_the_rest_are_never_offered_it(pi):
+    """The first Pi of a rollout gets a version that crashes: it goes back by itself, and tray-2 never gets it."""
+    pi.town.registry.add_device(DeviceRecord("tray-2", "printer_tray", name="tray-2"))
+    broken = "raise RuntimeError('broken on purpose')\n" + BEAT.replace("BEAT", "6")
+    pi.publish(pi.app_folder("v6", {"beat.py": broken}), "6.0")
+    pi.start()
+    pi.wait_working()
+    book = UpdateBook(Database(pi.town.db_path), pi.store)
+    rollout = book.start("printer_tray", "6.0", ["tray-1", "tray-2"], first=1, trial_s=60, actor="test")
+    stopped = wait_until(lambda: (r := book.rollout(rollout.id)).state == "stopped" and r, WAIT_S,
+                         f"the rollout stops\n{pi.tail()}")
+    assert stopped.reason.startswith("tray-1 went back to its old version (crash: ")
+    assert "broken on purpose" in stopped.reason
+    first, rest = stopped.devices
+    assert (first.device_id, first.state, first.reason) == ("tray-1", "rolled_back", "crash")
+    assert (rest.device_id, rest.state, rest.offered_at) == ("tray-2", "withdrawn", None), "never offered"
+    pi.wait_working()  # tray-1 measures again, with the version it was installed with
+    assert pi.status().get("version") is None and book.software("tray-1").version is None

@@ -106,7 +106,9 @@ class Link:
         return self.outbox.put(channel, message)
 
     def status(self):
-        info = {"fw": FW_VERSION, "version": VERSION, "queued": len(self.outbox), "dropped": self.outbox.dropped}
+        # runs_on and version: which update bundles fit this device (docs/updates.md)
+        info = {"fw": FW_VERSION, "runs_on": "board", "version": VERSION, "queued": len(self.outbox),
+                "dropped": self.outbox.dropped}
         if self.info:
             info.update(self.info())
         return info
