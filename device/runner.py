@@ -165,7 +165,7 @@ def app_folder(state_dir: Path, version: str | None) -> Path | None:
 
 
 def run_device(config: DeviceConfig, broker_url: str | list[str], secret: str, simulate: bool, stop: threading.Event,
-               state_dir: Path, server_url: str | None = None) -> bool:
+               state_dir: Path, server_url: str | None = None, supervised: bool = False) -> bool:
     """Run until ``stop`` is set; the sensor loop keeps going while the network is away.
 
     ``broker_url`` is one broker address or several (see :func:`broker_addresses`).
@@ -173,6 +173,10 @@ def run_device(config: DeviceConfig, broker_url: str | list[str], secret: str, s
     ``state_dir`` keeps what must outlive a reboot: the outboxes, the operators' settings and
     the app versions. ``server_url`` is the last choice for the town's server, where pictures go
     and updates come from (see :func:`picture_server`).
+
+    ``supervised``: run by ``jisaku device run``'s supervisor (device/supervisor.py), which starts
+    it again into a new version and goes back if that fails. Only a supervised device takes
+    updates; one run inside another program (``jisaku demo``, tests) refuses them.
 
     Returns True when it stopped to restart into a new version (the supervisor starts it again).
     """
@@ -192,7 +196,7 @@ def run_device(config: DeviceConfig, broker_url: str | list[str], secret: str, s
                       persistent=bool(config.section("outputs")))
     app, scenario = build(config, link, simulate, code)
     updates = Updates(config.id, secret, server, Path(state_dir), kind=config.kind) if server else None
-    updater = Updater(link, updates, versions, config, restart=stop.set)
+    updater = Updater(link, updates, versions, config, restart=stop.set if supervised else None)
     link.on_update = updater.offer
     remote = RemoteSettings(app, code.setting_limits(app), state_dir)
     remote.restore()

@@ -48,9 +48,11 @@ ROOM_FACTOR = 4
 
 class Updater:
     def __init__(self, link: DeviceLink, updates: Updates | None, versions: Versions, config: DeviceConfig,
-                 restart: Callable[[], None], retry_s: tuple[float, ...] = RETRY_S):
+                 restart: Callable[[], None] | None, retry_s: tuple[float, ...] = RETRY_S):
         self.link, self.updates, self.versions, self.config = link, updates, versions, config
-        self.restart = restart          # ends this process so the supervisor starts the new version
+        # Ends this process so the supervisor starts the new version. None: no supervisor (a device
+        # run inside another program, as jisaku demo does), so nothing could go back: no updates.
+        self.restart = restart
         self.retry_s = retry_s
         self.restarting = False
         self._offer: dict[str, Any] | None = None
@@ -125,6 +127,11 @@ class Updater:
         state = self.versions.load()
         if number in state.done or version in (state.app, state.jisaku) or state.trial:
             return  # finished before, already running it, or a trial under way (the offer comes again)
+        if self.restart is None:
+            self._refuse(number, version, "no_supervisor", "this device runs without its supervisor (jisaku"
+                         " device run), which is what goes back to the old version if the new one fails: it"
+                         " takes no updates")
+            return
         if self.updates is None:
             self._refuse(number, version, "no_server", "this device does not know the town's server: set"
                          " [device] server = \"http://…:8000\" in its device.toml, or JISAKU_SERVER")

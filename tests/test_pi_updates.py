@@ -398,3 +398,24 @@ def test_a_staged_rollout_stops_when_the_first_pi_goes_back_and_the_rest_are_nev
     assert (rest.device_id, rest.state, rest.offered_at) == ("tray-2", "withdrawn", None), "never offered"
     pi.wait_working()  # tray-1 measures again, with the version it was installed with
     assert pi.status().get("version") is None and book.software("tray-1").version is None
+
+
+@EMBEDDED
+def test_a_device_run_inside_another_program_refuses_updates_it_could_not_go_back_from(make_town, tmp_path):
+    """jisaku demo runs its devices in its own process, with no supervisor to go back: they say no."""
+    town = make_town([load_device_config(KINDS / "printer_tray")])
+    make_keys(town.directory)
+    town.start_dashboard(tiles="osm")
+    store = BundleStore(town.directory)
+    bundle = tmp_path / "tray-2.0.bundle"
+    build_bundle(KINDS / "printer_tray", "2.0", "printer_tray", "pi", load_private_key(town.directory), bundle)
+    store.publish(bundle, "test")
+    town.run_devices()
+    wait_until(lambda: town.store.reading_count("tray-1") >= 1, WAIT_S, "the tray reports")
+    book = UpdateBook(Database(town.db_path), store)
+    rollout = book.start("printer_tray", "2.0", ["tray-1"], actor="test")
+    done = wait_until(lambda: (r := book.rollout(rollout.id)).state == "done" and r, WAIT_S, "the tray answers")
+    assert (done.devices[0].state, done.devices[0].reason) == ("refused", "no_supervisor")
+    status = town.store.db.connection.execute("SELECT state, info FROM device_status WHERE device_id='tray-1'")
+    state, info = status.fetchone()
+    assert state == "online" and json.loads(info)["version"] is None, "still there, with the version it had"

@@ -65,7 +65,8 @@ def cmd_device_run(args: argparse.Namespace) -> None:
     print(f"{config.id}: running {config.app or config.kind}{' (simulated)' if args.simulate else ''}, broker {brokers};"
           " Ctrl-C stops it", flush=True)
     try:
-        restart = run_device(config, broker, secret, args.simulate, stop, state_dir, server_url=server)
+        restart = run_device(config, broker, secret, args.simulate, stop, state_dir, server_url=server,
+                             supervised=True)
     except KeyboardInterrupt:
         stop.set()
         return
