@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import tomllib
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from packaging.requirements import Requirement
@@ -26,20 +27,9 @@ from .brokers import HOST, EmbeddedBrokerThread
 from .town import REPO, wait_until
 
 # A process whose imports are limited to BLOCKED's complement, then the jisaku command.
-PI_PROCESS = """
-import importlib.abc, sys
-BLOCKED = set(sys.argv[1].split(","))
-
-class NotOnThisPi(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name.split(".")[0])
-        return None
-
-sys.meta_path.insert(0, NotOnThisPi())
-from jisaku.cli import main
-main(sys.argv[2:])
-"""
+# tests/pi_install/sitecustomize.py makes every Python process the test starts (and theirs)
+# fail to import what a Pi with only `pip install jisaku` lacks.
+PI_INSTALL = Path(__file__).parent / "pi_install"
 
 
 def canonical(name: str) -> str:
@@ -74,9 +64,9 @@ def not_on_a_pi() -> set[str]:
 
 
 def run_on_a_pi(*argv: str, env: dict[str, str], **options) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", PI_PROCESS, ",".join(sorted(not_on_a_pi())), *argv],
-                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, cwd=REPO, **options)
+    like_a_pi = {"PYTHONPATH": str(PI_INSTALL), "JISAKU_TEST_NOT_INSTALLED": ",".join(sorted(not_on_a_pi()))}
+    return subprocess.Popen([sys.executable, "-m", "jisaku.cli", *argv], env={**os.environ, **env, **like_a_pi},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, **options)
 
 
 def test_a_pi_install_leaves_out_the_server_parts():
