@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from .protocol import DEVICE_CHANNELS, GATEWAY_CHANNELS, TOPIC_ROOT
 
 __all__ = ["PUBLISH", "SUBSCRIBE", "DEVICE", "SERVICE", "OWN_ID", "Right", "RIGHTS",
-           "is_service_account", "may_publish", "may_subscribe", "allowed", "ROLES"]
+           "is_service_account", "may_publish", "may_subscribe", "allowed", "allowed_routing_key", "ROLES"]
 
 # The two things a client asks a broker for. "subscribe" also covers each delivery: a
 # client reads a message only if it may subscribe to that message's topic.
@@ -129,6 +129,30 @@ def allowed(username: str, action: str, topic: str) -> bool:
     if action == SUBSCRIBE:
         return may_subscribe(username, topic)
     return False
+
+
+def allowed_routing_key(username: str, action: str, routing_key: str) -> bool:
+    """`allowed`, asked the way RabbitMQ asks it: about an AMQP routing key, not an MQTT topic.
+
+    RabbitMQ's MQTT plugin turns each '/' of a topic into '.' and '+' into '*', and leaves a
+    '.' in a device id as it is: ``jisaku/snow.1/data`` becomes ``jisaku.snow.1.data``. So the
+    rights are written the same way (the username included) and compared word by word; a
+    device still gets only its own topics, a dotted id included.
+
+        allowed_routing_key("snow.1", "publish", "jisaku.snow.1.data")   # True
+        allowed_routing_key("snow", "publish", "jisaku.snow.1.data")     # False: snow.1's
+    """
+    if action not in (PUBLISH, SUBSCRIBE) or not _usable_name(username) or not routing_key:
+        return False
+    if action == PUBLISH and set(routing_key) & set("*#"):
+        return False
+    wanted = routing_key.replace(".", "/").replace("*", "+")
+    who = SERVICE if is_service_account(username) else DEVICE
+    return any(
+        _covers(right.topic.replace(OWN_ID, username).replace(".", "/"), wanted)
+        for right in RIGHTS
+        if right.who == who and right.action == action
+    )
 
 
 # The operator pages' roles (docs/operators.md): an operator looks after devices, settings

@@ -7,6 +7,10 @@ thousands. Each message is acknowledged to the broker only once its batch is
 stored: if the gateway is killed, the broker delivers the rest again, and the
 store keeps one copy of anything it sees twice.
 
+On a RabbitMQ cluster (``queue=`` the nodes' AMQP addresses) the gateway reads the
+messages from one replicated queue instead of subscribing (amqp_source.py), and acknowledges
+them there, also only once stored; it still publishes config and commands over MQTT.
+
 Anything on ``jisaku/#`` that breaks the contract goes to quarantine with the
 reason; the valid messages around it are not affected.
 
@@ -30,7 +34,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import paho.mqtt.client as mqtt
 
@@ -44,6 +48,9 @@ from .registry import Registry
 from .retention import RetentionPolicy
 from .store import Batch, ConfigAck, Quarantined, SQLiteStore
 from .updates import UpdateBook
+
+if TYPE_CHECKING:
+    from .amqp_source import QueueSource
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +89,7 @@ def push_config(client: mqtt.Client, store: SQLiteStore, registry: Registry, dev
 class Gateway:
     def __init__(self, store: SQLiteStore, registry: Registry, broker_url: str, username: str, password: str,
                  client_id: str = "jisaku-gateway", readings: InfluxStore | None = None, shared: bool = False,
-                 retention: RetentionPolicy | None = None):
+                 retention: RetentionPolicy | None = None, queue: str | list[str] | None = None):
         self.store = store
         # Readings go here when it is given (InfluxDB); the SQLite store keeps the rest.
         self.readings = readings
@@ -93,6 +100,13 @@ class Gateway:
         # them, each message going to one of them. Mosquitto, EMQX and others do this;
         # the embedded broker does not. Without it, one gateway takes everything.
         self.topic_filter = f"{SHARE_GROUP}/{protocol.TOPIC_ROOT}/#" if shared else f"{protocol.TOPIC_ROOT}/#"
+        # RabbitMQ (no shared subscriptions before 3.13): the messages come from one queue that
+        # every worker reads (amqp_source.py); MQTT is then only for what the gateway publishes.
+        self.queue: QueueSource | None = None
+        if queue:
+            from .amqp_source import QueueSource  # pika: needed only here
+
+            self.queue = QueueSource(queue, username, password, self._on_queue_message)
         self.connected = threading.Event()
         self._stopping = False
         self.quarantine_counts: Counter[str] = Counter()
@@ -116,7 +130,8 @@ class Gateway:
         self._stopped = threading.Event()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="gateway-housekeeping", daemon=True)
         # A persistent session: while the gateway restarts, the broker keeps its QoS 1 messages.
-        self._client = new_client(client_id, username, password, self.broker, clean_session=False,
+        # (Not when reading the queue: a session that nobody reads would only fill up.)
+        self._client = new_client(client_id, username, password, self.broker, clean_session=self.queue is not None,
                                   client_class=BufferedClient)
         # The gateway sits next to its broker: after a restart it must be back before the
         # devices send their backlog (they wait BACKLOG_GRACE_S after connecting), or an
@@ -133,10 +148,14 @@ class Gateway:
         self._housekeeper.start()
         self._client.connect_async(self.broker.host, self.broker.port, keepalive=30)
         self._client.loop_start()
+        if self.queue is not None:
+            self.queue.start()
 
     def stop(self) -> None:
         self._stopping = True
         self._stopped.set()
+        if self.queue is not None:
+            self.queue.stop()
         self._client.disconnect()
         self._client.loop_stop()
         self._inbox.put(None)
@@ -152,7 +171,8 @@ class Gateway:
                       self.broker, reason_code)
             return
         self._connection += 1
-        client.subscribe(self.topic_filter, qos=1)
+        if self.queue is None:
+            client.subscribe(self.topic_filter, qos=1)
         log.info("gateway connected to %s", self.broker)
         self.connected.set()
 
@@ -169,6 +189,10 @@ class Gateway:
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         self._inbox.put((message.topic, message.payload, time.time(), message.mid, message.qos, self._connection))
+
+    def _on_queue_message(self, topic: str, payload: bytes, tag: int, connection: int) -> None:
+        # The queue's thread; QoS 1 so that _write acknowledges it.
+        self._inbox.put((topic, payload, time.time(), tag, 1, connection))
 
     # ------------------------------------------------------------ writer thread
 
@@ -219,11 +243,20 @@ class Gateway:
                           " and that %s is writable.", len(batch), err, delay, self.store.db.path)
                 time.sleep(delay)
                 delay = min(delay * 2, 30)
-        for mid, qos, connection in acks:
-            # An ack belongs to the connection the message came on; after a reconnect the
-            # broker sends the message again, and the store keeps it once.
-            if qos > 0 and connection == self._connection:
-                self._client.ack(mid, qos)
+        if self.queue is not None:
+            # Messages are written in the order they came: acknowledging the newest of each
+            # connection acknowledges all before it (those of an older connection come again).
+            newest: dict[int, int] = {}
+            for tag, _qos, connection in acks:
+                newest[connection] = max(tag, newest.get(connection, 0))
+            for connection, tag in newest.items():
+                self.queue.ack(tag, connection)
+        else:
+            for mid, qos, connection in acks:
+                # An ack belongs to the connection the message came on; after a reconnect the
+                # broker sends the message again, and the store keeps it once.
+                if qos > 0 and connection == self._connection:
+                    self._client.ack(mid, qos)
         self.stored_readings += len(batch.readings)
         for listener in self.listeners:
             try:
