@@ -34,10 +34,10 @@ import pika.exceptions
 
 from jisaku.contract import protocol
 
+from .rabbitmq import EXCHANGE, QUEUE
+
 log = logging.getLogger(__name__)
 
-QUEUE = "jisaku-gateway"
-EXCHANGE = "amq.topic"  # where RabbitMQ's MQTT plugin publishes
 BINDING = f"{protocol.TOPIC_ROOT}.#"
 # How many messages a worker holds unacknowledged: a batch's worth, so the writer never waits.
 PREFETCH = 1000

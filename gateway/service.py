@@ -7,7 +7,7 @@ thousands. Each message is acknowledged to the broker only once its batch is
 stored: if the gateway is killed, the broker delivers the rest again, and the
 store keeps one copy of anything it sees twice.
 
-On a RabbitMQ cluster (``queue=`` the nodes' AMQP addresses) the gateway reads the
+On a RabbitMQ cluster (``rabbitmq=`` the nodes' AMQP addresses) the gateway reads the
 messages from one replicated queue instead of subscribing (amqp_source.py), and acknowledges
 them there, also only once stored; it still publishes config and commands over MQTT.
 
@@ -89,7 +89,7 @@ def push_config(client: mqtt.Client, store: SQLiteStore, registry: Registry, dev
 class Gateway:
     def __init__(self, store: SQLiteStore, registry: Registry, broker_url: str, username: str, password: str,
                  client_id: str = "jisaku-gateway", readings: InfluxStore | None = None, shared: bool = False,
-                 retention: RetentionPolicy | None = None, queue: str | list[str] | None = None):
+                 retention: RetentionPolicy | None = None, rabbitmq: str | list[str] | None = None):
         self.store = store
         # Readings go here when it is given (InfluxDB); the SQLite store keeps the rest.
         self.readings = readings
@@ -103,10 +103,10 @@ class Gateway:
         # RabbitMQ (no shared subscriptions before 3.13): the messages come from one queue that
         # every worker reads (amqp_source.py); MQTT is then only for what the gateway publishes.
         self.queue: QueueSource | None = None
-        if queue:
+        if rabbitmq:
             from .amqp_source import QueueSource  # pika: needed only here
 
-            self.queue = QueueSource(queue, username, password, self._on_queue_message)
+            self.queue = QueueSource(rabbitmq, username, password, self._on_queue_message)
         self.connected = threading.Event()
         self._stopping = False
         self.quarantine_counts: Counter[str] = Counter()
