@@ -12,6 +12,7 @@
     jisaku shelters import FILE         register the shelters of the town's national-format shelter list
     jisaku shelters export              the public shelters as CSV (or --format geojson), with the live state
     jisaku mosquitto sync --dir DIR     keep Mosquitto's passwd/acl in step with the registry
+    jisaku rabbitmq files|auth          a RabbitMQ cluster: a node's files; logins and rights from the registry
     jisaku quarantine                   messages the gateway set aside, and why
     jisaku backup [DEST]                everything in one file, made while jisaku runs
     jisaku restore FILE                 put a backup back (onto this or another machine)
@@ -40,7 +41,7 @@ from jisaku.contract.settings import SettingsError
 # The command groups, in the order `jisaku --help` lists them: jisaku.cli.<name>, and the benchmarks.
 COMMAND_GROUPS = ("jisaku.cli.demo", "jisaku.cli.broker", "jisaku.cli.gateway", "jisaku.cli.dashboard",
                   "jisaku.cli.device", "jisaku.cli.devices", "jisaku.cli.shelters", "jisaku.cli.users",
-                  "jisaku.cli.mosquitto", "jisaku.cli.quarantine", "jisaku.cli.backup", "jisaku.cli.flash",
+                  "jisaku.cli.mosquitto", "jisaku.cli.rabbitmq", "jisaku.cli.quarantine", "jisaku.cli.backup", "jisaku.cli.flash",
                   "jisaku.cli.bundle", "jisaku.cli.updates",
                   "jisaku.bench")
 

@@ -8,7 +8,8 @@ that dies is started again (the broker keeps its session, and what it had not
 acknowledged, until it is back).
 
 Shared subscriptions need Mosquitto (or EMQX, VerneMQ, HiveMQ); the embedded broker
-refuses them. Two gateways on two machines work the same way: run
+refuses them. On a RabbitMQ cluster (``--rabbitmq URLS``) the workers read one replicated
+queue instead, each message going to one of them, the same way (docs/deploy.md, "A broker cluster"). Two gateways on two machines work the same way: run
 ``jisaku gateway --shared --client-id jisaku-gateway-a`` on one and ``…-b`` on the other.
 """
 
@@ -26,23 +27,25 @@ log = logging.getLogger(__name__)
 RESTART_DELAY_S = 1.0
 
 
-def worker_command(index: int) -> list[str]:
-    return [sys.executable, "-m", "jisaku.cli.gateway", "--shared", "--client-id", f"jisaku-gateway-{index}"]
+def worker_command(index: int, rabbitmq: str | None = None) -> list[str]:
+    share = ["--rabbitmq", rabbitmq] if rabbitmq else ["--shared"]
+    return [sys.executable, "-m", "jisaku.cli.gateway", *share, "--client-id", f"jisaku-gateway-{index}"]
 
 
-def run_workers(count: int) -> None:
+def run_workers(count: int, rabbitmq: str | None = None) -> None:
     """Run ``count`` gateway processes until SIGTERM or Ctrl-C, restarting any that dies."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    workers = [subprocess.Popen(worker_command(i)) for i in range(1, count + 1)]
-    print(f"gateway: {count} worker processes on the shared subscription; Ctrl-C stops them", flush=True)
+    workers = [subprocess.Popen(worker_command(i, rabbitmq)) for i in range(1, count + 1)]
+    sharing = "RabbitMQ's gateway queue" if rabbitmq else "the shared subscription"
+    print(f"gateway: {count} worker processes on {sharing}; Ctrl-C stops them", flush=True)
     try:
         while not stop.wait(0.5):
             for i, worker in enumerate(workers):
                 if worker.poll() is not None:
                     log.error("gateway worker %d exited with %s; starting it again", i + 1, worker.returncode)
                     time.sleep(RESTART_DELAY_S)
-                    workers[i] = subprocess.Popen(worker_command(i + 1))
+                    workers[i] = subprocess.Popen(worker_command(i + 1, rabbitmq))
     except KeyboardInterrupt:
         pass
     finally:
@@ -59,4 +62,4 @@ def run_workers(count: int) -> None:
 if __name__ == "__main__":
     # `jisaku gateway --workers N` becomes this small process (stdlib only) to watch the workers.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    run_workers(int(sys.argv[1]))
+    run_workers(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
