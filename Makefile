@@ -7,8 +7,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # What the tests start for real: a Mosquitto broker (and mosquitto_sub, the benchmark's yardstick),
-# an InfluxDB server and a headless Chromium.
-TEST_PACKAGES := mosquitto mosquitto-clients influxdb chromium fonts-ipafont-gothic
+# a three-node RabbitMQ cluster, an InfluxDB server and a headless Chromium.
+TEST_PACKAGES := mosquitto mosquitto-clients rabbitmq-server influxdb chromium fonts-ipafont-gothic
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 .PHONY: demo test setup test-packages clean
@@ -44,6 +44,7 @@ test-packages:
 	@missing=""; \
 	[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing="$$missing mosquitto"; \
 	command -v mosquitto_sub >/dev/null || missing="$$missing mosquitto-clients"; \
+	[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$$missing rabbitmq-server"; \
 	[ -x /usr/bin/influxd ] || command -v influxd >/dev/null || missing="$$missing influxdb"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	[ -f /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ] || missing="$$missing fonts-ipafont-gothic"; \
@@ -53,7 +54,7 @@ test-packages:
 	fi; \
 	echo "Installing$$missing with apt-get"; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	for service in mosquitto influxdb; do \
+	for service in mosquitto rabbitmq-server influxdb; do \
 	  case "$$missing" in *$$service*) \
 	    if command -v systemctl >/dev/null && systemctl is-active --quiet $$service 2>/dev/null; then \
 	      echo "Stopping the $$service service apt just started: the tests start their own (and port 1883 is make demo's)."; \
