@@ -258,6 +258,8 @@ class Gateway:
                 if qos > 0 and connection == self._connection:
                     self._client.ack(mid, qos)
         self.stored_readings += len(batch.readings)
+        if self.queue is not None:
+            self._resend_pending_config(batch)
         for listener in self.listeners:
             try:
                 listener(batch)
@@ -273,6 +275,22 @@ class Gateway:
                     log.warning("quarantined a message on %s: %s (%s)", item.topic, item.reason, item.detail)
                 else:
                     self._quarantine_unlogged[item.reason] += 1
+
+    def _resend_pending_config(self, batch: Batch) -> None:
+        """A device that comes online with settings it has not applied gets them again.
+
+        RabbitMQ keeps retained messages on the node they were published to: a device that
+        connects to another node (it moved, or was away when the settings went out) does not
+        find them there. A message published now reaches it on whichever node it is.
+        """
+        for device_id in {device_id for device_id, status, _ in batch.statuses if status.state == protocol.STATUS_ONLINE}:
+            state = self.store.config_state(device_id)
+            if state is None or state["state"] != "pending":
+                continue
+            payload = json.dumps({"rev": state["rev"], **state["settings"]}, separators=(",", ":"), allow_nan=False)
+            # Not waited for (the writer must not stall); if lost, the next "online" sends it again.
+            self._client.publish(protocol.topic(device_id, "config"), payload.encode(), qos=1, retain=True)
+            log.info("%s is online with settings rev %d not applied: sent them again", device_id, state["rev"])
 
     def _log_quarantine_summary(self) -> None:
         if time.monotonic() < self._quarantine_summary_due:

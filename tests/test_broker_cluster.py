@@ -203,11 +203,16 @@ def test_a_node_dies_while_devices_publish_and_no_acknowledged_reading_is_lost_o
     nodes, store, gateways = cluster.nodes, cluster.store, cluster.gateways
     urls = nodes.mqtt_urls
     first = {"meter-1": 0, "meter-2": 0, "meter-3": 1, "snow.1": 2}  # which node each prefers
+    # Settings for meter-3 while it is away, published (retained) through node 3 only; meter-3
+    # comes to node 2, which has no copy of them: the gateway sends them again when it is online.
+    gateways[1].push_config("meter-3", {"interval_s": 30})
+    configs: list[dict] = []
     links = {}
     for device, start in first.items():
         # Every device knows all three nodes, its own first.
         order = urls[start:] + urls[:start]
-        links[device] = DeviceLink(device, cluster.secrets[device], order, tmp_path / device)
+        links[device] = DeviceLink(device, cluster.secrets[device], order, tmp_path / device,
+                                   on_config=lambda settings: (configs.append(settings), (True, "ok"))[1])
         links[device].start()
     before = {device: store.reading_count(device) for device in links}
     received_before = sum(g.stored_readings for g in gateways)
@@ -215,6 +220,9 @@ def test_a_node_dies_while_devices_publish_and_no_acknowledged_reading_is_lost_o
     try:
         for link in links.values():
             wait_until(link.connected.is_set, 20, "each device connects to its first node")
+        wait_until(lambda: (store.config_state("meter-3") or {}).get("state") == "applied", 15,
+                   "meter-3 gets the settings sent while it was away, on another node")
+        assert configs == [{"interval_s": 30}]
         sensors = {device: Sensor(link) for device, link in links.items()}
         wait_until(lambda: all(store.reading_count(d) >= before[d] + 10 for d in links), 20, "readings flow")
         stored_by = [g.stored_readings for g in gateways]
