@@ -199,7 +199,9 @@ class Sensor:
         return self.taken
 
 
-def test_a_node_dies_while_devices_publish_and_no_acknowledged_reading_is_lost_or_stored_twice(cluster, tmp_path):
+def test_a_node_dies_while_devices_publish_and_no_acknowledged_reading_is_lost_or_stored_twice(cluster, tmp_path,
+                                                                                                  caplog):
+    caplog.set_level("INFO")
     nodes, store, gateways = cluster.nodes, cluster.store, cluster.gateways
     urls = nodes.mqtt_urls
     first = {"meter-1": 0, "meter-2": 0, "meter-3": 1, "snow.1": 2}  # which node each prefers
@@ -236,6 +238,7 @@ def test_a_node_dies_while_devices_publish_and_no_acknowledged_reading_is_lost_o
         assert all(links[d].broker == BrokerAddress.parse(urls[1]) for d in MOVERS), "they move to node 2"
         # Both gateways carry on: the one that read through node 1 reads through another now.
         wait_until(lambda: all(g.queue.consuming.is_set() for g in gateways), 20, "both gateways read the queue")
+        assert f"gateway lost RabbitMQ at {nodes.amqp_urls[0]}" in caplog.text
         after_move = [g.stored_readings for g in gateways]
         wait_until(lambda: all(g.stored_readings > n for g, n in zip(gateways, after_move)), 20,
                    "both gateways store readings after the node died")
