@@ -34,7 +34,7 @@ from .brokers import HOST, free_port
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 # The first node starts in about 12 s on two cores, the other two together in about 15 s more.
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 90.0
 
 
 def rabbitmq_available() -> bool:

@@ -37,8 +37,9 @@ from .town import wait_until
 MOVERS = ["meter-1", "meter-2"]      # start on node 1, the one that dies
 STAYERS = ["meter-3", "snow.1"]      # start on nodes 2 and 3; snow.1 has a dot in its id
 EVERY_S = 0.1
-# Readings through the next node within this: 7-21 s of pauses (docs/deploy.md), then 3 + 2 s.
-MOVE_LIMIT_S = 45
+# Readings through the next node within this: 7-21 s of pauses (docs/deploy.md), then 3 + 2 s;
+# generously more, as a limit for a failure (the machine may be busy with other tests), not a measurement.
+MOVE_LIMIT_S = 60
 
 
 @dataclass
