@@ -64,6 +64,9 @@ SHARE_GROUP = "$share/jisaku"
 UNKNOWN_RECHECK_S = 1.0
 # How long the housekeeping waits for the broker to take an update offer.
 PUBLISH_WAIT_S = 5.0
+# On RabbitMQ: how long after a device says it is online its unanswered settings are sent again.
+# It says so just before it subscribes; a moment later the settings find its subscription.
+RESEND_CONFIG_AFTER_S = 2.0
 
 
 def _counts(counter: Counter[str]) -> str:
@@ -285,12 +288,20 @@ class Gateway:
         """
         for device_id in {device_id for device_id, status, _ in batch.statuses if status.state == protocol.STATUS_ONLINE}:
             state = self.store.config_state(device_id)
-            if state is None or state["state"] != "pending":
-                continue
-            payload = json.dumps({"rev": state["rev"], **state["settings"]}, separators=(",", ":"), allow_nan=False)
-            # Not waited for (the writer must not stall); if lost, the next "online" sends it again.
-            self._client.publish(protocol.topic(device_id, "config"), payload.encode(), qos=1, retain=True)
-            log.info("%s is online with settings rev %d not applied: sent them again", device_id, state["rev"])
+            if state is not None and state["state"] == "pending":
+                # Not here: the writer must not wait, and the device has not subscribed yet.
+                timer = threading.Timer(RESEND_CONFIG_AFTER_S, self._resend_config, args=(device_id,))
+                timer.daemon = True
+                timer.start()
+
+    def _resend_config(self, device_id: str) -> None:
+        state = self.store.config_state(device_id)
+        if self._stopping or state is None or state["state"] != "pending":
+            return  # answered meanwhile
+        payload = json.dumps({"rev": state["rev"], **state["settings"]}, separators=(",", ":"), allow_nan=False)
+        # Not waited for; if it is lost, the device's next "online" brings it again.
+        self._client.publish(protocol.topic(device_id, "config"), payload.encode(), qos=1, retain=True)
+        log.info("%s is online with settings rev %d not applied: sent them again", device_id, state["rev"])
 
     def _log_quarantine_summary(self) -> None:
         if time.monotonic() < self._quarantine_summary_due:
