@@ -87,6 +87,47 @@ def cluster(tmp_path_factory):
         auth.shutdown()
 
 
+def test_routing_keys_give_back_the_device_id_and_channel_dots_and_all():
+    from jisaku.gateway.amqp_source import topic_from_routing_key
+
+    for topic in ["jisaku/bus-1/data", "jisaku/snow.1/config/ack", "jisaku/a.cmd/cmd/ack", "jisaku/x.config/data",
+                  "jisaku/tray-2/update", "jisaku/snow.1/status"]:
+        assert topic_from_routing_key(topic.replace("/", ".")) == topic
+    assert topic_from_routing_key("jisaku._alerts.bus-1") == "jisaku/_alerts/bus-1"   # not a device's: left as is
+
+
+def test_rights_on_routing_keys_are_the_rights_on_topics():
+    from jisaku.contract import rights
+
+    for user in ["bus-1", "_gateway"]:
+        for action in ("publish", "subscribe"):
+            for topic in ["jisaku/bus-1/data", "jisaku/bus-2/data", "jisaku/bus-1/config", "jisaku/bus-1/config/ack",
+                          "jisaku/+/config", "jisaku/#", "other/bus-1/data", "jisaku/bus-1/update"]:
+                key = topic.replace("/", ".").replace("+", "*")
+                assert rights.allowed_routing_key(user, action, key) == rights.allowed(user, action, topic), \
+                    (user, action, topic)
+    # A dot is part of the id, word for word: snow cannot write as snow.1.
+    assert rights.allowed_routing_key("snow.1", "publish", "jisaku.snow.1.data")
+    assert not rights.allowed_routing_key("snow", "publish", "jisaku.snow.1.data")
+    assert not rights.allowed_routing_key("snow.1", "publish", "jisaku.snow.data")
+
+
+def test_the_broker_auth_lets_devices_in_over_mqtt_only_and_to_their_own_queue(tmp_path):
+    registry = Registry(Database(tmp_path / "jisaku.db"))
+    secret = registry.add_device(DeviceRecord("bus-1", "bus"))
+    auth = BrokerAuth(registry)
+    assert auth.answer("/user", {"username": "bus-1", "password": secret, "client_id": "jisaku-bus-1"})
+    assert not auth.answer("/user", {"username": "bus-1", "password": secret})  # AMQP: no client id
+    assert not auth.answer("/user", {"username": "bus-1", "password": "wrong", "client_id": "jisaku-bus-1"})
+    own = {"username": "bus-1", "resource": "queue", "permission": "configure", "client_id": "jisaku-bus-1"}
+    assert auth.answer("/resource", {**own, "name": "mqtt-subscription-jisaku-bus-1qos1"})
+    assert not auth.answer("/resource", {**own, "name": "mqtt-subscription-jisaku-bus-2qos1"})
+    assert not auth.answer("/resource", {**own, "name": "jisaku-gateway"})
+    registry.revoke("bus-1")
+    assert not auth.answer("/topic", {"username": "bus-1", "name": "amq.topic", "permission": "write",
+                                      "routing_key": "jisaku.bus-1.data"}), "a revoked device loses its rights"
+
+
 def _client(name: str, secret: str, url: str) -> tuple[mqtt.Client, threading.Event, list]:
     """A plain MQTT client logged in as `name`; returns it, its 'connected' event and what it got."""
     got: list[tuple[str, bytes]] = []
