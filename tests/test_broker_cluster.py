@@ -75,9 +75,14 @@ def cluster(tmp_path_factory):
                               client_id=f"jisaku-gateway-{i + 1}", rabbitmq=queue)
             gateway.start()
             found.gateways.append(gateway)
-        for gateway in found.gateways:
-            wait_until(lambda: gateway.connected.is_set() and gateway.queue.consuming.is_set(), 20,
-                       "each gateway connects and reads the queue")
+        # Just after the nodes joined, RabbitMQ may take a while to settle its client-id and
+        # queue replicas; 60 s is a limit for a failure, it usually takes a second.
+        try:
+            wait_until(lambda: all(g.connected.is_set() and g.queue.consuming.is_set() for g in gateways), 60,
+                       "each gateway connects (MQTT) and reads the queue (AMQP)")
+        except AssertionError as err:
+            states = [f"{g.client_id}: mqtt {g.connected.is_set()}, queue {g.queue.consuming.is_set()}" for g in gateways]
+            raise AssertionError(f"{err}; {states}\n" + "\n".join(nodes.log(i)[-2000:] for i in range(3))) from None
         yield found
     finally:
         for gateway in gateways:
