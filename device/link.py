@@ -229,9 +229,12 @@ class DeviceLink:
             message = self._client.publish(protocol.topic(self.device_id, batch.channel), payload, qos=1)
             try:
                 message.wait_for_publish(timeout=ACK_TIMEOUT_S)
+                published = message.is_published()
             except (RuntimeError, ValueError):
-                pass  # not connected any more: it stays in the outbox for the next try
-            if message.is_published():
+                # Not connected (any more): paho says so by raising, also from is_published
+                # when the link dropped just as it sent. It stays in the outbox for the next try.
+                published = False
+            if published:
                 self.outbox.remove(batch)
                 if batch.channel == "data" and self._first_seq is not None and \
                         any(m.get("seq", 0) >= self._first_seq for m in batch.messages):

@@ -282,8 +282,8 @@ def test_a_node_dies_while_devices_publish_and_no_acknowledged_reading_is_lost_o
 
         def moved() -> bool:
             # A device whose sending thread died never sends again: say so, rather than time out.
-            # (device/link.py's send loop calls is_published() outside its try; paho raises
-            # RuntimeError there for a message published just as the connection dropped.)
+            # (It did, before device/link.py caught paho's RuntimeError from is_published() for a
+            # message published just as the connection dropped.)
             dead = [d for d in MOVERS if not links[d]._sender.is_alive()]
             assert not dead, f"the sending thread of {dead} died when node 1 did (see the comment above)"
             return all(store.reading_count(d) > at_kill[d] + 5 for d in MOVERS)
