@@ -262,7 +262,7 @@ class Gateway:
                     self._client.ack(mid, qos)
         self.stored_readings += len(batch.readings)
         if self.queue is not None:
-            self._resend_pending_config(batch)
+            self._resend_pending(batch)
         for listener in self.listeners:
             try:
                 listener(batch)
@@ -279,29 +279,33 @@ class Gateway:
                 else:
                     self._quarantine_unlogged[item.reason] += 1
 
-    def _resend_pending_config(self, batch: Batch) -> None:
-        """A device that comes online with settings it has not applied gets them again.
+    def _resend_pending(self, batch: Batch) -> None:
+        """A device that comes online with settings it has not applied, or an update offer it
+        has not taken up, gets them again.
 
         RabbitMQ keeps retained messages on the node they were published to: a device that
-        connects to another node (it moved, or was away when the settings went out) does not
-        find them there. A message published now reaches it on whichever node it is.
+        connects to another node (it moved, or was away when they went out) does not find them
+        there. A message published now reaches it on whichever node it is.
         """
         for device_id in {device_id for device_id, status, _ in batch.statuses if status.state == protocol.STATUS_ONLINE}:
-            state = self.store.config_state(device_id)
-            if state is not None and state["state"] == "pending":
-                # Not here: the writer must not wait, and the device has not subscribed yet.
-                timer = threading.Timer(RESEND_CONFIG_AFTER_S, self._resend_config, args=(device_id,))
-                timer.daemon = True
-                timer.start()
+            # Not here: the writer must not wait, and the device has not subscribed yet.
+            timer = threading.Timer(RESEND_CONFIG_AFTER_S, self._resend, args=(device_id,))
+            timer.daemon = True
+            timer.start()
 
-    def _resend_config(self, device_id: str) -> None:
+    def _resend(self, device_id: str) -> None:
+        if self._stopping:
+            return
         state = self.store.config_state(device_id)
-        if self._stopping or state is None or state["state"] != "pending":
-            return  # answered meanwhile
-        payload = json.dumps({"rev": state["rev"], **state["settings"]}, separators=(",", ":"), allow_nan=False)
-        # Not waited for; if it is lost, the device's next "online" brings it again.
-        self._client.publish(protocol.topic(device_id, "config"), payload.encode(), qos=1, retain=True)
-        log.info("%s is online with settings rev %d not applied: sent them again", device_id, state["rev"])
+        if state is not None and state["state"] == "pending":  # not answered meanwhile
+            payload = json.dumps({"rev": state["rev"], **state["settings"]}, separators=(",", ":"), allow_nan=False)
+            # Not waited for; if it is lost, the device's next "online" brings it again.
+            self._client.publish(protocol.topic(device_id, "config"), payload.encode(), qos=1, retain=True)
+            log.info("%s is online with settings rev %d not applied: sent them again", device_id, state["rev"])
+        waiting = self.updates.waiting_offer(device_id)
+        if waiting is not None:
+            self._client.publish(*waiting, qos=1, retain=True)
+            log.info("%s is online with an update offer it has not taken up: sent it again", device_id)
 
     def _log_quarantine_summary(self) -> None:
         if time.monotonic() < self._quarantine_summary_due:

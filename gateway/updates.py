@@ -312,6 +312,15 @@ class UpdateBook:
             connection.executemany("UPDATE device_updates SET offered_at=NULL WHERE id=? AND state='offered'",
                                    [(offer_id,) for offer_id in offer_ids])
 
+    def waiting_offer(self, device_id: str) -> tuple[str, bytes] | None:
+        """``(topic, payload)`` of an offer published to ``device_id`` that it has not taken up yet
+        (to send again on a broker that keeps retained messages per node), or None."""
+        row = self.db.connection.execute(
+            "SELECT u.id, u.device_id, r.* FROM device_updates u JOIN rollouts r ON r.id = u.rollout_id"
+            " WHERE u.device_id=? AND u.state='offered' AND u.offered_at IS NOT NULL ORDER BY u.id DESC LIMIT 1",
+            (device_id,)).fetchone()
+        return None if row is None else (protocol.topic(device_id, "update"), offer_payload(row[0], device_id, row))
+
     def due_clears(self) -> list[tuple[int, str]]:
         """Retained offers to remove from the broker (the update is over): ``[(offer id, topic)]``,
         claimed like :meth:`due_offers`."""
