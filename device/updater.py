@@ -111,12 +111,14 @@ class Updater:
         """Fetch the town's key at the first start, not at the first offer: the sooner it is pinned
         (usually while the device is set up on the town's own network), the smaller the window in
         which someone else's key could be taken for the town's."""
-        if self.updates is None or (self.versions.state_dir / "bundle-signing.pub").exists():
-            return
+        if self.updates is None or self.restart is None or (self.versions.state_dir / "bundle-signing.pub").exists():
+            return  # nothing to check updates with, or (no supervisor) no updates to check
         try:
             self.updates.fetch_public_key()
         except BundleRefused as refused:
-            log.warning("%s: %s (tried again with the first update offer)", self.config.id, refused)
+            # A town that has not made a key yet (jisaku bundle keygen) simply has no updates: not a fault.
+            level = logging.INFO if refused.reason == "no_town_key" else logging.WARNING
+            log.log(level, "%s: %s (tried again with the first update offer)", self.config.id, refused)
 
     def _take(self, offer: dict[str, Any]) -> None:
         number, version, path = offer.get("offer"), offer.get("version"), offer.get("path")

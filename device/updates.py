@@ -98,6 +98,13 @@ class Updates:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
                 text = answer.read(200).decode("ascii", "replace")
+        except urllib.error.HTTPError as err:
+            if err.code != 404:
+                raise BundleRefused("key", f"this device has no town key and could not fetch it from"
+                                           f" {self.key_url} ({err}): copy the server's data/keys/{PUBLIC_KEY}"
+                                           f" to {path}") from None
+            raise BundleRefused("no_town_key", f"the town's server has no bundle key yet, so there are no updates"
+                                               f" (jisaku bundle keygen on the server makes one)") from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
             raise BundleRefused("key", f"this device has no town key and could not fetch it from {self.key_url}"
                                        f" ({err}): copy the server's data/keys/{PUBLIC_KEY} to {path}") from None
