@@ -92,7 +92,8 @@ def push_config(client: mqtt.Client, store: SQLiteStore, registry: Registry, dev
 class Gateway:
     def __init__(self, store: SQLiteStore, registry: Registry, broker_url: str, username: str, password: str,
                  client_id: str = "jisaku-gateway", readings: InfluxStore | None = None, shared: bool = False,
-                 retention: RetentionPolicy | None = None, rabbitmq: str | list[str] | None = None):
+                 retention: RetentionPolicy | None = None, rabbitmq: str | list[str] | None = None,
+                 queue_name: str | None = None, acting: bool = True):
         self.store = store
         # Readings go here when it is given (InfluxDB); the SQLite store keeps the rest.
         self.readings = readings
@@ -109,7 +110,11 @@ class Gateway:
         if rabbitmq:
             from .amqp_source import QueueSource  # pika: needed only here
 
-            self.queue = QueueSource(rabbitmq, username, password, self._on_queue_message)
+            self.queue = QueueSource(rabbitmq, username, password, self._on_queue_message,
+                                     **({"queue": queue_name} if queue_name else {}))
+        # A standby box's gateway (gateway/standby.py) only stores until its box takes over: it
+        # sends no settings again, offers no updates, expires no commands; the first box does.
+        self.acting = acting
         self.connected = threading.Event()
         self._stopping = False
         self.quarantine_counts: Counter[str] = Counter()
@@ -261,7 +266,7 @@ class Gateway:
                 if qos > 0 and connection == self._connection:
                     self._client.ack(mid, qos)
         self.stored_readings += len(batch.readings)
-        if self.queue is not None:
+        if self.queue is not None and self.acting:
             self._resend_pending(batch)
         for listener in self.listeners:
             try:
@@ -328,9 +333,10 @@ class Gateway:
             try:
                 for device_id in self.store.mark_stale():
                     log.warning("%s has gone silent: marked stale", device_id)
-                for command in self.commands.expire():
-                    log.info("command %s to %s got no answer before it expired", command.id, command.device_id)
-                self.update_round()
+                if self.acting:  # a standby: the first box sends and expires these; this one only stores
+                    for command in self.commands.expire():
+                        log.info("command %s to %s got no answer before it expired", command.id, command.device_id)
+                    self.update_round()
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + RETENTION_EVERY_S
                     folded, deleted = self.retention.apply(self.store.db)

@@ -41,7 +41,7 @@ from jisaku.contract.settings import SettingsError
 # The command groups, in the order `jisaku --help` lists them: jisaku.cli.<name>, and the benchmarks.
 COMMAND_GROUPS = ("jisaku.cli.demo", "jisaku.cli.broker", "jisaku.cli.gateway", "jisaku.cli.dashboard",
                   "jisaku.cli.device", "jisaku.cli.devices", "jisaku.cli.shelters", "jisaku.cli.users",
-                  "jisaku.cli.mosquitto", "jisaku.cli.rabbitmq", "jisaku.cli.quarantine", "jisaku.cli.backup", "jisaku.cli.flash",
+                  "jisaku.cli.mosquitto", "jisaku.cli.rabbitmq", "jisaku.cli.quarantine", "jisaku.cli.backup", "jisaku.cli.standby", "jisaku.cli.flash",
                   "jisaku.cli.bundle", "jisaku.cli.updates",
                   "jisaku.bench")
 
