@@ -31,7 +31,7 @@ def wait_for_stop(timeout: float | None = None) -> bool:
 
 
 def run_gateway(client_id: str = "jisaku-gateway", shared: bool = False, rabbitmq: str | None = None,
-                standby: bool = False) -> None:
+                standby: bool = False, queue: str | None = None) -> None:
     from jisaku.cli.stores import open_stores
     from jisaku.gateway.alert_engine import start_alerts
     from jisaku.gateway.retention import RetentionPolicy
@@ -41,12 +41,19 @@ def run_gateway(client_id: str = "jisaku-gateway", shared: bool = False, rabbitm
     settings = load()
     registry, store, influx = open_stores(settings)
     secret = os.environ.get("JISAKU_GATEWAY_SECRET") or registry.service_secret("_gateway", settings.secrets_dir)
-    if standby and not rabbitmq:
-        raise SettingsError("--standby reads a queue of its own on a RabbitMQ cluster: give --rabbitmq too"
+    if (standby or queue) and not rabbitmq:
+        raise SettingsError("--standby and --queue are for a RabbitMQ cluster: give --rabbitmq too"
                             ' (docs/deploy.md, "A standby box")')
+    if queue:
+        from jisaku.gateway.amqp_source import check_queue_name
+
+        try:
+            check_queue_name(queue)
+        except ValueError as err:
+            raise SettingsError(f"--queue: {err}") from None
     gateway = Gateway(store, registry, settings.broker, "_gateway", secret, readings=influx,
                       client_id=client_id, shared=shared, retention=RetentionPolicy(*settings.retention_days),
-                      rabbitmq=rabbitmq, queue_name=STANDBY_QUEUE if standby else None)
+                      rabbitmq=rabbitmq, queue_name=queue or (STANDBY_QUEUE if standby else None))
     alerts = None
     if standby:
         # Only stores until this box takes over (jisaku standby takeover): then it acts.
@@ -73,8 +80,14 @@ def cmd_gateway(args: argparse.Namespace) -> None:
     if args.workers > 1:
         # The supervisor needs none of what this process has imported: start it afresh, small.
         os.execv(sys.executable, [sys.executable, "-m", "jisaku.cli.workers", str(args.workers),
-                                  *([args.rabbitmq] if args.rabbitmq else []), *(["--standby"] if args.standby else [])])
-    run_gateway(args.client_id, args.shared, args.rabbitmq, args.standby)
+                                  *worker_options(args)])
+    run_gateway(args.client_id, args.shared, args.rabbitmq, args.standby, args.queue)
+
+
+def worker_options(args: argparse.Namespace) -> list[str]:
+    """What each worker of --workers N is given of this command's options."""
+    return [*(["--rabbitmq", args.rabbitmq] if args.rabbitmq else ["--shared"]),
+            *(["--standby"] if args.standby else []), *(["--queue", args.queue] if args.queue else [])]
 
 
 def add_parser(commands) -> None:
@@ -91,6 +104,9 @@ def add_parser(commands) -> None:
     gateway.add_argument("--standby", action="store_true",
                          help="on a standby box: read its own queue (jisaku-standby) and only store, until"
                               ' jisaku standby takeover (docs/deploy.md, "A standby box")')
+    gateway.add_argument("--queue", metavar="NAME",
+                         help="the RabbitMQ queue this box's gateways read (default jisaku-gateway; with"
+                              " --standby jisaku-standby): each box keeps its own")
     gateway.set_defaults(run=cmd_gateway)
 
 
@@ -100,9 +116,10 @@ if __name__ == "__main__":
     parser.add_argument("--client-id", default="jisaku-gateway")
     parser.add_argument("--rabbitmq")
     parser.add_argument("--standby", action="store_true")
+    parser.add_argument("--queue")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:
-        run_gateway(args.client_id, args.shared, args.rabbitmq, args.standby)
+        run_gateway(args.client_id, args.shared, args.rabbitmq, args.standby, args.queue)
     except SettingsError as err:
         sys.exit(f"jisaku: {err}")
