@@ -130,6 +130,7 @@ class Gateway:
         self._inbox: queue.SimpleQueue[tuple[str, bytes, float, int, int, int] | None] = queue.SimpleQueue()
         self._connection = 0
         self._known: set[str] = set()
+        self._unknown_logged: set[str] = set()
         self._known_checked = 0.0
         self._writer = threading.Thread(target=self._write_loop, name="gateway-writer", daemon=True)
         self.retention = retention or RetentionPolicy()
@@ -384,7 +385,7 @@ class Gateway:
             device_id, channel = protocol.parse_topic(topic)
             if channel in protocol.GATEWAY_CHANNELS:
                 return  # our own config and commands
-            if not self._is_known(device_id):
+            if not self._is_known(device_id) and not self._registered_on_first_box(device_id):
                 raise protocol.ProtocolError(
                     "unknown_device", f"device {device_id!r} is not registered: add it with jisaku devices add"
                 )
@@ -421,6 +422,18 @@ class Gateway:
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> mqtt.MQTTMessageInfo:
         """Publish on the gateway's own connection (alert notifications on jisaku/_alerts/…)."""
         return self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    def _registered_on_first_box(self, device_id: str) -> bool:
+        """On a standby box: a device this box does not know yet was added on the first box since
+        the last refresh (the broker let it in: the first box's registry knows it). Its messages
+        are stored, not quarantined: the first box may die before the next refresh."""
+        if self.acting:
+            return False
+        if device_id not in self._unknown_logged:
+            self._unknown_logged.add(device_id)
+            log.info("storing the messages of %s, not in this box's registry yet (added on the first box since"
+                     " the last jisaku standby refresh?)", device_id)
+        return True
 
     def _is_known(self, device_id: str) -> bool:
         if device_id in self._known:
