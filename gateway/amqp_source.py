@@ -11,6 +11,9 @@ node that dies under it, leaves its unacknowledged messages in the queue for the
 A device's reading is acknowledged to the device (PUBACK) only once this queue has it on a
 majority of the nodes, so a reading the device was told about survives one dead node.
 
+A standby box's gateway reads a queue of its own, ``jisaku-standby``, bound the same way
+(``queue=``; gateway/standby.py): each queue gets every message, so each box stores them all.
+
 Example::
 
     source = QueueSource(["amqp://10.0.0.5:5672", "amqp://10.0.0.6:5672"], "_gateway", secret,
