@@ -133,3 +133,17 @@ def test_the_takeover_is_the_boxs_own_record_not_part_of_its_backups(tmp_path):
     assert took_over(data) and (data / STATE_FILE).exists()
     backup = make_backup(data / "jisaku.db", data, None, tmp_path / "b.tar.gz")
     assert f"data/{STATE_FILE}" not in tarfile.open(backup.path).getnames()
+
+
+def test_a_standby_gateway_stores_a_device_added_on_the_first_box_since_the_last_refresh(tmp_path):
+    from jisaku.gateway.service import Gateway
+
+    db = Database(tmp_path / "jisaku.db")
+    registry = Registry(db)
+    payload = b'{"ts": 1764720000, "seq": 1, "v": {"n": 1}}'
+    for acting, stored in ((False, 1), (True, 0)):
+        gateway = Gateway(SQLiteStore(db), registry, "mqtt://127.0.0.1:1", "_gateway", "x", acting=acting)
+        batch = Batch()
+        gateway.sort_into(batch, "jisaku/new-1/data", payload, time.time())
+        # A standby: the broker let it in, so the first box knows it. Acting: not registered here.
+        assert (len(batch.readings), len(batch.quarantined)) == (stored, 1 - stored)
