@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backup import DATA, DATABASE, BackupError, unpack_backup
+from .backup import DATA, DATABASE, unpack_backup
 from .db import connect, write
 
 STATE_FILE = "standby.json"
