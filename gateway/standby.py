@@ -145,8 +145,9 @@ def refresh(backup: Path, database: Path, data_dir: Path) -> RefreshReport:
     state = read_state(data_dir)
     if state.get("took_over"):
         raise StandbyError("this box took over from the first one: it no longer takes the first box's settings"
-                           " (they would undo what operators did here). Turn the refresh timer off:"
-                           " sudo systemctl disable --now jisaku-standby-refresh.timer")
+                           " (they would undo what operators did here). Turn the refresh job off (crontab -e)."
+                           " Only if the other box acts now and this one is to stand by again: stop this box's"
+                           f" gateway, remove {data_dir / STATE_FILE}, start it again, then refresh")
     if not Path(database).exists():
         raise StandbyError(f"there is no database at {database}: set the standby up with jisaku restore {backup}"
                            " first (docs/deploy.md, \"A standby box\")")
