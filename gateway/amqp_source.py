@@ -11,6 +11,9 @@ node that dies under it, leaves its unacknowledged messages in the queue for the
 A device's reading is acknowledged to the device (PUBACK) only once this queue has it on a
 majority of the nodes, so a reading the device was told about survives one dead node.
 
+A standby box's gateway reads a queue of its own, ``jisaku-standby``, bound the same way
+(``queue=``; gateway/standby.py): each queue gets every message, so each box stores them all.
+
 Example::
 
     source = QueueSource(["amqp://10.0.0.5:5672", "amqp://10.0.0.6:5672"], "_gateway", secret,
@@ -34,7 +37,7 @@ import pika.exceptions
 
 from jisaku.contract import protocol
 
-from .rabbitmq import EXCHANGE, QUEUE
+from .rabbitmq import EXCHANGE, QUEUE, QUEUE_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,15 @@ def topic_from_routing_key(routing_key: str) -> str:
     return routing_key.replace(".", "/")
 
 
+def check_queue_name(name: str) -> str:
+    """A gateway's queue is named ``jisaku-…`` (the rights of jisaku rabbitmq auth allow those)."""
+    if not name.startswith(QUEUE_PREFIX) or len(name) <= len(QUEUE_PREFIX) or not name.isascii() \
+            or not all(c.isalnum() or c in "-_" for c in name):
+        raise ValueError(f"a gateway's queue name {name!r} should start with {QUEUE_PREFIX} and have only letters,"
+                         f" digits, - and _: {QUEUE} on the first box, jisaku-standby on a standby box")
+    return name
+
+
 def parse_amqp_urls(urls: str | list[str]) -> list[tuple[str, int]]:
     """``"amqp://10.0.0.5:5672 amqp://10.0.0.6:5672"`` (spaces or commas) -> [(host, port), ...]."""
     texts = urls.replace(",", " ").split() if isinstance(urls, str) else list(urls)
@@ -95,8 +107,11 @@ class QueueSource:
     """
 
     def __init__(self, urls: str | list[str], username: str, password: str,
-                 deliver: Callable[[str, bytes, int, int], None]):
+                 deliver: Callable[[str, bytes, int, int], None], queue: str = QUEUE):
         self.addresses = parse_amqp_urls(urls)
+        # "jisaku-gateway"; a standby box's gateway reads a queue of its own, "jisaku-standby"
+        # (gateway/standby.py), bound to the same keys: each queue gets every message.
+        self.queue = check_queue_name(queue)
         self._credentials = pika.PlainCredentials(username, password)
         self._deliver = deliver
         self.consuming = threading.Event()
@@ -163,8 +178,8 @@ class QueueSource:
             raise
         channel = connection.channel()
         # One queue for all gateways, replicated on the cluster's nodes (a quorum queue).
-        channel.queue_declare(QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
-        channel.queue_bind(QUEUE, EXCHANGE, BINDING)
+        channel.queue_declare(self.queue, durable=True, arguments={"x-queue-type": "quorum"})
+        channel.queue_bind(self.queue, EXCHANGE, BINDING)
         channel.basic_qos(prefetch_count=PREFETCH)
         self.connection_number += 1
         number = self.connection_number
@@ -173,8 +188,8 @@ class QueueSource:
         def on_message(ch, method, properties, body: bytes) -> None:
             self._deliver(topic_from_routing_key(method.routing_key), body, method.delivery_tag, number)
 
-        channel.basic_consume(QUEUE, on_message)
-        log.info("gateway reading queue %s at amqp://%s:%d", QUEUE, host, port)
+        channel.basic_consume(self.queue, on_message)
+        log.info("gateway reading queue %s at amqp://%s:%d", self.queue, host, port)
         self.consuming.set()
         try:
             while not self._stopping.is_set() and connection.is_open:

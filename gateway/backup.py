@@ -51,9 +51,10 @@ MANIFEST = "manifest.json"
 DATA = "data"
 SETTINGS = "jisaku.toml"
 DATABASE = "jisaku.db"
-# Not part of a backup: the simulated devices' own state, and SQLite's side files (the
-# online backup already holds what they hold).
-LEFT_OUT = ("devices",)
+# Not part of a backup: the simulated devices' own state, a standby box's own record of its
+# refreshes (gateway/standby.py), and SQLite's side files (the online backup already holds
+# what they hold).
+LEFT_OUT = ("devices", "standby.json")
 LEFT_OUT_SUFFIXES = ("-wal", "-shm", "-journal", ".tmp")
 
 
@@ -177,6 +178,34 @@ def _extract(archive: tarfile.TarFile, into: Path) -> None:
     archive.extractall(into, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
 
 
+def unpack_backup(backup: Path, into: Path) -> dict:
+    """Unpack ``backup`` into the empty folder ``into``, every file checked; returns its manifest.
+
+    Raises BackupError, saying what to do, for a file that is not a jisaku backup or is damaged.
+    The database is brought up to this jisaku's layout. (jisaku restore and jisaku standby
+    refresh both start here.)
+    """
+    try:
+        archive = tarfile.open(backup, mode="r:gz")
+    except (OSError, tarfile.TarError) as err:
+        raise BackupError(f"{backup} cannot be read as a backup: {err}") from None
+    with archive:
+        manifest = read_manifest(archive, backup)
+        try:
+            _extract(archive, into)
+        except (OSError, tarfile.TarError, EOFError) as err:
+            raise BackupError(f"{backup} is damaged ({err}): use another copy") from None
+    for name, expected in manifest["files"].items():
+        path = into / name
+        if not path.is_file() or _sha256(path) != expected:
+            raise BackupError(f"{backup}: {name} is missing or damaged: use another copy. Nothing was changed.")
+    try:
+        connect(into / DATA / DATABASE).close()  # older backups get today's layout now
+    except DatabaseTooNew as err:
+        raise BackupError(str(err)) from None
+    return manifest
+
+
 def restore_backup(backup: Path, data_dir: Path, settings_file: Path | None = None,
                    force: bool = False) -> dict:
     """Put a backup back into ``data_dir`` (and its settings at ``settings_file``); returns its manifest.
@@ -188,26 +217,10 @@ def restore_backup(backup: Path, data_dir: Path, settings_file: Path | None = No
     if (data_dir / DATABASE).exists() and not force:
         raise BackupError(f"{data_dir} already has a database: restore into an empty folder, or give --force"
                           " (the folder is then kept beside it, renamed)")
-    try:
-        archive = tarfile.open(backup, mode="r:gz")
-    except (OSError, tarfile.TarError) as err:
-        raise BackupError(f"{backup} cannot be read as a backup: {err}") from None
-    with archive, tempfile.TemporaryDirectory(dir=data_dir.parent if data_dir.parent.exists() else None,
-                                              prefix=".jisaku-restore-") as work:
-        manifest = read_manifest(archive, backup)
+    with tempfile.TemporaryDirectory(dir=data_dir.parent if data_dir.parent.exists() else None,
+                                     prefix=".jisaku-restore-") as work:
         unpacked = Path(work)
-        try:
-            _extract(archive, unpacked)
-        except (OSError, tarfile.TarError, EOFError) as err:
-            raise BackupError(f"{backup} is damaged ({err}): use another copy") from None
-        for name, expected in manifest["files"].items():
-            path = unpacked / name
-            if not path.is_file() or _sha256(path) != expected:
-                raise BackupError(f"{backup}: {name} is missing or damaged: use another copy. Nothing was changed.")
-        try:
-            connect(unpacked / DATA / DATABASE).close()  # older backups get today's layout now
-        except DatabaseTooNew as err:
-            raise BackupError(str(err)) from None
+        manifest = unpack_backup(backup, unpacked)
         if settings_file is not None and (unpacked / SETTINGS).is_file() and settings_file.exists() and not force:
             raise BackupError(f"{settings_file} exists and the backup has settings too: compare them, or give"
                               " --force. Nothing was changed.")

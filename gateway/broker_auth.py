@@ -16,7 +16,7 @@ What it allows:
 - a device logs in over MQTT only (RabbitMQ passes MQTT's client id; an AMQP login has none),
   uses only its own subscription queue (``mqtt-subscription-<client id>qos0/1``) and
   ``amq.topic``, and publishes and reads only its own topics (rights.allowed_routing_key);
-- a service account (``_gateway``, ``_dashboard``) uses ``amq.topic``, the gateways' queue and
+- a service account (``_gateway``, ``_dashboard``) uses ``amq.topic``, the gateways' queues (``jisaku-…``) and
   MQTT subscription queues, and everything under ``jisaku/``.
 
 Example::
@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from jisaku.contract import rights
 
-from .rabbitmq import EXCHANGE, QUEUE
+from .rabbitmq import EXCHANGE, QUEUE_PREFIX
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ class BrokerAuth:
         if kind != "queue":
             return False
         if rights.is_service_account(username):
-            return name == QUEUE or name.startswith(_MQTT_QUEUE)
+            # The gateways' queues (jisaku-gateway, a standby's jisaku-standby) and MQTT's.
+            return name.startswith((QUEUE_PREFIX, _MQTT_QUEUE))
         # A device: only the queue RabbitMQ's MQTT plugin makes for its own subscriptions.
         return bool(client_id) and name in (f"{_MQTT_QUEUE}{client_id}qos0", f"{_MQTT_QUEUE}{client_id}qos1") \
             and self.active(username)

@@ -31,10 +31,12 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["QUEUE", "EXCHANGE", "PLUGINS", "CACHE_S", "write_node_files"]
+__all__ = ["QUEUE", "QUEUE_PREFIX", "EXCHANGE", "PLUGINS", "CACHE_S", "write_node_files"]
 
-# The gateways' queue and where RabbitMQ's MQTT plugin publishes what devices send.
+# The gateways' queue and where RabbitMQ's MQTT plugin publishes what devices send. Every
+# gateway queue's name starts with QUEUE_PREFIX (a standby box reads "jisaku-standby").
 QUEUE = "jisaku-gateway"
+QUEUE_PREFIX = "jisaku-"
 EXCHANGE = "amq.topic"
 PLUGINS = ("rabbitmq_mqtt", "rabbitmq_auth_backend_http", "rabbitmq_auth_backend_cache")
 # How long a node trusts an answer of jisaku rabbitmq auth (a publish is not an HTTP request).

@@ -92,7 +92,8 @@ def push_config(client: mqtt.Client, store: SQLiteStore, registry: Registry, dev
 class Gateway:
     def __init__(self, store: SQLiteStore, registry: Registry, broker_url: str, username: str, password: str,
                  client_id: str = "jisaku-gateway", readings: InfluxStore | None = None, shared: bool = False,
-                 retention: RetentionPolicy | None = None, rabbitmq: str | list[str] | None = None):
+                 retention: RetentionPolicy | None = None, rabbitmq: str | list[str] | None = None,
+                 queue_name: str | None = None, acting: bool = True):
         self.store = store
         # Readings go here when it is given (InfluxDB); the SQLite store keeps the rest.
         self.readings = readings
@@ -109,7 +110,11 @@ class Gateway:
         if rabbitmq:
             from .amqp_source import QueueSource  # pika: needed only here
 
-            self.queue = QueueSource(rabbitmq, username, password, self._on_queue_message)
+            self.queue = QueueSource(rabbitmq, username, password, self._on_queue_message,
+                                     **({"queue": queue_name} if queue_name else {}))
+        # A standby box's gateway (gateway/standby.py) only stores until its box takes over: it
+        # sends no settings again, offers no updates, expires no commands; the first box does.
+        self.acting = acting
         self.connected = threading.Event()
         self._stopping = False
         self.quarantine_counts: Counter[str] = Counter()
@@ -125,6 +130,7 @@ class Gateway:
         self._inbox: queue.SimpleQueue[tuple[str, bytes, float, int, int, int] | None] = queue.SimpleQueue()
         self._connection = 0
         self._known: set[str] = set()
+        self._unknown_logged: set[str] = set()
         self._known_checked = 0.0
         self._writer = threading.Thread(target=self._write_loop, name="gateway-writer", daemon=True)
         self.retention = retention or RetentionPolicy()
@@ -261,7 +267,7 @@ class Gateway:
                 if qos > 0 and connection == self._connection:
                     self._client.ack(mid, qos)
         self.stored_readings += len(batch.readings)
-        if self.queue is not None:
+        if self.queue is not None and self.acting:
             self._resend_pending(batch)
         for listener in self.listeners:
             try:
@@ -328,9 +334,10 @@ class Gateway:
             try:
                 for device_id in self.store.mark_stale():
                     log.warning("%s has gone silent: marked stale", device_id)
-                for command in self.commands.expire():
-                    log.info("command %s to %s got no answer before it expired", command.id, command.device_id)
-                self.update_round()
+                if self.acting:  # a standby: the first box sends and expires these; this one only stores
+                    for command in self.commands.expire():
+                        log.info("command %s to %s got no answer before it expired", command.id, command.device_id)
+                    self.update_round()
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + RETENTION_EVERY_S
                     folded, deleted = self.retention.apply(self.store.db)
@@ -378,7 +385,7 @@ class Gateway:
             device_id, channel = protocol.parse_topic(topic)
             if channel in protocol.GATEWAY_CHANNELS:
                 return  # our own config and commands
-            if not self._is_known(device_id):
+            if not self._is_known(device_id) and not self._registered_on_first_box(device_id):
                 raise protocol.ProtocolError(
                     "unknown_device", f"device {device_id!r} is not registered: add it with jisaku devices add"
                 )
@@ -415,6 +422,18 @@ class Gateway:
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> mqtt.MQTTMessageInfo:
         """Publish on the gateway's own connection (alert notifications on jisaku/_alerts/…)."""
         return self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    def _registered_on_first_box(self, device_id: str) -> bool:
+        """On a standby box: a device this box does not know yet was added on the first box since
+        the last refresh (the broker let it in: the first box's registry knows it). Its messages
+        are stored, not quarantined: the first box may die before the next refresh."""
+        if self.acting:
+            return False
+        if device_id not in self._unknown_logged:
+            self._unknown_logged.add(device_id)
+            log.info("storing the messages of %s, not in this box's registry yet (added on the first box since"
+                     " the last jisaku standby refresh?)", device_id)
+        return True
 
     def _is_known(self, device_id: str) -> bool:
         if device_id in self._known:

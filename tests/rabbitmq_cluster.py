@@ -9,6 +9,8 @@ every node and that epmd.
 Example::
 
     cluster = RabbitCluster(tmp_path / "rabbit", 3, auth_url="http://127.0.0.1:8089")
+    # or one auth service per node (a standby box's node asks its own box's registry):
+    cluster = RabbitCluster(tmp_path / "rabbit", 3, auth_url=["http://127.0.0.1:8089", "http://127.0.0.1:8090", …])
     cluster.mqtt_urls        # ["mqtt://127.0.0.1:40001", ...]
     cluster.kill(0)          # the first node dies at once, as if its box lost power
     cluster.stop()
@@ -47,7 +49,7 @@ def _epmd() -> str | None:
 
 
 class RabbitCluster:
-    def __init__(self, directory: Path, size: int, auth_url: str):
+    def __init__(self, directory: Path, size: int, auth_url: str | list[str]):
         if not rabbitmq_available():
             raise RuntimeError("RabbitMQ is not installed (sudo apt-get install rabbitmq-server)")
         self.directory = Path(directory)
@@ -62,14 +64,15 @@ class RabbitCluster:
         cookie.chmod(0o400)  # Erlang refuses a cookie others can read
         self._base_env = {**os.environ, "HOME": str(home), "ERL_EPMD_PORT": str(self.epmd_port)}
         self._procs: list[subprocess.Popen | None] = []
+        auth_urls = [auth_url] * size if isinstance(auth_url, str) else list(auth_url)
         try:
             # The first node alone, then the others together, which join it. (Started all at
             # once, RabbitMQ 3.10's nodes sometimes each wait for another to have formed the
             # cluster, until they give up.)
-            self._start_node(0, auth_url)
+            self._start_node(0, auth_urls[0])
             self._wait_started([0])
             for i in range(1, size):
-                self._start_node(i, auth_url)
+                self._start_node(i, auth_urls[i])
             self._wait_started(range(size))
             running = self.running_nodes()
             if sorted(running) != sorted(self.names):

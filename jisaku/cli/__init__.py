@@ -16,6 +16,7 @@
     jisaku quarantine                   messages the gateway set aside, and why
     jisaku backup [DEST]                everything in one file, made while jisaku runs
     jisaku restore FILE                 put a backup back (onto this or another machine)
+    jisaku standby refresh|takeover     a standby box: the first box's settings from its backup; take over
     jisaku bench ingest                 how fast the gateway stores readings through Mosquitto
     jisaku flash KIND --id ID           put a kind's board code on a MicroPython board over USB
     jisaku bundle keygen|build|publish  signed update bundles of a kind's board code or a Pi app
@@ -41,7 +42,7 @@ from jisaku.contract.settings import SettingsError
 # The command groups, in the order `jisaku --help` lists them: jisaku.cli.<name>, and the benchmarks.
 COMMAND_GROUPS = ("jisaku.cli.demo", "jisaku.cli.broker", "jisaku.cli.gateway", "jisaku.cli.dashboard",
                   "jisaku.cli.device", "jisaku.cli.devices", "jisaku.cli.shelters", "jisaku.cli.users",
-                  "jisaku.cli.mosquitto", "jisaku.cli.rabbitmq", "jisaku.cli.quarantine", "jisaku.cli.backup", "jisaku.cli.flash",
+                  "jisaku.cli.mosquitto", "jisaku.cli.rabbitmq", "jisaku.cli.quarantine", "jisaku.cli.backup", "jisaku.cli.standby", "jisaku.cli.flash",
                   "jisaku.cli.bundle", "jisaku.cli.updates",
                   "jisaku.bench")
 

@@ -27,17 +27,18 @@ log = logging.getLogger(__name__)
 RESTART_DELAY_S = 1.0
 
 
-def worker_command(index: int, rabbitmq: str | None = None) -> list[str]:
-    share = ["--rabbitmq", rabbitmq] if rabbitmq else ["--shared"]
-    return [sys.executable, "-m", "jisaku.cli.gateway", *share, "--client-id", f"jisaku-gateway-{index}"]
+def worker_command(index: int, options: list[str]) -> list[str]:
+    """One worker: ``options`` are what jisaku gateway passes on (--shared, or --rabbitmq URLS [--standby] …)."""
+    return [sys.executable, "-m", "jisaku.cli.gateway", *options, "--client-id", f"jisaku-gateway-{index}"]
 
 
-def run_workers(count: int, rabbitmq: str | None = None) -> None:
+def run_workers(count: int, options: list[str] | None = None) -> None:
     """Run ``count`` gateway processes until SIGTERM or Ctrl-C, restarting any that dies."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    workers = [subprocess.Popen(worker_command(i, rabbitmq)) for i in range(1, count + 1)]
-    sharing = "RabbitMQ's gateway queue" if rabbitmq else "the shared subscription"
+    options = options or ["--shared"]
+    workers = [subprocess.Popen(worker_command(i, options)) for i in range(1, count + 1)]
+    sharing = "RabbitMQ's gateway queue" if "--rabbitmq" in options else "the shared subscription"
     print(f"gateway: {count} worker processes on {sharing}; Ctrl-C stops them", flush=True)
     try:
         while not stop.wait(0.5):
@@ -45,7 +46,7 @@ def run_workers(count: int, rabbitmq: str | None = None) -> None:
                 if worker.poll() is not None:
                     log.error("gateway worker %d exited with %s; starting it again", i + 1, worker.returncode)
                     time.sleep(RESTART_DELAY_S)
-                    workers[i] = subprocess.Popen(worker_command(i + 1, rabbitmq))
+                    workers[i] = subprocess.Popen(worker_command(i + 1, options))
     except KeyboardInterrupt:
         pass
     finally:
@@ -62,4 +63,4 @@ def run_workers(count: int, rabbitmq: str | None = None) -> None:
 if __name__ == "__main__":
     # `jisaku gateway --workers N` becomes this small process (stdlib only) to watch the workers.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    run_workers(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
+    run_workers(int(sys.argv[1]), sys.argv[2:])
