@@ -121,7 +121,9 @@ def offer_payload(offer_id: int, device_id: str, rollout: sqlite3.Row) -> bytes:
     """The retained message on ``jisaku/<id>/update``."""
     return json.dumps({"offer": offer_id, "version": rollout["version"], "runs_on": rollout["runs_on"],
                        "bytes": rollout["bytes"], "manifest_sha256": rollout["manifest_sha256"],
-                       "path": f"/api/v1/devices/{device_id}/bundles/{rollout['version']}",
+                       "path": f"/api/v1/devices/{device_id}/bundles/{rollout['version']}"
+                               # the package's own version may also be an app's: say which is meant
+                               + ("?kind=jisaku" if rollout["kind"] == PACKAGE_KIND else ""),
                        "trial_s": rollout["trial_s"]}, separators=(",", ":")).encode()
 
 

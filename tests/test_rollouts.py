@@ -27,7 +27,7 @@ from jisaku.gateway.audit import AuditLog
 from jisaku.gateway.bundle_signing import build_bundle, load_private_key, make_keys
 from jisaku.gateway.db import Database
 from jisaku.gateway.registry import DeviceRecord
-from jisaku.gateway.updates import UpdateBook
+from jisaku.gateway.updates import UpdateBook, offer_payload
 
 from .switch_device import register
 from .test_browser import browser  # noqa: F401 (the fixture)
@@ -367,3 +367,12 @@ def test_an_admin_uploads_offers_and_follows_an_update_in_the_browser(update_tow
     assert "went back" in page.locator("#device-updates").inner_text()
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     assert outside == [], f"the page tried to load from outside this machine: {outside}"
+
+
+def test_an_offer_of_the_jisaku_package_says_so_in_its_path():
+    """A version of jisaku itself may share its number with an app's: the offer names the package."""
+    rollout = {"version": "0.6", "runs_on": "pi", "bytes": 100, "manifest_sha256": "0" * 64, "trial_s": 300}
+    package = json.loads(offer_payload(7, "tray-1", {**rollout, "kind": "jisaku"}))
+    app = json.loads(offer_payload(8, "tray-1", {**rollout, "kind": "printer_tray"}))
+    assert package["path"] == "/api/v1/devices/tray-1/bundles/0.6?kind=jisaku"
+    assert app["path"] == "/api/v1/devices/tray-1/bundles/0.6"
