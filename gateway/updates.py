@@ -210,14 +210,19 @@ class UpdateBook:
             raise UpdateError("first must be 0 or more, wait_min and trial_s more than 0")
         with write(self.db.connection) as connection:
             chosen = self._devices_for(connection, kind, header.manifest.runs_on, devices)
-            busy = connection.execute(
-                f"SELECT device_id, version, rollout_id FROM device_updates WHERE state IN ('waiting', 'offered',"
-                f" 'downloading', 'verified', 'switched') AND device_id IN ({','.join('?' * len(chosen))})",
-                chosen).fetchall()
+            unfinished = connection.execute(
+                "SELECT u.id, u.device_id, u.version, u.rollout_id, r.state AS rollout_state FROM device_updates u"
+                " JOIN rollouts r ON r.id = u.rollout_id WHERE u.state IN ('waiting', 'offered', 'downloading',"
+                f" 'verified', 'switched') AND u.device_id IN ({','.join('?' * len(chosen))})", chosen).fetchall()
+            busy = [row for row in unfinished if row["rollout_state"] == "running"]
             if busy:
                 row = busy[0]
                 raise UpdateError(f"{row['device_id']} is being updated to {row['version']} by rollout"
                                   f" {row['rollout_id']}: wait for it or stop that rollout first")
+            # Left over from a rollout that is over (a device that was away the whole time): the new
+            # offer replaces the old one on the broker, so the old one is withdrawn.
+            connection.executemany("UPDATE device_updates SET state='withdrawn', updated_at=? WHERE id=?",
+                                   [(now, row["id"]) for row in unfinished])
             cursor = connection.execute(
                 "INSERT INTO rollouts (kind, version, runs_on, bytes, manifest_sha256, target, first_wave, wait_min,"
                 " trial_s, state, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",

@@ -376,3 +376,17 @@ def test_an_offer_of_the_jisaku_package_says_so_in_its_path():
     app = json.loads(offer_payload(8, "tray-1", {**rollout, "kind": "printer_tray"}))
     assert package["path"] == "/api/v1/devices/tray-1/bundles/0.6?kind=jisaku"
     assert app["path"] == "/api/v1/devices/tray-1/bundles/0.6"
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded"], indirect=True)
+def test_a_device_away_for_a_whole_rollout_can_be_offered_the_next_one(update_town):
+    town = update_town
+    first = town.start(devices=["tray-1", "tray-2"], wait_min=30).json()
+    town.town.gateway.update_round()
+    town.boards["tray-1"].report(town.boards["tray-1"].next_offer(), "running")
+    town.wait_for(first["id"], "tray-1", "running")
+    town.book.advance(now=time.time() + 31 * 60)  # tray-2 never answered: the rollout is over without it
+    assert town.admin.get(f"/api/v1/operator/rollouts/{first['id']}").json()["state"] == "done"
+    again = town.start(devices=["tray-2"])
+    assert again.status_code == 201, again.text
+    assert town.states(first["id"])["tray-2"] == "withdrawn", "the new offer replaces the old one"
