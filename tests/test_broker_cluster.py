@@ -32,6 +32,7 @@ from jisaku.gateway.store import SQLiteStore
 from .brokers import HOST, free_port
 from .conftest import require
 from .rabbitmq_cluster import RabbitCluster, rabbitmq_available
+from .sensor_loop import Sensor
 from .town import wait_until
 
 MOVERS = ["meter-1", "meter-2"]      # start on node 1, the one that dies
@@ -226,26 +227,6 @@ def test_on_the_cluster_a_device_writes_and_reads_only_its_own_topics(cluster):
     tester.loop_stop()
 
 
-class Sensor:
-    """A device's sensor loop: a reading every EVERY_S through its link; counts what it took."""
-
-    def __init__(self, link: DeviceLink):
-        self.link, self.taken = link, 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.wait(EVERY_S):
-            self.link.publish_reading({"n": float(self.taken)})
-            self.taken += 1
-
-    def pause(self) -> int:
-        self.stop.set()
-        self.thread.join()
-        return self.taken
-
-
 def test_a_node_dies_while_devices_publish_and_no_acknowledged_reading_is_lost_or_stored_twice(cluster, tmp_path,
                                                                                                   caplog):
     caplog.set_level("INFO")
@@ -272,7 +253,7 @@ def test_a_node_dies_while_devices_publish_and_no_acknowledged_reading_is_lost_o
         wait_until(lambda: (store.config_state("meter-3") or {}).get("state") == "applied", 15,
                    "meter-3 gets the settings sent while it was away, on another node")
         assert configs == [{"interval_s": 30}]
-        sensors = {device: Sensor(link) for device, link in links.items()}
+        sensors = {device: Sensor(link, EVERY_S) for device, link in links.items()}
         wait_until(lambda: all(store.reading_count(d) >= before[d] + 10 for d in links), 20, "readings flow")
         stored_by = [g.stored_readings for g in gateways]
 

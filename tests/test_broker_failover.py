@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -31,6 +30,7 @@ from jisaku.gateway.store import SQLiteStore
 
 from .brokers import EmbeddedBrokerThread, MosquittoServer, free_port, mosquitto_available
 from .conftest import require
+from .sensor_loop import Sensor
 from .town import wait_until
 
 DEVICE = "snow-1"
@@ -104,27 +104,6 @@ class Boxes:
             part.stop()
 
 
-class Sensor:
-    """Takes a reading every EVERY_S, like a device's sensor loop; counts what it took."""
-
-    def __init__(self, link: DeviceLink):
-        self.link = link
-        self.taken = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.wait(EVERY_S):
-            self.link.publish_reading({"depth_cm": float(self.taken)})
-            self.taken += 1
-
-    def pause(self) -> int:
-        self.stop.set()
-        self.thread.join()
-        return self.taken
-
-
 def test_a_device_moves_to_the_second_broker_when_the_first_box_dies_and_loses_nothing(tmp_path, caplog):
     require(mosquitto_available(), "Mosquitto", "sudo apt-get install mosquitto")
     caplog.set_level("INFO", logger=link_module.__name__)
@@ -134,7 +113,7 @@ def test_a_device_moves_to_the_second_broker_when_the_first_box_dies_and_loses_n
     link = DeviceLink(DEVICE, boxes.secret, f"{boxes.a.url} {boxes.b.url}", tmp_path / "device",
                       on_config=lambda settings: (configs.append(settings), (True, "ok"))[1], persistent=True)
     link.start()
-    sensor = Sensor(link)
+    sensor = Sensor(link, EVERY_S, metric="depth_cm")
     try:
         wait_until(lambda: boxes.gateway_a.stored_readings >= 5, 20, "readings flow through box A")
         assert link.broker == BrokerAddress.parse(boxes.a.url), "the first address is preferred"

@@ -39,7 +39,8 @@ from jisaku.gateway.store import SQLiteStore
 from .brokers import HOST, free_port
 from .conftest import require
 from .rabbitmq_cluster import RabbitCluster, rabbitmq_available
-from .test_broker_cluster import Sensor
+from .sensor_loop import Sensor
+from .test_broker_cluster import EVERY_S
 from .town import wait_until
 
 MOVERS = ["meter-1", "late-1"]   # prefer node 1 (box A's); late-1 is added on A after B was set up
@@ -150,7 +151,7 @@ def test_box_a_dies_while_devices_publish_and_the_standby_has_every_acknowledged
             link.start()
         for link in links.values():
             wait_until(link.connected.is_set, 20, "each device connects to its first node")
-        sensors = {device: Sensor(link) for device, link in links.items()}
+        sensors = {device: Sensor(link, EVERY_S) for device, link in links.items()}
         wait_until(lambda: all(a_store.reading_count(d) >= 10 and b_store.reading_count(d) >= 10 for d in links),
                    20, "readings reach both boxes (B stores the newest device's too, though it does not know it)")
         # What residents saw on A's map just before it died.
