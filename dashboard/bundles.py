@@ -1,8 +1,7 @@
 """Devices download update bundles meant for their kind, in pieces (docs/updates.md).
 
     GET /api/v1/devices/{id}/bundles/{version}      HTTP basic: the device's id and its own secret
-    GET /api/v1/devices/{id}/bundles/{version}?kind=jisaku     a wheel of jisaku itself (any device);
-                                                    without ?kind, too, when its kind has no such version
+    GET /api/v1/devices/{id}/bundles/{version}?kind=jisaku     a wheel of jisaku itself (any device)
     GET /api/v1/devices/{id}/bundle-key             the town's public key, which the device pins
 
 HTTP Range is answered (``Range: bytes=0-4095`` → 206 with those bytes), so a board fetches
@@ -45,10 +44,8 @@ async def download(request: Request, device_id: str, version: str,
     if kind not in (None, record.kind, JISAKU):
         raise HTTPException(404, f"{device_id} may download bundles of its own kind ({record.kind}) or of {JISAKU}")
     store: BundleStore = request.app.state.bundles
-    path = store.path_of(kind or record.kind, version)
-    if path is None and kind is None:  # an offer of jisaku itself may name no kind: its version is enough
-        path = store.path_of(JISAKU, version)
     kind = kind or record.kind
+    path = store.path_of(kind, version)
     if path is None:
         devices = "Pi" if kind == JISAKU else f"{kind} devices"
         raise HTTPException(404, f"there is no bundle {version!r} for {devices}: an operator"

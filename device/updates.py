@@ -203,16 +203,16 @@ class Updates:
 
     def staged(self, version: str, path: str | None = None) -> Path | None:
         """The folder of ``version`` if it was staged before (a power cut between staging and switching)."""
-        kinds = [JISAKU] if self.kind_of(path) == JISAKU else [self.kind, JISAKU]
-        return next((self.folder_for(version, kind) for kind in kinds if self.folder_for(version, kind).is_dir()), None)
+        folder = self.folder_for(version, self.kind_of(path) or self.kind)
+        return folder if folder.is_dir() else None
 
     def stage(self, version: str, path: str | None = None, manifest_sha256: str | None = None) -> Path:
         """Download, check and unpack bundle ``version`` into ``app/<version>``; that folder.
 
         ``path`` is the offer's download path (relative to the server); None: this device's kind's
-        bundle. The bundle is this device's kind (staged in ``app/<version>``) or ``jisaku``, a wheel of
-        jisaku itself (staged in ``jisaku/<version>``): its signed manifest says which. ``?kind=jisaku``
-        in the path asks for the jisaku one. ``manifest_sha256``, from the offer, must match too.
+        bundle. The bundle is this device's kind (staged in ``app/<version>``), or, with ``?kind=jisaku``
+        in the path, ``jisaku``: a wheel of jisaku itself (staged in ``jisaku/<version>``); its signed
+        manifest must say the same. ``manifest_sha256``, from the offer, must match too.
 
         The running version's folder is not touched, nor are older ones. A bundle that fails a
         check is deleted (so the next try downloads it afresh) and :class:`BundleRefused` says why.
@@ -222,14 +222,14 @@ class Updates:
         before = self.staged(version, path)
         if before is not None:
             return before
-        kinds = [JISAKU] if self.kind_of(path) == JISAKU else [self.kind, JISAKU]
+        kind = self.kind_of(path) or self.kind
         key = self.public_key()
         part = self.download(version, path)
         try:
             manifest = verify_bundle(part, key)
-            if manifest.kind not in kinds or (manifest.version, manifest.runs_on) != (version, self.runs_on):
+            if (manifest.kind, manifest.version, manifest.runs_on) != (kind, version, self.runs_on):
                 raise BundleRefused("kind", f"update {version} is {manifest.kind} {manifest.version} for"
-                                            f" {manifest.runs_on}s; this is a {kinds[0]} {self.runs_on}")
+                                            f" {manifest.runs_on}s; this is a {kind} {self.runs_on}")
             if manifest_sha256 is not None:
                 with open(part, "rb") as stream:
                     found = hashlib.sha256(read_header(stream).manifest_bytes).hexdigest()

@@ -296,7 +296,7 @@ def test_a_jisaku_wheel_installs_offline_and_a_broken_one_is_rolled_back(pi):
     pi.start()
     pi.wait_working()
     assert pi.status()["fw"] != "0.9.1"
-    pi.offer(5, "0.9.1", good)  # as the town's server offers it: the path names no kind
+    pi.offer(5, "0.9.1", good, kind="jisaku")  # as the town's server offers the package (gateway/updates.py)
     pi.wait_state(5, "running")
     assert pi.states(5) == ["downloading", "verified", "switched", "running"]
     wait_until(lambda: pi.status().get("fw") == "0.9.1", WAIT_S, "the status says jisaku 0.9.1 runs")
