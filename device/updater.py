@@ -166,8 +166,8 @@ class Updater:
                 if self._stopping.wait(pause) or self._offer is not offer:
                     return  # stopping, or another offer (or none) meanwhile
         self._event(number, version, "verified")
-        # The signed manifest said which it is; stage() put a jisaku wheel in jisaku/, an app in app/.
-        part = "jisaku" if folder.parent.name == JISAKU else "app"
+        # The offer's path said which it is, and the signed manifest agreed (stage() checked it).
+        part = "jisaku" if self.updates.kind_of(path) == JISAKU else "app"
         try:
             if part == "jisaku":
                 install_wheel(folder)
