@@ -232,9 +232,11 @@ def test_residents_see_the_newest_picture_with_its_area_black_in_the_map_popup_a
 
     page = offline_phone(browser, locale="ja-JP")
     page.goto(town.base_url + "/")
-    # The map may first draw the camera from a snapshot taken before its pictures: wait for them.
-    page.wait_for_function("() => (window.jisakuMarkers?.['cam-1']?._jisakuKey || '').includes('thumb')",
-                           timeout=15000)
+    # The map may first draw the camera from a snapshot taken before its newest picture: wait for that one,
+    # since a new picture arriving mid-click swaps the marker's icon under the finger and the tap is lost.
+    newest = PictureStore(town.store.db, town.db_path.parent / "pictures").pictures("cam-1")[0].thumb_name
+    page.wait_for_function("name => (window.jisakuMarkers?.['cam-1']?._jisakuKey || '').includes(name)",
+                           arg=newest, timeout=15000)
     page.locator('.jisaku-marker[data-device-id="cam-1"]').click()
     thumb = page.locator(".jisaku-popup-picture")
     thumb.wait_for(timeout=10000)
