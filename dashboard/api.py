@@ -139,7 +139,7 @@ def readings(
     limit: int = Query(1000, ge=1, le=10000, description="at most this many, the newest"),
 ) -> list[dict[str, Any]]:
     device = request.app.state.registry.get(device_id)
-    if device is None or not device.public:
+    if device is None or not device.shown_to_residents:
         # The same answer for a private device as for none: its existence stays private.
         raise HTTPException(404, f"no public device {device_id!r}")
     if since is None:

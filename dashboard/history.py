@@ -135,7 +135,7 @@ class BucketCache:
 def public_device(request: Request, device_id: str):
     """The registry record of a public device, else 404: a private one is answered like a missing one."""
     device = request.app.state.registry.get(device_id)
-    if device is None or not device.public:
+    if device is None or not device.shown_to_residents:
         raise HTTPException(404, f"no public device {device_id!r}")
     return device
 

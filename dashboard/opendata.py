@@ -307,7 +307,8 @@ def _cameras(request: Request) -> list[CameraPictures]:
             + (f" up to {hourly_days:g} days" if hourly_days else " for ever") if every_days else "for ever")
     rows = request.app.state.store.db.connection.execute(
         "SELECT d.id, d.name, d.lat, d.lon, count(*) AS n, min(p.ts) AS first, max(p.ts) AS last"
-        " FROM pictures p JOIN devices d ON d.id = p.device_id WHERE d.public = 1 GROUP BY d.id ORDER BY d.id")
+        " FROM pictures p JOIN devices d ON d.id = p.device_id"
+        " WHERE d.public = 1 AND d.practice = 0 GROUP BY d.id ORDER BY d.id")  # registry.SHOWN_TO_RESIDENTS
     return [CameraPictures(device_id=row["id"], name=row["name"], lat=row["lat"], lon=row["lon"],
                            list=f"/api/v1/devices/{row['id']}/pictures", count=row["n"], first=row["first"],
                            last=row["last"], kept=kept) for row in rows]

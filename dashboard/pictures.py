@@ -74,7 +74,7 @@ async def upload(request: Request, device_id: str,
 
 def _public_camera(request: Request, device_id: str) -> None:
     device = request.app.state.registry.get(device_id)
-    if device is None or not device.public:
+    if device is None or not device.shown_to_residents:
         raise HTTPException(404, f"there is no public device {device_id!r}")
 
 

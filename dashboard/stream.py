@@ -73,7 +73,7 @@ DEVICES_SQL = (
     " LEFT JOIN latest l ON l.device_id = d.id"
     " LEFT JOIN device_status s ON s.device_id = d.id"
     " LEFT JOIN device_config c ON c.device_id = d.id"
-    " WHERE d.public = 1"
+    " WHERE d.public = 1 AND d.practice = 0"  # registry.SHOWN_TO_RESIDENTS
 )
 # Only devices with a new reading or a new status since a moment (the index on latest.updated
 # makes the first half cheap; device_status has one row per device).

@@ -30,6 +30,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from jisaku.contract.rights import ROLES
 
 from .db import Database
+from .towns import Towns
 
 USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 MIN_PASSWORD = 10
@@ -60,6 +61,9 @@ class User:
     disabled: bool = False
     created: float = 0.0
     changed: float = 0.0
+    # The town whose devices, rules, users and audit entries it sees; None: a joint-body account,
+    # which sees every town.
+    town: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -92,16 +96,22 @@ class Accounts:
     def __init__(self, db: Database):
         self.db = db
 
-    def add(self, name: str, password: str, role: str = "operator") -> User:
+    def add(self, name: str, password: str, role: str = "operator", town: str | None = "") -> User:
+        """A new account of ``town``: "" the first town, None every town (a joint-body account)."""
         check_name(name)
         check_role(role)
         check_password(password)
         if self.get(name) is not None:
             raise AccountError(f"user {name!r} already exists; use `jisaku users passwd {name}` to change the password")
+        towns = Towns(self.db)
+        if town == "":
+            town = towns.first()
+        elif town is not None and towns.get(town) is None:
+            raise AccountError(f"no town {town!r}; `jisaku towns list` shows them")
         now = time.time()
         self.db.connection.execute(
-            "INSERT INTO users (name, role, password_hash, created, changed) VALUES (?, ?, ?, ?, ?)",
-            (name, role, _hasher.hash(password), now, now),
+            "INSERT INTO users (name, role, password_hash, created, changed, town) VALUES (?, ?, ?, ?, ?, ?)",
+            (name, role, _hasher.hash(password), now, now, town),
         )
         return self.get(name)
 
@@ -164,4 +174,4 @@ class Accounts:
 
 def _user(row) -> User:
     return User(name=row["name"], role=row["role"], disabled=bool(row["disabled"]),
-                created=row["created"], changed=row["changed"])
+                created=row["created"], changed=row["changed"], town=row["town"])

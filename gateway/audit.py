@@ -34,27 +34,32 @@ class AuditLog:
         self.db = db
 
     def record(self, actor: str, action: str, target: str,
-               before: dict[str, Any] | None = None, after: dict[str, Any] | None = None) -> None:
+               before: dict[str, Any] | None = None, after: dict[str, Any] | None = None,
+               town: str | None = None) -> None:
+        """One entry; ``town``: the town of what was changed (None: the deployment's, e.g. a town added)."""
         self.db.connection.execute(
-            "INSERT INTO audit_log (ts, actor, action, target, before, after) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_log (ts, actor, action, target, before, after, town) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (time.time(), actor, action, target,
              None if before is None else json.dumps(before, ensure_ascii=False, sort_keys=True),
-             None if after is None else json.dumps(after, ensure_ascii=False, sort_keys=True)),
+             None if after is None else json.dumps(after, ensure_ascii=False, sort_keys=True), town),
         )
 
     def entries(self, limit: int = 100, since: float | None = None, until: float | None = None,
-                target: str | None = None) -> list[dict[str, Any]]:
-        """Newest first."""
+                target: str | None = None, town: str | None = None) -> list[dict[str, Any]]:
+        """Newest first; of one town's things only when ``town`` is given."""
         within, params = time_range(since, until)
         sql = "SELECT * FROM audit_log WHERE 1=1" + within
         if target is not None:
             sql += " AND target = ?"
             params.append(target)
+        if town is not None:
+            sql += " AND town = ?"
+            params.append(town)
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         return [
             {"id": row["id"], "ts": row["ts"], "actor": row["actor"], "action": row["action"],
-             "target": row["target"],
+             "target": row["target"], "town": row["town"],
              "before": None if row["before"] is None else json.loads(row["before"]),
              "after": None if row["after"] is None else json.loads(row["after"])}
             for row in self.db.connection.execute(sql, params)

@@ -411,4 +411,42 @@ CREATE TABLE device_software (
     updated   REAL NOT NULL
 );
 """),
+    Migration(6, "several towns on one deployment, and a practice space for learners", """
+-- The towns this deployment serves (towns.py). The first (lowest position) also answers the
+-- paths without /t/<id>/, so a one-town deployment keeps its addresses. NULL settings fall back to
+-- jisaku.toml: every one for the first town, the base map and the licence for the others.
+CREATE TABLE towns (
+    id                TEXT PRIMARY KEY,     -- the town's path: /t/<id>/, e.g. takayama
+    name              TEXT NOT NULL DEFAULT '',  -- '' for the first town: jisaku.toml's `town`
+    name_ja           TEXT NOT NULL DEFAULT '',
+    lat               REAL,                 -- where its map opens before any device is on it
+    lon               REAL,
+    zoom              INTEGER,
+    tiles             TEXT,
+    tiles_attribution TEXT,
+    licence           TEXT,
+    notify            TEXT,                 -- its [notify] table as JSON: where its alerts go
+    position          INTEGER NOT NULL,
+    created           REAL NOT NULL
+);
+-- An existing database is the first town, with everything in it.
+INSERT INTO towns (id, position, created) VALUES ('main', 0, CAST(strftime('%s', 'now') AS REAL));
+ALTER TABLE devices ADD COLUMN town TEXT NOT NULL DEFAULT 'main';
+-- A practice device goes through the whole pipeline but never reaches residents.
+ALTER TABLE devices ADD COLUMN practice INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX devices_by_town ON devices (town, id);
+-- NULL: a joint-body account, which sees and manages every town.
+ALTER TABLE users ADD COLUMN town TEXT DEFAULT 'main';
+-- A learner's own target for practice alerts, as one [notify] channel in JSON.
+ALTER TABLE users ADD COLUMN notify TEXT;
+ALTER TABLE alert_rules ADD COLUMN town TEXT NOT NULL DEFAULT 'main';
+-- A practice rule notifies its owner's own target only, never the town's.
+ALTER TABLE alert_rules ADD COLUMN practice INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE alert_rules ADD COLUMN owner TEXT;
+-- Whose entry it is: the town of what was changed; NULL: the deployment's (towns, joint accounts).
+ALTER TABLE audit_log ADD COLUMN town TEXT;
+UPDATE audit_log SET town = 'main';
+ALTER TABLE rollouts ADD COLUMN town TEXT;
+UPDATE rollouts SET town = 'main';
+"""),
 ]

@@ -24,6 +24,7 @@ from jisaku.contract import protocol
 
 from .db import Database, write
 from .secrets import hash_secret, new_secret, verify_secret
+from .towns import Towns
 
 
 @dataclass
@@ -40,11 +41,26 @@ class DeviceRecord:
     # What a kind keeps beyond the fields above (a shelter: its row of the national dataset).
     # None on an update means "leave them as they are".
     attributes: dict | None = None
+    # The town it belongs to (towns.py); None when adding: the first town. An update leaves it.
+    town: str | None = None
+    # A learner's device: the whole pipeline, but never on the residents' pages, open data or feeds.
+    # An update leaves it; `set_practice` changes it (promotion).
+    practice: bool = False
+
+    @property
+    def shown_to_residents(self) -> bool:
+        """Whether residents may see it: public, and not a practice device."""
+        return self.public and not self.practice
 
 
 class RegistryError(ValueError):
     pass
 
+
+# The one test of whether residents may see a device (table alias-free: devices' own columns).
+# Every public page, export and feed goes through it, here or in SQLiteStore.latest.
+SHOWN_TO_RESIDENTS = "public=1 AND practice=0"
+COLUMNS = "id, kind, name, name_ja, public, interval_s, lat, lon, attributes, town, practice"
 
 # How many (stored hash, secret) pairs check_credentials remembers as good.
 VERIFIED_CACHE_SIZE = 10_000
@@ -89,13 +105,17 @@ class Registry:
                 f"device id {device.id!r} must be 1-64 of a-z 0-9 . _ - starting with a letter or digit"
             )
         if self.get(device.id) is not None:
-            raise RegistryError(f"device {device.id!r} is already registered")
+            # Ids are unique in the whole deployment (the broker's rules go by them); never say whose it is.
+            raise RegistryError(f"device id {device.id!r} is taken: choose another")
+        town = device.town or Towns(self.db).first()
+        Towns(self.db).must_exist(town)
         secret = new_secret()
         self._write(
             "INSERT INTO devices (id, kind, name, name_ja, public, interval_s, lat, lon, attributes, secret_hash,"
-            " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created, town, practice) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (device.id, device.kind, device.name, device.name_ja, int(device.public), device.interval_s,
-             device.lat, device.lon, _attributes_json(device.attributes), hash_secret(secret), time.time()),
+             device.lat, device.lon, _attributes_json(device.attributes), hash_secret(secret), time.time(),
+             town, int(device.practice)),
         )
         return secret
 
@@ -108,6 +128,11 @@ class Registry:
             (device.kind, device.name, device.name_ja, int(device.public), device.interval_s, device.lat,
              device.lon, device.id),
         )
+
+    def set_practice(self, device_id: str, practice: bool) -> None:
+        """Make a device a practice device, or (promotion) a production one."""
+        if not self._write("UPDATE devices SET practice=? WHERE id=?", (int(practice), device_id)):
+            raise RegistryError(f"no device {device_id!r}: jisaku devices list shows the registered ones")
 
     def set_secret(self, device_id: str, secret: str) -> None:
         """Give a device this secret (the demo keeps its devices' secrets); see rotate_secret."""
@@ -144,16 +169,18 @@ class Registry:
             raise RegistryError(f"no device {device_id!r}: jisaku devices list shows the registered ones")
 
     def get(self, device_id: str) -> DeviceRecord | None:
-        row = self.db.connection.execute(
-            "SELECT id, kind, name, name_ja, public, interval_s, lat, lon, attributes FROM devices WHERE id=?", (device_id,)
-        ).fetchone()
+        row = self.db.connection.execute(f"SELECT {COLUMNS} FROM devices WHERE id=?", (device_id,)).fetchone()
         return _record(row) if row else None
 
-    def devices(self, public_only: bool = False) -> list[DeviceRecord]:
-        sql = "SELECT id, kind, name, name_ja, public, interval_s, lat, lon, attributes FROM devices"
+    def devices(self, public_only: bool = False, town: str | None = None) -> list[DeviceRecord]:
+        """Every device, or those residents may see (``public_only``), of one town or of all (None)."""
+        sql, params = f"SELECT {COLUMNS} FROM devices WHERE 1=1", []
         if public_only:
-            sql += " WHERE public=1"
-        return [_record(row) for row in self.db.connection.execute(sql + " ORDER BY id")]
+            sql += " AND " + SHOWN_TO_RESIDENTS
+        if town is not None:
+            sql += " AND town=?"
+            params.append(town)
+        return [_record(row) for row in self.db.connection.execute(sql + " ORDER BY id", params)]
 
     def known_ids(self) -> set[str]:
         return {row[0] for row in self.db.connection.execute("SELECT id FROM devices")}
@@ -228,6 +255,7 @@ def _record(row) -> DeviceRecord:
         interval_s=row["interval_s"], lat=row["lat"], lon=row["lon"], name_ja=row["name_ja"],
         # None when there are none, as a record made in code has: the two compare equal.
         attributes=json.loads(row["attributes"]) or None,
+        town=row["town"], practice=bool(row["practice"]),
     )
 
 

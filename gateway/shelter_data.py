@@ -341,7 +341,8 @@ def import_shelters(changes, table: ShelterTable, actor: str) -> ImportedIds:
             record = DeviceRecord(
                 id=row.device_id, kind=KIND, name=row.name_en or row.name, name_ja=row.name,
                 public=before.public if before else True, interval_s=before.interval_s if before else None,
-                lat=row.lat, lon=row.lon, attributes=attributes_for(table, row, position))
+                lat=row.lat, lon=row.lon, attributes=attributes_for(table, row, position),
+                town=before.town if before else None, practice=before.practice if before else False)
             if before is None:
                 changes.add_device(actor, record)  # the secret is not kept: rotate gives the tally one
                 imported.added.append(row.device_id)

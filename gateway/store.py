@@ -299,20 +299,27 @@ class SQLiteStore:
 
     # ------------------------------------------------------------ reading
 
-    def latest(self, public_only: bool = True) -> list[dict[str, Any]]:
-        """Every registered device with its newest values and its status."""
+    def latest(self, public_only: bool = True, town: str | None = None) -> list[dict[str, Any]]:
+        """Every registered device with its newest values and its status: of one town, or of all (None).
+
+        ``public_only``: only those residents may see (public, and not practice devices).
+        """
         sql = (
             f"SELECT d.id, d.kind, d.name, d.name_ja, d.public, {RUNNING_INTERVAL} AS interval_s, d.lat, d.lon,"
-            "       d.attributes,"
+            "       d.attributes, d.town, d.practice,"
             "       l.ts, l.v, l.picture, s.state, s.since, c.settings"
             " FROM devices d"
             " LEFT JOIN latest l ON l.device_id = d.id"
             " LEFT JOIN device_status s ON s.device_id = d.id"
             " LEFT JOIN device_config c ON c.device_id = d.id"
         )
+        sql, params = sql + " WHERE 1=1", []
         if public_only:
-            sql += " WHERE d.public = 1"
-        rows = self.db.connection.execute(sql + " ORDER BY d.id").fetchall()
+            sql += " AND d.public = 1 AND d.practice = 0"  # registry.SHOWN_TO_RESIDENTS
+        if town is not None:
+            sql += " AND d.town = ?"
+            params.append(town)
+        rows = self.db.connection.execute(sql + " ORDER BY d.id", params).fetchall()
         return [
             {
                 "id": row["id"], "kind": row["kind"], "name": row["name"], "name_ja": row["name_ja"],
@@ -324,6 +331,7 @@ class SQLiteStore:
                 # the operators' newest settings for it (what it was told, applied or not yet)
                 "settings": json.loads(row["settings"]) if row["settings"] else None,
                 "attributes": json.loads(row["attributes"]),
+                "town": row["town"], "practice": bool(row["practice"]),
             }
             for row in rows
         ]

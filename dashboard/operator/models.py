@@ -193,6 +193,7 @@ class AuditEntry(BaseModel):
     actor: str
     action: str
     target: str
+    town: str | None = Field(None, description="the town of what was changed; null: the deployment's")
     before: dict[str, Any] | None
     after: dict[str, Any] | None
 
