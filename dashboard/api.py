@@ -12,11 +12,13 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from jisaku.gateway.registry import DeviceRecord
 from jisaku.gateway.store import SQLiteStore
 from jisaku.gateway.town_state import TownState
 
 from .kind_view import browser_kinds
 from .models import DeviceSummary, FeatureCollection, Reading
+from .towns import shows_device, town_json, town_of
 from .stream import GZIP_HEADER, HEARTBEAT, Broadcaster, feature, position
 
 router = APIRouter(prefix="/api/v1", tags=["public"])
@@ -41,12 +43,15 @@ class LatestCache:
 
     Example::
 
-        cache = LatestCache(store)
-        version, body = cache.get()       # bytes of the FeatureCollection
+        cache = LatestCache(store, town="main")
+        version, body = cache.get()       # bytes of the FeatureCollection of main's public devices
+
+    One per town (:func:`latest_cache`); ``town=None`` renders every town's devices together.
     """
 
-    def __init__(self, store: SQLiteStore, max_age_s: float = CACHE_MAX_AGE_S):
+    def __init__(self, store: SQLiteStore, max_age_s: float = CACHE_MAX_AGE_S, town: str | None = None):
         self.store = store
+        self.town = town
         self.max_age_s = max_age_s
         # (version, body, gzipped body), replaced as one so a reader never mixes two versions
         self._rendered: tuple[float | None, bytes, bytes] = (None, b"", b"")
@@ -73,7 +78,8 @@ class LatestCache:
     def _refresh(self) -> None:
         version = self.store.last_update()
         if version != self._rendered[0]:
-            body = json.dumps(feature_collection(self.store.latest(public_only=True)), separators=(",", ":"),
+            body = json.dumps(feature_collection(self.store.latest(public_only=True, town=self.town)),
+                              separators=(",", ":"),
                               ensure_ascii=False).encode()
             self._rendered = (version, body, gzip.compress(body, compresslevel=6))
         self._checked = time.monotonic()
@@ -83,13 +89,31 @@ def _store(request: Request) -> SQLiteStore:
     return request.app.state.store
 
 
+def latest_cache(request: Request) -> LatestCache:
+    """The :class:`LatestCache` of the request's town (dashboard/towns.py), made on first use."""
+    town = town_of(request).id
+    caches: dict[str, LatestCache] = request.app.state.latest
+    if town not in caches:
+        caches[town] = LatestCache(request.app.state.store, town=town)
+    return caches[town]
+
+
+def public_device(request: Request, device_id: str) -> DeviceRecord:
+    """A device residents may see at this path, else 404: private, practice, unknown, or another
+    town's under /t/<id>/ all get the same words, so none of them is known to exist."""
+    device = request.app.state.registry.get(device_id)
+    if device is None or not device.shown_to_residents or not shows_device(request, device.town):
+        raise HTTPException(404, f"no public device {device_id!r}")
+    return device
+
+
 @router.get("/latest.geojson", response_model=FeatureCollection,
             responses={200: {"content": {GEOJSON: {}}}},
             summary="Latest state of every public device, one Feature per device")
 async def latest_geojson(request: Request) -> Response:
     # async, and the store is asked in a thread only when the cached body is too old:
     # most requests are answered from memory without a thread hop.
-    cache: LatestCache = request.app.state.latest
+    cache = latest_cache(request)
     if not cache.fresh():
         await asyncio.to_thread(cache.get)
     headers = {"Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
@@ -108,17 +132,19 @@ def kinds_in(lang: Literal["ja", "en"] = Query("ja", description="the language o
     return browser_kinds(lang)
 
 
-@router.get("/town", summary="Town-wide state: whether the town is in disaster mode (shelters open, a banner on the map)")
+@router.get("/town", summary="The town: its name, where its pages are, whether it is in disaster mode")
 def town(request: Request) -> dict[str, Any]:
-    """``{"disaster_mode": null}``, or ``{"disaster_mode": {"since": <epoch s>}}`` while it is on."""
-    mode = TownState(request.app.state.store.db).disaster_mode()
-    return {"disaster_mode": {"since": mode["since"]} if mode else None}
+    """``{"id", "name", "name_ja", "base_path", "lat", "lon", "zoom", "disaster_mode"}``; ``disaster_mode``
+    is null, or ``{"since": <epoch s>}`` while it is on (shelters open, a banner on the map)."""
+    shown = town_of(request)
+    mode = TownState(request.app.state.store.db).disaster_mode(shown.id)
+    return {**town_json(shown), "disaster_mode": {"since": mode["since"]} if mode else None}
 
 
 @router.get("/devices", response_model=list[DeviceSummary], summary="Public devices with their status")
 def devices(request: Request) -> list[DeviceSummary]:
     summaries = []
-    for device in _store(request).latest(public_only=True):
+    for device in _store(request).latest(public_only=True, town=town_of(request).id):
         where = position(device)
         summaries.append(DeviceSummary(
             id=device["id"], kind=device["kind"], name=device["name"], name_ja=device["name_ja"],
@@ -138,26 +164,26 @@ def readings(
     until: float | None = Query(None, description="UTC epoch seconds; default: now"),
     limit: int = Query(1000, ge=1, le=10000, description="at most this many, the newest"),
 ) -> list[dict[str, Any]]:
-    device = request.app.state.registry.get(device_id)
-    if device is None or not device.shown_to_residents:
-        # The same answer for a private device as for none: its existence stays private.
-        raise HTTPException(404, f"no public device {device_id!r}")
+    public_device(request, device_id)  # a private device is answered as one that does not exist
     if since is None:
         since = (until if until is not None else time.time()) - 24 * 3600
     return request.app.state.readings.readings(device_id, since=since, until=until, limit=limit)
 
 
-def broadcaster(app) -> Broadcaster:
-    """The app's one :class:`Broadcaster` (dashboard/stream.py), made on first use."""
-    if getattr(app.state, "broadcaster", None) is None:
-        app.state.broadcaster = Broadcaster(app.state.store, app.state.registry)
-    return app.state.broadcaster
+def broadcaster(app, town: str) -> Broadcaster:
+    """The town's one :class:`Broadcaster` (dashboard/stream.py), made on first use."""
+    hubs = getattr(app.state, "broadcasters", None)
+    if hubs is None:
+        hubs = app.state.broadcasters = {}
+    if town not in hubs:
+        hubs[town] = Broadcaster(app.state.store, app.state.registry, town=town)
+    return hubs[town]
 
 
 STREAM_DESCRIPTION = """Server-sent events with two event types:
 
 - `latest`, first on every (re)connection: the whole latest.geojson body (a FeatureCollection
-  of every public device);
+  of every public device of the town: `/t/<id>/api/v1/stream` for town `<id>`);
 - `changes`, then about once a second while something changes: `{"features": [...], "removed": [...]}`,
   the Features of devices that are new or changed (position, values, status, name) and the ids
   of devices that left the public map (made private or removed). Apply them to the snapshot by
@@ -170,7 +196,7 @@ A comment line every 15 s keeps idle connections open. Sent gzipped when the cli
 @router.get("/stream", summary="Server-sent events: a snapshot of latest.geojson, then only what changed",
             description=STREAM_DESCRIPTION, responses={200: {"content": {"text/event-stream": {}}}})
 async def stream(request: Request) -> StreamingResponse:
-    hub = broadcaster(request.app)
+    hub = broadcaster(request.app, town_of(request).id)
     subscriber = hub.subscribe()
     # Browsers accept gzip: each event is compressed once for every such stream (see stream.Event).
     gzipped = "gzip" in request.headers.get("accept-encoding", "")

@@ -26,6 +26,7 @@ from jisaku.gateway.store import SQLiteStore
 from . import (api, bundles, counter_pages, device_posts, gtfs_rt, history, opendata, operator, osmand, pages, pictures,
                shelter_pages, shelters, staff_pages)
 from .tiles import tile_source
+from .towns import TownBook, TownPaths
 from .vendor import mount_vendor_files
 
 STATIC = Path(__file__).parent / "static"
@@ -50,7 +51,7 @@ def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None,
     db = Database(database_path)
     app.state.store = SQLiteStore(db)
     app.state.registry = Registry(db)
-    app.state.latest = api.LatestCache(app.state.store)
+    app.state.latest = {}  # town id -> api.LatestCache: each town's latest.geojson (api.latest_cache)
     app.state.readings = readings or app.state.store
     app.state.phones = phones
     app.state.pictures = PictureStore(db)
@@ -59,7 +60,10 @@ def create_app(database_path: Path, phones: osmand.PhonePublisher | None = None,
     if tiles is None:
         loaded = jisaku_settings.load()
         tiles, tiles_attribution = loaded.tiles, loaded.tiles_attribution
-    app.state.tiles = tile_source(tiles, tiles_attribution)
+    app.state.tiles = tile_source(tiles, tiles_attribution)  # the first town's, unless it set its own
+    # Every town's name, centre, base map and licence; /t/<id>/… is served as /… for that town.
+    app.state.towns = TownBook(app, db, tiles, tiles_attribution)
+    app.add_middleware(TownPaths, not_found=pages.town_not_found)
     osmand.hide_keys_in_access_log()
     app.include_router(api.router)
     app.include_router(osmand.router)

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from . import i18n
-from .pages import display_name, freshness, limits, render
+from .pages import device_town, display_name, freshness, limits, render
 
 router = APIRouter(tags=["pages"])
 
@@ -69,15 +69,16 @@ def _counter(request: Request, device_id: str) -> dict[str, Any] | None:
 
 def _page(request: Request, device_id: str, template: str, hall: bool = False) -> HTMLResponse:
     device = _counter(request, device_id)
-    if device is None:
+    town = device_town(request, device)  # None: another town's counter under this town's path
+    if town is None:
         return render(request, "not_found.html", status_code=404, device_id=device_id)
     # The hall display speaks Japanese first to everyone; a phone, its reader's language.
     lang = "ja" if hall else i18n.pick_language(request)
     words = {key: text for key, text in i18n.js_catalog(lang).items() if key.startswith("counter.")}
-    config = {"id": device_id, "lang": lang, "words": words, "stream": "/api/v1/stream",
+    config = {"id": device_id, "lang": lang, "words": words, "stream": f"{town.base_path}/api/v1/stream",
               # older than this, the numbers are "not recent" (the counter lost its link)
               "staleAfterS": limits(device["kind"], device["interval_s"]).stale_s}
-    return render(request, template, counter=counter_view(device, lang, time.time()),
+    return render(request, template, town=town, counter=counter_view(device, lang, time.time()),
                   tr=lambda language, key, **values: i18n.translator(language)(key, **values),
                   config=json.dumps(config, ensure_ascii=False).replace("</", "<\\/"))
 

@@ -44,6 +44,7 @@ from fastapi import APIRouter, Request, Response
 from google.transit import gtfs_realtime_pb2
 
 from .opendata import app_settings
+from .towns import town_of
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,9 @@ def vehicle_positions(request: Request) -> Response:
                         " fix in gtfs.toml\n", status_code=503, media_type="text/plain")
     store = request.app.state.store
     now = time.time()
-    feed, changed = build_feed(store.latest(public_only=True), store.latest_updated(), config, now)
+    # the town's buses: /t/<id>/gtfs-rt/vehicle-positions.pb for town <id>
+    feed, changed = build_feed(store.latest(public_only=True, town=town_of(request).id), store.latest_updated(),
+                               config, now)
     headers = {"Cache-Control": "no-cache"}
     if changed is not None and now - math.floor(changed) >= SETTLE_S:
         last_modified = math.floor(changed)

@@ -30,6 +30,8 @@ from typing import Callable, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from .towns import shows_device
+
 router = APIRouter(prefix="/api/v1", tags=["public"])
 
 # range name -> (how far back in seconds, bucket length in seconds): 240 to 340 buckets each.
@@ -133,9 +135,10 @@ class BucketCache:
 
 
 def public_device(request: Request, device_id: str):
-    """The registry record of a public device, else 404: a private one is answered like a missing one."""
+    """The registry record of a public device, else 404: a private one is answered like a missing one,
+    and so is another town's under this town's path (/t/<id>/…, dashboard/towns.py)."""
     device = request.app.state.registry.get(device_id)
-    if device is None or not device.shown_to_residents:
+    if device is None or not device.shown_to_residents or not shows_device(request, device.town):
         raise HTTPException(404, f"no public device {device_id!r}")
     return device
 

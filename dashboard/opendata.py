@@ -47,6 +47,7 @@ from jisaku.gateway import retention, shelter_data
 from jisaku.gateway.registry import DeviceRecord
 
 from .history import METRIC
+from .towns import TownSettings, deployment_settings, town_of
 
 router = APIRouter(prefix="/api/v1", tags=["open data"])
 
@@ -160,22 +161,31 @@ HOURLY_CSV_SCHEMA = {
 # ---------------------------------------------------------------- settings and licence
 
 
-def app_settings(app) -> settings_module.Settings:
-    """The deployment's settings: ``app.state.settings`` if set, else jisaku.toml and JISAKU_* (once)."""
-    if getattr(app.state, "settings", None) is None:
-        app.state.settings = settings_module.load()
-    return app.state.settings
+app_settings = deployment_settings  # the deployment's settings (jisaku.toml), kept under its old name
 
 
-def licence(settings: settings_module.Settings) -> Licence:
+def licence(settings: settings_module.Settings | TownSettings) -> Licence:
+    """The terms of the exports: jisaku.toml's ``licence`` and ``town``, or a town's own (TownSettings)."""
     name, url = LICENCES.get(settings.licence, (settings.licence, None))
+    credit = settings.town if isinstance(settings, settings_module.Settings) else _credit(settings)
     return Licence(id=settings.licence, name=name, url=url,
-                   attribution=settings.town or "the town's own sensors (jisaku)")
+                   attribution=credit or "the town's own sensors (jisaku)")
 
 
-def _licence_headers(terms: Licence, filename: str) -> dict[str, str]:
+def _credit(town: TownSettings) -> str:
+    """Whom to credit: the town's names, "Hida City / 飛騨市" when it has both."""
+    return " / ".join(dict.fromkeys(name for name in (town.name, town.name_ja) if name))
+
+
+def town_licence(request: Request) -> Licence:
+    """The licence of the request's town (dashboard/towns.py): each town publishes under its own."""
+    return licence(town_of(request))
+
+
+def _licence_headers(request: Request, terms: Licence, filename: str) -> dict[str, str]:
+    base = town_of(request).base_path
     headers = {"Content-Disposition": f'attachment; filename="{filename}"',
-               "Link": '</api/v1/open-data.json>; rel="describedby"'}
+               "Link": f'<{base}/api/v1/open-data.json>; rel="describedby"'}
     if terms.url:
         headers["Link"] = f'<{terms.url}>; rel="license", ' + headers["Link"]
     return headers
@@ -217,8 +227,9 @@ def time_range(start: str | None, end: str | None, max_days: int = MAX_RANGE_DAY
 
 
 def chosen_devices(request: Request, ids: list[str], kinds: list[str]) -> list[DeviceRecord]:
-    """The public devices asked for; a private or unknown id is 404 with the same words."""
-    public = {device.id: device for device in request.app.state.registry.devices(public_only=True)}
+    """The town's public devices asked for; a private, unknown or other town's id is 404 with the same words."""
+    public = {device.id: device
+              for device in request.app.state.registry.devices(public_only=True, town=town_of(request).id)}
     if not ids and not kinds:
         return list(public.values())
     for device_id in ids:
@@ -259,7 +270,8 @@ def _hourly(request: Request, devices: list[DeviceRecord], since: float, until: 
     found only among the stored hourly figures.
     """
     store = request.app.state.readings
-    sent = {row["id"]: set(row["values"]) for row in request.app.state.store.latest(public_only=True)}
+    sent = {row["id"]: set(row["values"])
+            for row in request.app.state.store.latest(public_only=True, town=town_of(request).id)}
     first_hour = math.ceil(since / HOUR) * HOUR  # history's buckets start here, on whole hours
     for device in devices:
         metrics = sent.get(device.id, set())
@@ -283,7 +295,7 @@ END_HELP = "exclusive; ISO 8601 with a time zone, or UTC epoch seconds; default:
 
 @router.get("/open-data.json", response_model=OpenData, summary="Licence, attribution and schema of the exports")
 def open_data(request: Request) -> OpenData:
-    return OpenData(licence=licence(app_settings(request.app)), csv_columns=CSV_SCHEMA,
+    return OpenData(licence=town_licence(request), csv_columns=CSV_SCHEMA,
                     geojson_feature=GEOJSON_SCHEMA, hourly_csv_columns=HOURLY_CSV_SCHEMA,
                     keep_raw_days=_keep_raw_days(request), pictures=_cameras(request),
                     shelters=_shelters(request))
@@ -291,11 +303,13 @@ def open_data(request: Request) -> OpenData:
 
 def _shelters(request: Request) -> ShelterExports | None:
     """Where the public shelters are, if the town has any (dashboard/shelters.py serves them)."""
-    count = sum(1 for device in request.app.state.registry.devices(public_only=True)
+    town = town_of(request)
+    count = sum(1 for device in request.app.state.registry.devices(public_only=True, town=town.id)
                 if device.kind == shelter_data.KIND)
     if not count:
         return None
-    return ShelterExports(count=count, live_columns=SHELTER_LIVE_SCHEMA,
+    return ShelterExports(csv=f"{town.base_path}/api/v1/shelters.csv",
+                          geojson=f"{town.base_path}/api/v1/shelters.geojson", count=count, live_columns=SHELTER_LIVE_SCHEMA,
                           formats={d.key: f"{d.name} ({d.source})" for d in shelter_data.DATASETS})
 
 
@@ -305,12 +319,14 @@ def _cameras(request: Request) -> list[CameraPictures]:
     _, _, every_days, hourly_days = settings.retention_days
     kept = (f"every picture for {every_days:g} days, then one an hour"
             + (f" up to {hourly_days:g} days" if hourly_days else " for ever") if every_days else "for ever")
+    town = town_of(request)
     rows = request.app.state.store.db.connection.execute(
         "SELECT d.id, d.name, d.lat, d.lon, count(*) AS n, min(p.ts) AS first, max(p.ts) AS last"
         " FROM pictures p JOIN devices d ON d.id = p.device_id"
-        " WHERE d.public = 1 AND d.practice = 0 GROUP BY d.id ORDER BY d.id")  # registry.SHOWN_TO_RESIDENTS
+        " WHERE d.public = 1 AND d.practice = 0"  # registry.SHOWN_TO_RESIDENTS
+        " AND d.town = ? GROUP BY d.id ORDER BY d.id", (town.id,))
     return [CameraPictures(device_id=row["id"], name=row["name"], lat=row["lat"], lon=row["lon"],
-                           list=f"/api/v1/devices/{row['id']}/pictures", count=row["n"], first=row["first"],
+                           list=f"{town.base_path}/api/v1/devices/{row['id']}/pictures", count=row["n"], first=row["first"],
                            last=row["last"], kept=kept) for row in rows]
 
 
@@ -331,7 +347,7 @@ def export_csv(request: Request, device: list[str] = Query([], description=DEVIC
                end: str | None = Query(None, description=END_HELP)) -> StreamingResponse:
     since, until = time_range(start, end)
     devices = chosen_devices(request, device, kind)
-    terms = licence(app_settings(request.app))
+    terms = town_licence(request)
 
     def rows() -> Iterator[list]:
         for record, reading in _readings(request, devices, since, until):
@@ -340,7 +356,7 @@ def export_csv(request: Request, device: list[str] = Query([], description=DEVIC
                 yield [record.id, record.kind, ts, metric, _csv_value(value)]
 
     return StreamingResponse(_csv_chunks(CSV_COLUMNS, rows()), media_type="text/csv; charset=utf-8",
-                             headers=_licence_headers(terms, f"jisaku-{_day(since)}-{_day(until)}.csv"))
+                             headers=_licence_headers(request, terms, f"jisaku-{_day(since)}-{_day(until)}.csv"))
 
 
 @router.get("/export.geojson", summary="Readings of public devices as GeoJSON, one Feature per reading",
@@ -353,7 +369,7 @@ def export_geojson(request: Request, device: list[str] = Query([], description=D
                    end: str | None = Query(None, description=END_HELP)) -> StreamingResponse:
     since, until = time_range(start, end)
     devices = chosen_devices(request, device, kind)
-    terms = licence(app_settings(request.app))
+    terms = town_licence(request)
 
     def body() -> Iterator[str]:
         # Foreign members (RFC 7946 section 6.1) before the features, so they stream first.
@@ -380,7 +396,7 @@ def export_geojson(request: Request, device: list[str] = Query([], description=D
         yield "".join(chunk) + "]}"
 
     return StreamingResponse(body(), media_type="application/geo+json",
-                             headers=_licence_headers(terms, f"jisaku-{_day(since)}-{_day(until)}.geojson"))
+                             headers=_licence_headers(request, terms, f"jisaku-{_day(since)}-{_day(until)}.geojson"))
 
 
 def _csv_chunks(header: list[str], rows: Iterator[list]) -> Iterator[str]:
@@ -416,7 +432,7 @@ def export_hourly_csv(request: Request, device: list[str] = Query([], descriptio
     """
     since, until = time_range(start, end, MAX_HOURLY_RANGE_DAYS)
     devices = chosen_devices(request, device, kind)
-    terms = licence(app_settings(request.app))
+    terms = town_licence(request)
 
     def rows() -> Iterator[list]:
         for record, hour, metric, bucket in _hourly(request, devices, since, until):
@@ -424,4 +440,4 @@ def export_hourly_csv(request: Request, device: list[str] = Query([], descriptio
                    _csv_value(bucket["min"]), _csv_value(bucket["max"]), _csv_value(bucket["avg"])]
 
     return StreamingResponse(_csv_chunks(HOURLY_CSV_COLUMNS, rows()), media_type="text/csv; charset=utf-8",
-                             headers=_licence_headers(terms, f"jisaku-hourly-{_day(since)}-{_day(until)}.csv"))
+                             headers=_licence_headers(request, terms, f"jisaku-hourly-{_day(since)}-{_day(until)}.csv"))

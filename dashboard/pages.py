@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import escape
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,9 @@ from jisaku.kinds.shelter import occupancy
 from . import i18n
 from .api import position
 from .kind_view import browser_kinds, kind_name, levels_of, metric_label, reading_lines
+from . import towns
 from .tiles import PMTILES_URL, TileSource
+from .towns import TownSettings, town_of
 
 router = APIRouter(tags=["pages"])
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -104,19 +107,38 @@ def short_label(device_id: str) -> str:
 # ---------------------------------------------------------------- what every page needs
 
 
-def page_context(request: Request, **extra) -> dict[str, Any]:
+def page_context(request: Request, town: TownSettings | None = None, **extra) -> dict[str, Any]:
+    """What every residents' page needs; ``town``: the page's town when the path named none (a
+    device's page at /devices/<id> is its own town's), else the path's (dashboard/towns.py)."""
     lang = i18n.pick_language(request)
     other = "en" if lang == "ja" else "ja"
+    town = town or town_of(request)
     return {"request": request, "lang": lang, "t": i18n.translator(lang), "other_lang": other,
             "fonts": "noto-sans-jp" not in getattr(request.app.state, "vendor_missing", []),
+            # links stay inside the town: "" for the first town, "/t/<id>" for the others
+            "town": town, "base": town.base_path, "town_name": towns.display_name(town, lang),
             # a banner on every residents' page while the town is in disaster mode
-            "disaster": TownState(request.app.state.store.db).disaster_mode(), **extra}
+            "disaster": TownState(request.app.state.store.db).disaster_mode(town.id), **extra}
 
 
-def render(request: Request, template: str, status_code: int = 200, **extra) -> HTMLResponse:
-    response = templates.TemplateResponse(request, template, page_context(request, **extra), status_code=status_code)
+def render(request: Request, template: str, status_code: int = 200, town: TownSettings | None = None,
+           **extra) -> HTMLResponse:
+    response = templates.TemplateResponse(request, template, page_context(request, town, **extra),
+                                          status_code=status_code)
     i18n.remember_language(request, response)
     return response
+
+
+def town_not_found(scope, town_id: str) -> HTMLResponse:
+    """The page for /t/<id>/… of a town this deployment does not serve (dashboard/towns.py)."""
+    return render(Request(scope), "not_found.html", status_code=404, missing_town=town_id)
+
+
+def device_town(request: Request, device: dict[str, Any] | None) -> TownSettings | None:
+    """The town whose page shows ``device``: None (answer 404) when the path names another town."""
+    if device is None or not towns.shows_device(request, device["town"]):
+        return None
+    return town_of(request, device["town"])
 
 
 def display_name(device: dict[str, Any], lang: str) -> str:
@@ -132,21 +154,22 @@ def display_name(device: dict[str, Any], lang: str) -> str:
     return device["name"] or device["id"]
 
 
-def residents_page(kind_id: str, device_id: str) -> str:
-    """Where residents read about a device: its kind's own page (kind.toml [pages]), else /devices/{id}."""
+def residents_page(kind_id: str, device_id: str, base: str = "") -> str:
+    """Where residents read about a device: its kind's own page (kind.toml [pages]), else /devices/{id};
+    under ``base``, the town's path ("" for the first town)."""
     kind = kinds.get(kind_id)
     page = kind.folder.pages.get("residents") if kind else None
-    return page.replace("{id}", quote(device_id)) if page else f"/devices/{quote(device_id)}"
+    return base + (page.replace("{id}", quote(device_id)) if page else f"/devices/{quote(device_id)}")
 
 
-def describe(device: dict[str, Any], lang: str, now: float) -> dict[str, Any]:
+def describe(device: dict[str, Any], lang: str, now: float, base: str = "") -> dict[str, Any]:
     """A device as the list and device pages show it: words in ``lang``, numbers localised."""
     t = i18n.translator(lang)
     values = device["values"]
     state = freshness(device, now)
     return {
         "id": device["id"], "name": display_name(device, lang), "kind": device["kind"],
-        "page": residents_page(device["kind"], device["id"]),
+        "page": residents_page(device["kind"], device["id"], base),
         "kind_label": kind_name(device["kind"], lang), "moves": kinds.moves(device["kind"]),
         "state": state, "state_label": t(f"status.{state}"),
         "updated": (t("status.updated", ago=i18n.format_ago(device["ts"], lang, now))
@@ -171,8 +194,9 @@ def _picture_when(picture: dict[str, Any] | None, kind: str, interval_s: float |
     return t("picture.taken", ago=i18n.format_ago(picture["ts"], lang, now))
 
 
-def tiles_config(source: TileSource) -> dict[str, Any]:
-    config = {"url": source.url, "attribution": source.attribution, "maxZoom": source.max_zoom,
+def tiles_config(source: TileSource, base: str = "") -> dict[str, Any]:
+    """The base map as live.js and device.js take it; a town's .pmtiles file is under its ``base``."""
+    config = {"url": base + source.url if source.is_pmtiles else source.url, "attribution": source.attribution, "maxZoom": source.max_zoom,
               "pmtiles": source.is_pmtiles}
     if source.native_zooms is not None:
         config["minNativeZoom"], config["maxNativeZoom"] = source.native_zooms
@@ -206,7 +230,8 @@ class LiveUpdates(MacroElement):
 
 
 def render_map(request: Request, center: tuple[float, float], zoom: int, config: dict[str, Any]) -> str:
-    source: TileSource = request.app.state.tiles
+    town = town_of(request)
+    source = towns.tiles_of(request, town)
     live_map = LocalMap(location=center, zoom_start=zoom, tiles=None, control_scale=False,
                         zoom_control=False)  # zoom buttons go bottom-right, in reach of a thumb: live.js
     if not source.is_pmtiles:  # a .pmtiles file is read by live.js with the pmtiles package
@@ -214,7 +239,8 @@ def render_map(request: Request, center: tuple[float, float], zoom: int, config:
     context = page_context(request)
     root = live_map.get_root()
     head = templates.get_template("_head.html").render(context)
-    root.header.add_child(Element(head + f"<title>{context['t']('app.title')}</title>"))
+    title = context["t"]("app.title") + (f" · {escape(context['town_name'])}" if context["town_name"] else "")
+    root.header.add_child(Element(head + f"<title>{title}</title>"))
     root.html.add_child(Element(templates.get_template("_map_header.html").render(context)))
     LiveUpdates(config).add_to(live_map)
     # folium writes a bare <html>; screen readers need to know the page's language.
@@ -225,24 +251,22 @@ def render_map(request: Request, center: tuple[float, float], zoom: int, config:
 def live_map(request: Request) -> HTMLResponse:
     store = request.app.state.store
     lang = i18n.pick_language(request)
-    devices = store.latest(public_only=True)
-    located = [position(d) for d in devices if position(d)]
-    if located:
-        center = (sum(p[0] for p in located) / len(located), sum(p[1] for p in located) / len(located))
-        zoom = 14
-    else:
-        center, zoom = DEFAULT_CENTER, 5
+    town = town_of(request)
+    devices = store.latest(public_only=True, town=town.id)
+    center, zoom = map_view(town, [position(d) for d in devices if position(d)])
     levels = {d["id"]: device_levels(store, d) for d in devices}
-    disaster = TownState(store.db).disaster_mode() is not None
+    disaster = TownState(store.db).disaster_mode(town.id) is not None
+    base = town.base_path
     shown_kinds = browser_kinds(lang)
     if disaster:  # the shelters' button first: what everyone opens the map for now
         shown_kinds = {k: shown_kinds[k] for k in sorted(shown_kinds, key=lambda k: k != "shelter")}
     config = {
-        "geojson": "/api/v1/latest.geojson", "stream": "/api/v1/stream", "lang": lang,
+        "geojson": f"{base}/api/v1/latest.geojson", "stream": f"{base}/api/v1/stream", "lang": lang, "base": base,
         "words": i18n.js_catalog(lang), "kinds": shown_kinds, "disaster": disaster,
         "shelterLevels": {level: {"label": occupancy.LABELS[level][lang], "colour": occupancy.COLOURS[level],
                                   "text": occupancy.TEXT_COLOURS[level]} for level in occupancy.LEVELS},
-        "tiles": tiles_config(request.app.state.tiles), "pmtilesScript": "/static/vendor/pmtiles/pmtiles.js",
+        "tiles": tiles_config(towns.tiles_of(request, town), base),
+        "pmtilesScript": "/static/vendor/pmtiles/pmtiles.js",
         "limits": {d["id"]: vars(limits(d["kind"], d["interval_s"])) for d in devices},
         "kindLimits": {k: vars(limits(k, None)) for k in (*kinds.registry().kinds, kinds.OTHER)},
         "levels": {device_id: list(shown) for device_id, shown in levels.items() if shown},
@@ -251,6 +275,20 @@ def live_map(request: Request) -> HTMLResponse:
     response = HTMLResponse(render_map(request, center, zoom, config))
     i18n.remember_language(request, response)
     return response
+
+
+def map_view(town: TownSettings, located: list[tuple[float, float]]) -> tuple[tuple[float, float], int]:
+    """Where the map opens: the middle of the town's devices; before any reports, the town's own
+    centre and zoom (towns table), else all of Japan.
+
+    >>> map_view(TOWN, [(36.0, 137.0), (36.2, 137.2)])  # doctest: +SKIP
+    ((36.1, 137.1), 14)
+    """
+    if located:
+        return (sum(p[0] for p in located) / len(located), sum(p[1] for p in located) / len(located)), 14
+    if town.lat is not None and town.lon is not None:
+        return (town.lat, town.lon), town.zoom or 14
+    return DEFAULT_CENTER, 5
 
 
 def legends(devices: list[dict[str, Any]], levels: dict[str, tuple[float, float] | None]) -> dict[str, list[float]]:
@@ -268,7 +306,9 @@ def legends(devices: list[dict[str, Any]], levels: dict[str, tuple[float, float]
 @router.get("/list", response_class=HTMLResponse, summary="Every public device as a plain list")
 def device_list(request: Request) -> HTMLResponse:
     lang, now = i18n.pick_language(request), time.time()
-    described = [describe(d, lang, now) for d in request.app.state.store.latest(public_only=True)]
+    town = town_of(request)
+    described = [describe(d, lang, now, town.base_path)
+                 for d in request.app.state.store.latest(public_only=True, town=town.id)]
     groups: dict[str, list[dict[str, Any]]] = {}
     for device in described:
         groups.setdefault(device["kind"], []).append(device)
@@ -283,10 +323,13 @@ def device_page(request: Request, device_id: str) -> HTMLResponse:
     lang, now = i18n.pick_language(request), time.time()
     store = request.app.state.store
     device = next((d for d in store.latest(public_only=True) if d["id"] == device_id), None)
-    if device is None:
-        # Word for word what a device that never existed gets: a private one stays unknown.
+    town = device_town(request, device)
+    if town is None:
+        # Word for word what a device that never existed gets: a private one (or another town's,
+        # under this town's path) stays unknown.
         return render(request, "not_found.html", status_code=404, device_id=device_id)
-    shown = describe(device, lang, now)
+    base = town.base_path
+    shown = describe(device, lang, now, base)
     kind = kinds.get(device["kind"])
     drawn_as = device["kind"] if kind else kinds.OTHER
     levels = device_levels(store, device)
@@ -295,20 +338,21 @@ def device_page(request: Request, device_id: str) -> HTMLResponse:
         "kinds": {drawn_as: browser_kinds(lang)[drawn_as]},
         "metricNames": {m: metric_label(m, lang) for m in shown["metrics"]},
         "vehicle": shown["moves"], "metrics": shown["metrics"],
-        "position": shown["position"], "tiles": tiles_config(request.app.state.tiles),
+        "position": shown["position"], "tiles": tiles_config(towns.tiles_of(request, town), base),
+        "api": f"{base}/api/v1",  # history and track: under the town's path, as the page is
         "pmtilesScript": "/static/vendor/pmtiles/pmtiles.js",
         # the levels as faint lines behind the chart of the value they colour
         "levels": {"metric": kind.folder.marker.metric, "values": list(levels)} if levels else None,
-        "pictures": f"/api/v1/devices/{device_id}/pictures" if shown["picture"] else None,
+        "pictures": f"{base}/api/v1/devices/{device_id}/pictures" if shown["picture"] else None,
     }
-    return render(request, "device.html", device=shown,
+    return render(request, "device.html", town=town, device=shown,
                   config=json.dumps(config, ensure_ascii=False).replace("</", "<\\/"))
 
 
 @router.get(PMTILES_URL, include_in_schema=False)
 def pmtiles_file(request: Request) -> Response:
     """The operator's .pmtiles base map; FileResponse answers the range requests the reader makes."""
-    source: TileSource = request.app.state.tiles
+    source: TileSource = towns.tiles_of(request, town_of(request))
     if not source.is_pmtiles:
         return Response("This map uses no .pmtiles file (setting `tiles`).", status_code=404)
     return FileResponse(source.pmtiles_file, media_type="application/octet-stream")

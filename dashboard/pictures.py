@@ -20,6 +20,7 @@ from jisaku.contract import protocol
 from jisaku.gateway.pictures import Picture, PictureRefused, PicturesUnavailable, PictureStore, shown_on_map
 
 from .device_auth import check_device
+from .towns import shows_device
 
 router = APIRouter(tags=["pictures"])
 
@@ -74,7 +75,8 @@ async def upload(request: Request, device_id: str,
 
 def _public_camera(request: Request, device_id: str) -> None:
     device = request.app.state.registry.get(device_id)
-    if device is None or not device.shown_to_residents:
+    # another town's camera under this town's path (/t/<id>/…) is answered as a missing one too
+    if device is None or not device.shown_to_residents or not shows_device(request, device.town):
         raise HTTPException(404, f"there is no public device {device_id!r}")
 
 

@@ -20,6 +20,7 @@ from jisaku.kinds.shelter import occupancy
 
 from . import i18n
 from .pages import render
+from .towns import town_of
 
 router = APIRouter(tags=["pages"])
 
@@ -48,9 +49,17 @@ def shelter_rows(states: list[ShelterState], lang: str, now: float) -> list[dict
     return sorted(rows, key=lambda r: (ORDER[r["level"]], r["share"], r["name"]))
 
 
+def town_shelters(request: Request) -> list[ShelterState]:
+    """The public shelters of the request's town (dashboard/towns.py)."""
+    registry = request.app.state.registry
+    mine = {device.id for device in registry.devices(public_only=True, town=town_of(request).id)}
+    return [state for state in shelter_states(request.app.state.store, registry, public_only=True)
+            if state.id in mine]
+
+
 @router.get("/shelters", response_class=HTMLResponse, summary="Every public shelter: open, how full, the way there")
 def shelters_page(request: Request) -> HTMLResponse:
     lang = i18n.pick_language(request)
-    states = shelter_states(request.app.state.store, request.app.state.registry, public_only=True)
+    states = town_shelters(request)
     rows = shelter_rows(states, lang, time.time())
     return render(request, "shelters.html", shelters=rows)

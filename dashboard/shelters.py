@@ -23,7 +23,8 @@ from fastapi.responses import Response
 
 from jisaku.gateway import shelter_data
 
-from .opendata import _licence_headers, app_settings, licence
+from .opendata import _licence_headers, town_licence
+from .shelter_pages import town_shelters
 
 router = APIRouter(prefix="/api/v1", tags=["open data"])
 
@@ -32,7 +33,7 @@ DATASET_HELP = ("the format to write: " + ", ".join(f"{d.key} ({d.name}, {d.sour
 
 
 def _public_states(request: Request) -> list[shelter_data.ShelterState]:
-    return shelter_data.shelter_states(request.app.state.store, request.app.state.registry, public_only=True)
+    return town_shelters(request)  # the town's own: /t/<id>/api/v1/shelters.csv for town <id>
 
 
 def _dataset(key: str | None) -> shelter_data.Dataset | None:
@@ -48,16 +49,16 @@ def shelters_csv(request: Request, dataset: str | None = Query(None, description
     chosen = _dataset(dataset)
     body = shelter_data.to_csv(_public_states(request), chosen)
     return Response(body, media_type="text/csv; charset=utf-8",
-                    headers=_licence_headers(licence(app_settings(request.app)), "shelters.csv"))
+                    headers=_licence_headers(request, town_licence(request), "shelters.csv"))
 
 
 @router.get("/shelters.geojson", summary="Public shelters as GeoJSON, one Feature each, with how full each is now",
             responses={200: {"content": {"application/geo+json": {}}}, 400: {"description": "no such format"}})
 def shelters_geojson(request: Request, dataset: str | None = Query(None, description=DATASET_HELP)) -> Response:
     chosen = _dataset(dataset)
-    terms = licence(app_settings(request.app))
+    terms = town_licence(request)
     collection = shelter_data.to_geojson(_public_states(request), chosen)
     # The licence as a foreign member (RFC 7946 section 6.1), as export.geojson has it.
     body = {"type": collection["type"], "license": terms.model_dump(), "features": collection["features"]}
     return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), media_type="application/geo+json",
-                    headers=_licence_headers(terms, "shelters.geojson"))
+                    headers=_licence_headers(request, terms, "shelters.geojson"))

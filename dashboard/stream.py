@@ -24,7 +24,7 @@ phone downloads about a ninth of the bytes and the server compresses once, not o
 
 Example::
 
-    hub = Broadcaster(store, registry)
+    hub = Broadcaster(store, registry, town="main")    # one per town; town=None: every town's devices
     subscriber = hub.subscribe()
     try:
         event = await hub.next_event(subscriber)   # event.plain: b"event: latest\\ndata: {...}\\n\\n" first
@@ -75,6 +75,8 @@ DEVICES_SQL = (
     " LEFT JOIN device_config c ON c.device_id = d.id"
     " WHERE d.public = 1 AND d.practice = 0"  # registry.SHOWN_TO_RESIDENTS
 )
+# One town's: each town has its own stream (/t/<id>/api/v1/stream).
+TOWN_SQL = " AND d.town = :town"
 # Only devices with a new reading or a new status since a moment (the index on latest.updated
 # makes the first half cheap; device_status has one row per device).
 CHANGED_SQL = DEVICES_SQL + (
@@ -188,9 +190,12 @@ class Broadcaster:
     """
 
     def __init__(self, store: SQLiteStore, registry: Registry, poll_s: float = POLL_S,
-                 resync_s: float = RESYNC_S):
+                 resync_s: float = RESYNC_S, town: str | None = None):
         self.store = store
         self.registry = registry
+        self.town = town
+        where = TOWN_SQL if town is not None else ""
+        self._devices_sql, self._changed_sql = DEVICES_SQL + where, CHANGED_SQL + where
         self.poll_s = poll_s
         self.resync_s = resync_s
         self.subscribers: set[Subscriber] = set()
@@ -295,9 +300,10 @@ class Broadcaster:
         if version != self._registry_version:
             full = True  # added, renamed, made private, removed: compare every public device
         if full:
-            rows = connection.execute(DEVICES_SQL).fetchall()
+            rows = connection.execute(self._devices_sql, {"town": self.town}).fetchall()
         else:
-            rows = connection.execute(CHANGED_SQL, {"since": self._mark - LOOK_BACK_S}).fetchall()
+            rows = connection.execute(self._changed_sql, {"since": self._mark - LOOK_BACK_S,
+                                                          "town": self.town}).fetchall()
         features = dict(before) if not full else {}
         changed: dict[str, bytes] = {}
         mark = self._mark

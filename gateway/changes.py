@@ -34,6 +34,7 @@ from .pictures import PictureStore
 from .registry import DeviceRecord, Registry, RegistryError
 from .store import SQLiteStore
 from .town_state import DISASTER_MODE, TownState
+from .towns import Towns
 
 
 class OperationError(ValueError):
@@ -250,17 +251,20 @@ class Changes:
                 problems[device_id] = str(err)
         return problems
 
-    def set_disaster_mode(self, actor: str, on: bool) -> dict[str, str]:
-        """Disaster mode on: a banner on the residents' map and every shelter opened; off: the banner
-        goes and every shelter is closed. Returns {id: problem} for shelters that could not be told."""
-        shelters = [d.id for d in self.registry.devices() if d.kind == "shelter"]
+    def set_disaster_mode(self, actor: str, on: bool, town: str | None = None) -> dict[str, str]:
+        """Disaster mode of one town (None: the first) on: a banner on its residents' pages and every
+        shelter of the town opened; off: the banner goes and its shelters are closed. Other towns are
+        untouched. Returns {id: problem} for shelters that could not be told."""
+        town = town if town is not None else Towns(self.db).first()
+        Towns(self.db).must_exist(town)
+        shelters = [d.id for d in self.registry.devices(town=town) if d.kind == "shelter"]
         problems = self.open_shelters(actor, shelters, on)
-        town = TownState(self.db)
-        before = town.disaster_mode() is not None
+        state = TownState(self.db)
+        before = state.disaster_mode(town) is not None
         with self._together():
-            town.set(DISASTER_MODE, on, actor)
+            state.set(DISASTER_MODE, on, actor, town)
             self.audit.record(actor, "town.disaster_mode", DISASTER_MODE, {"on": before},
-                              {"on": on, "shelters": len(shelters), "not_reached": sorted(problems)})
+                              {"on": on, "shelters": len(shelters), "not_reached": sorted(problems)}, town=town)
         return problems
 
     def must_exist(self, device_id: str) -> DeviceRecord:

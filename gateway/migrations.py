@@ -448,5 +448,19 @@ ALTER TABLE audit_log ADD COLUMN town TEXT;
 UPDATE audit_log SET town = 'main';
 ALTER TABLE rollouts ADD COLUMN town TEXT;
 UPDATE rollouts SET town = 'main';
+-- Part B (per-town disaster mode): each town has its own switches, so town_state is keyed by
+-- (town, name); an existing database's switches are the first town's.
+CREATE TABLE town_state_by_town (
+    town    TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    updated REAL NOT NULL,
+    actor   TEXT NOT NULL,
+    PRIMARY KEY (town, name)
+);
+INSERT INTO town_state_by_town (town, name, value, updated, actor)
+    SELECT 'main', name, value, updated, actor FROM town_state;
+DROP TABLE town_state;
+ALTER TABLE town_state_by_town RENAME TO town_state;
 """),
 ]

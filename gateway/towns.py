@@ -35,7 +35,7 @@ FIRST_TOWN = "main"  # the id an upgraded database's town gets; `jisaku towns se
 
 # Every table with a town column; a renamed town is renamed in each, in one transaction.
 TOWN_COLUMNS = (("devices", "town"), ("users", "town"), ("alert_rules", "town"), ("audit_log", "town"),
-                ("rollouts", "town"))
+                ("rollouts", "town"), ("town_state", "town"))
 
 
 class TownError(ValueError):

@@ -7,6 +7,10 @@
     PUT  /api/v1/operator/shelters/{id}/open    {"open": true}
     PUT  /api/v1/operator/disaster-mode         {"on": true}
 
+Disaster mode is each town's own: an operator turns their town's; a joint-body account (no
+town) names the town (``{"on": true, "town": "hida"}``, a ``town`` form field or ``?town=``),
+else the first town. Naming another town than one's own is answered as a town that does not exist.
+
 Opening a shelter sends it the setting ``open = 1`` (its tally shows it; the residents' map
 shows it at once, from the server's copy of the setting). Disaster mode opens every shelter
 and puts a banner on every residents' page; ending it closes every shelter. Each goes
@@ -22,16 +26,17 @@ from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from jisaku.dashboard import i18n
 from jisaku.gateway.changes import Changes, NotFound, OperationError, PublisherMissing
 from jisaku.gateway.shelter_data import shelter_states
 from jisaku.gateway.town_state import TownState
+from jisaku.gateway.towns import Towns
 from jisaku.kinds.shelter.occupancy import LABELS
 
 from .api import ERRORS
-from .auth import Session, check_csrf, require_operator
+from .auth import Session, check_csrf, current_session, require_operator
 from .pages import render, see
 from .publisher import BrokerUnavailable
 
@@ -49,6 +54,19 @@ class OpenShelter(BaseModel):
 
 class DisasterMode(BaseModel):
     on: bool
+    town: str | None = Field(None, description="the town (joint-body accounts; default the first); a town"
+                                                " operator's own town if left out")
+
+
+def _town(request: Request, session: Session, named: str | None) -> str:
+    """The town whose disaster mode this operator means; NotFound (the same words as a missing town)
+    when they name a town that is not theirs."""
+    towns = Towns(request.app.state.operator_ops.store.db)
+    own = session.user.town
+    town = named or own or towns.first()
+    if towns.get(town) is None or (own is not None and town != own):
+        raise NotFound(f"no town {town!r}")
+    return town
 
 
 def _changes(request: Request) -> Changes:
@@ -78,8 +96,10 @@ def _refused(err: Exception) -> JSONResponse:
 
 
 @api_router.get("/shelters", summary="Every shelter: open or closed, how many are in, its capacity")
-def shelters(request: Request) -> dict[str, Any]:
-    mode = TownState(request.app.state.operator_ops.store.db).disaster_mode()
+def shelters(request: Request, session: Annotated[Session, Depends(require_operator)]) -> dict[str, Any]:
+    """``disaster_mode`` is the operator's town's (a joint-body account: the first town's)."""
+    town = _town(request, session, None)
+    mode = TownState(request.app.state.operator_ops.store.db).disaster_mode(town)
     return {"disaster_mode": mode, "shelters": _shelters(request)}
 
 
@@ -97,10 +117,11 @@ def open_shelter(device_id: DeviceId, body: OpenShelter, request: Request,
 @api_router.put("/disaster-mode", summary="Disaster mode on (every shelter opened, a banner for residents) or off")
 def disaster_mode(body: DisasterMode, request: Request, session: Annotated[Session, Depends(require_operator)]):
     try:
-        problems = _changes(request).set_disaster_mode(session.user.name, body.on)
-    except (PublisherMissing, BrokerUnavailable) as err:
+        town = _town(request, session, body.town)
+        problems = _changes(request).set_disaster_mode(session.user.name, body.on, town)
+    except (NotFound, PublisherMissing, BrokerUnavailable) as err:
         return _refused(err)
-    return {"on": body.on, "not_reached": problems}
+    return {"on": body.on, "town": town, "not_reached": problems}
 
 
 # ---------------------------------------------------------------- pages
@@ -108,7 +129,9 @@ def disaster_mode(body: DisasterMode, request: Request, session: Annotated[Sessi
 
 def _page(request: Request, status: int = 200, **context: Any):
     lang = i18n.pick_language(request)
-    mode = TownState(request.app.state.operator_ops.store.db).disaster_mode()
+    session = current_session(request)  # the page's town: the operator's own (a joint body: the first)
+    town = (session.user.town if session else None) or Towns(request.app.state.operator_ops.store.db).first()
+    mode = TownState(request.app.state.operator_ops.store.db).disaster_mode(town)
     rows = _shelters(request)
     for row in rows:
         row["level_label"] = LABELS[row["level"]][lang]
@@ -127,8 +150,11 @@ async def disaster_mode_form(request: Request, session: Session = Depends(requir
     if form.get("confirm") != "yes":
         return _page(request, 400, error=t("op.shelters.confirm_first"))
     try:
+        town = _town(request, session, form.get("town") or request.query_params.get("town"))
         problems = await run_in_threadpool(_changes(request).set_disaster_mode, session.user.name,
-                                           form.get("on") == "1")
+                                           form.get("on") == "1", town)
+    except NotFound as err:
+        return _page(request, 404, error=str(err))
     except (PublisherMissing, BrokerUnavailable) as err:
         return _page(request, 503, error=t("op.shelters.not_sent", detail=str(err)))
     if problems:

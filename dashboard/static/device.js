@@ -70,7 +70,7 @@ function jisakuDevice(config) {
     drawn = [];
     charts.innerHTML = "";
     return Promise.all(config.metrics.map(function (metric) {
-      return fetch("/api/v1/devices/" + encodeURIComponent(config.id) + "/history?metric=" +
+      return fetch((config.api || "/api/v1") + "/devices/" + encodeURIComponent(config.id) + "/history?metric=" +
                    encodeURIComponent(metric) + "&range=" + range).then(function (r) { return r.json(); });
     })).then(function (histories) {
       histories.forEach(function (history, i) { chart(config.metrics[i], history); });
@@ -94,7 +94,7 @@ function jisakuDevice(config) {
         trackMap.setView(config.position, 15);
       }
     }
-    return fetch("/api/v1/devices/" + encodeURIComponent(config.id) + "/track?range=" + range)
+    return fetch((config.api || "/api/v1") + "/devices/" + encodeURIComponent(config.id) + "/track?range=" + range)
       .then(function (r) { return r.json(); })
       .then(function (track) {
         var points = track.points.map(function (p) { return [p.lat, p.lon]; });

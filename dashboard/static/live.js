@@ -163,7 +163,8 @@ function jisakuLive(map, config) {
   // The kind's own residents' page (kind.toml [pages] residents, e.g. the counter's), else the device page.
   function pageOf(feature) {
     var page = jisakuKind(known(feature.properties.kind)).page, id = encodeURIComponent(feature.id);
-    return page ? page.split("{id}").join(id) : "/devices/" + id;
+    // inside the town: /t/<id>/devices/… on town <id>'s map (config.base is "" for the first town)
+    return (config.base || "") + (page ? page.split("{id}").join(id) : "/devices/" + id);
   }
 
   function layerFor(kind) {
