@@ -1,7 +1,9 @@
 """The demo town of ``jisaku demo``: a whole small town in one process, through the real pipeline.
 
 The embedded broker, the gateway writing to SQLite, the dashboard, and the
-simulated devices of ``examples/demo-city/city.toml``. Every simulated device is
+simulated devices of ``examples/demo-city/city.toml``: two neighbouring towns on one
+deployment (the first at ``/``, the other at ``/t/<id>/``), and one practice device that
+goes through the whole pipeline but never reaches the residents' pages. Every simulated device is
 the real device code on gpiozero mock pins; it logs in to the broker with its
 own secret like a board in the field would. Nothing writes to the store
 directly. Data is kept in the data folder, so a second run carries on.
@@ -15,6 +17,7 @@ import json
 import logging
 import threading
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -35,6 +38,7 @@ from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.retention import RetentionPolicy
 from jisaku.gateway.secrets import new_secret
 from jisaku.gateway.service import Gateway
+from jisaku.gateway.towns import FIRST_TOWN, Town, Towns
 
 from .stores import open_stores
 
@@ -59,17 +63,75 @@ def load_city(city_file: Path) -> list[DeviceConfig]:
             known = ", ".join(name for name, f in kinds.registry().folders.items() if f.example)
             raise DemoError(f"{city_file}: example {entry.get('example')!r} is not a kind folder with a"
                             f" device.toml; those are: {known}")
-        overrides = {key: value for key, value in entry.items() if key != "example"}
+        # `town` says whose device it is (city_towns); the device itself does not know
+        overrides = {key: value for key, value in entry.items() if key not in ("example", "town")}
         devices.append(load_device_config(folder.example, overrides))
     return devices
 
 
-def register(registry: Registry, devices: list[DeviceConfig], secrets_file: Path) -> dict[str, str]:
+@dataclass
+class CityTowns:
+    """The towns of a demo city file: the first from its top-level ``name``, ``centre`` and ``zoom``,
+    the others from its ``[[town]]`` tables; ``of_device`` names the town of each device that has
+    ``town = "<id>"`` (the others are the first town's)."""
+
+    first: Town
+    others: list[Town] = field(default_factory=list)
+    of_device: dict[str, str] = field(default_factory=dict)
+
+
+def city_towns(city_file: Path) -> CityTowns:
+    """The towns ``city_file`` describes.
+
+    Example (examples/demo-city/city.toml)::
+
+        towns = city_towns(DEFAULT_CITY)
+        towns.first.name, [t.id for t in towns.others]     # "Takayama (demo)", ["hida"]
+        towns.of_device["hida-snow-1"]                      # "hida"
+    """
+    city = tomllib.loads(city_file.read_text(encoding="utf-8"))
+
+    def town(table: dict, town_id: str) -> Town:
+        centre = table.get("center") or table.get("centre") or (None, None)
+        return Town(town_id, name=table.get("name", ""), name_ja=table.get("name_ja", ""), lat=centre[0],
+                    lon=centre[1], zoom=table.get("zoom"))
+
+    others = [town(table, table["id"]) for table in city.get("town", [])]
+    known = {t.id for t in others}
+    of_device = {}
+    for entry in city.get("device", []):
+        if "town" in entry:
+            if entry["town"] not in known:
+                raise DemoError(f"{city_file}: device {entry.get('device', {}).get('id')!r} names town"
+                                f" {entry['town']!r}, which no [[town]] table describes")
+            of_device[entry["device"]["id"]] = entry["town"]
+    return CityTowns(town(city, FIRST_TOWN), others, of_device)
+
+
+def set_up_towns(db, towns: CityTowns) -> None:
+    """The demo's towns in the database: the first town gets the city's name and centre where it
+    has none, the others are added once (operators change them with `jisaku towns set`)."""
+    book = Towns(db)
+    first = book.must_exist(book.first())
+    unset = {key: getattr(towns.first, key) for key in ("name", "name_ja", "lat", "lon", "zoom")
+             if getattr(first, key) in (None, "")}
+    if unset:
+        book.update(first.id, **unset)
+    for town in towns.others:
+        if book.get(town.id) is None:
+            book.add(town)
+
+
+def register(registry: Registry, devices: list[DeviceConfig], secrets_file: Path,
+             towns: dict[str, str] | None = None) -> dict[str, str]:
     """Register the demo's devices (once) and return their secrets.
 
+    ``towns``: device id -> town id for the devices not of the first town (CityTowns.of_device).
+    A device with ``practice = true`` in its [device] table is a practice device.
     A real device keeps its secret on its own disk; the demo keeps all of them
     in one file in the data folder, readable by its owner only.
     """
+    towns = towns or {}
     secrets: dict[str, str] = json.loads(secrets_file.read_text()) if secrets_file.exists() else {}
     changes = Changes(registry.db)  # the audit log says the demo registered them
     for config in devices:
@@ -81,11 +143,14 @@ def register(registry: Registry, devices: list[DeviceConfig], secrets_file: Path
             # city.toml's Japanese name, for the Japanese pages. A data folder made before
             # names had a Japanese half gets it here too: update_device below rewrites the row.
             name_ja=config.device.get("name_ja", ""),
+            town=towns.get(config.id), practice=bool(config.device.get("practice", False)),
         )
         if registry.get(config.id) is None:
             secrets[config.id] = changes.add_device("demo", record)
         else:
-            changes.update_device("demo", record)
+            changes.update_device("demo", record)  # leaves town and practice alone
+            if registry.get(config.id).practice != record.practice:
+                registry.set_practice(config.id, record.practice)
             if config.id not in secrets:
                 secrets[config.id] = new_secret()
                 registry.set_secret(config.id, secrets[config.id])
@@ -95,9 +160,13 @@ def register(registry: Registry, devices: list[DeviceConfig], secrets_file: Path
     return secrets
 
 
-async def _serve(settings: Settings, devices: list[DeviceConfig], rules: list[dict] = ()) -> None:
+async def _serve(settings: Settings, devices: list[DeviceConfig], rules: list[dict] = (),
+                 towns: CityTowns | None = None) -> None:
     registry, store, influx = open_stores(settings)
-    secrets = register(registry, devices, settings.secrets_dir / "demo-devices.json")
+    if towns is not None:
+        set_up_towns(registry.db, towns)
+    secrets = register(registry, devices, settings.secrets_dir / "demo-devices.json",
+                       towns.of_device if towns else None)
     gateway_secret = registry.service_secret("_gateway", settings.secrets_dir)
 
     broker_address = BrokerAddress.parse(settings.broker)
@@ -142,8 +211,10 @@ async def _serve(settings: Settings, devices: list[DeviceConfig], rules: list[di
     server = uvicorn.Server(uvicorn.Config(create_app(settings.sqlite_path, phones, readings=influx,
                                                       config_publisher=config_publisher), host=host, port=port,
                                            log_level="warning"))
+    neighbours = "".join(f"  {town.name or town.id}: http://{host}:{port}/t/{town.id}/\n"
+                         for town in (towns.others if towns else []))
     print(f"\n  jisaku demo: {len(devices)} simulated devices in town.\n"
-          f"  Open http://{host}:{port}/  (API: http://{host}:{port}/docs)\n"
+          f"  Open http://{host}:{port}/  (API: http://{host}:{port}/docs)\n{neighbours}"
           f"  Data is kept in {settings.data_dir.resolve()}. Press Ctrl-C to stop.\n", flush=True)
     print(f"  Operators: http://{host}:{port}/operator  " + (
         f"user admin, password {admin_password} (shown once; change it: jisaku users passwd admin)\n"
@@ -184,5 +255,5 @@ def first_admin(db) -> str | None:
 def run_demo(settings: Settings, city_file: Path = DEFAULT_CITY) -> None:
     devices = load_city(city_file)
     rules = tomllib.loads(city_file.read_text(encoding="utf-8")).get("alert_rule", [])
-    asyncio.run(_serve(settings, devices, rules))
+    asyncio.run(_serve(settings, devices, rules, city_towns(city_file)))
 
