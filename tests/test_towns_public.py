@@ -14,6 +14,7 @@ import io
 import json
 import urllib.error
 import urllib.request
+from typing import Any
 
 import pytest
 from google.transit import gtfs_realtime_pb2
@@ -52,29 +53,39 @@ def two_towns(make_town):
     return town
 
 
-def get(town, path: str) -> tuple[int, dict[str, str], bytes]:
+def get(town, path: str) -> tuple[int, Any, bytes]:
     try:
         with urllib.request.urlopen(town.base_url + path, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, response.headers, response.read()
     except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
+        return err.code, err.headers, err.read()
 
 
 def ids(town, path: str) -> set[str]:
     return {f["id"] for f in town.get_json(path)["features"]}
 
 
-def first_stream_event(town, path: str) -> dict:
-    """The ``latest`` snapshot a stream starts with."""
+def stream_events(town, path: str, count: int) -> list[tuple[str, dict]]:
+    """The first ``count`` events of a stream: the ``latest`` snapshot, then ``changes``."""
+    events = []
     with urllib.request.urlopen(town.base_url + path, timeout=10) as response:
         name = None
         for raw in response:
             line = raw.decode().rstrip("\n")
             if line.startswith("event: "):
                 name = line.removeprefix("event: ")
-            elif line.startswith("data: ") and name == "latest":
-                return json.loads(line.removeprefix("data: "))
-    raise AssertionError("the stream ended before its snapshot")
+            elif line.startswith("data: ") and name:
+                events.append((name, json.loads(line.removeprefix("data: "))))
+                if len(events) == count:
+                    return events
+    raise AssertionError(f"the stream ended after {len(events)} events")
+
+
+def first_stream_event(town, path: str) -> dict:
+    """The ``latest`` snapshot a stream starts with."""
+    ((name, data),) = stream_events(town, path, 1)
+    assert name == "latest"
+    return data
 
 
 def feed_ids(town, path: str) -> set[str]:
@@ -100,6 +111,11 @@ def test_each_town_shows_its_own_devices_on_every_public_path(make_town):
     assert {d["id"] for d in town.get_json("/t/hida/api/v1/devices")} == HIDA
     assert {f["id"] for f in first_stream_event(town, "/api/v1/stream")["features"]} == FIRST
     assert {f["id"] for f in first_stream_event(town, "/t/hida/api/v1/stream")["features"]} == HIDA
+    # While both towns' buses drive, each stream's changes are its own town's devices only.
+    for path, mine in (("/api/v1/stream", FIRST), ("/t/hida/api/v1/stream", HIDA)):
+        changes = [data for name, data in stream_events(town, path, 4)[1:]]
+        assert all(name for name in changes) and all(f["id"] in mine for c in changes for f in c["features"])
+        assert any(c["features"] for c in changes)
     # /t/main/ is the first town by its name
     assert ids(town, "/t/main/api/v1/latest.geojson") == FIRST
 
