@@ -218,3 +218,43 @@ def test_a_phone_shows_the_second_towns_map_with_its_name_and_markers(browser, m
     page.wait_for_url("**/t/hida/devices/hida-snow-1")
     page.wait_for_selector("#jisaku-charts canvas, #jisaku-charts .uplot", timeout=15000)
     assert not page.outside, f"requests left the machine: {page.outside}"
+
+
+def test_an_operator_turns_their_own_towns_disaster_mode_and_a_joint_account_names_the_town(make_town):
+    import httpx
+
+    from jisaku.dashboard.operator.auth import CSRF_HEADER
+    from jisaku.gateway.accounts import Accounts
+
+    town = two_towns(make_town)
+    accounts = Accounts(Database(town.db_path))
+    accounts.add("sato", "hida-password-1", "operator", town="hida")
+    accounts.add("joint", "joint-password-1", "admin", town=None)
+
+    def client(name: str, password: str) -> httpx.Client:
+        session = httpx.Client(base_url=town.base_url, timeout=10)
+        answer = session.post("/api/v1/operator/login", json={"name": name, "password": password})
+        assert answer.status_code == 200, answer.text
+        session.headers[CSRF_HEADER] = answer.json()["csrf_token"]
+        return session
+
+    sato, joint = client("sato", "hida-password-1"), client("joint", "joint-password-1")
+    try:
+        answer = sato.put("/api/v1/operator/disaster-mode", json={"on": True})
+        assert answer.status_code == 200 and answer.json()["town"] == "hida"
+        assert town.get_json("/t/hida/api/v1/town")["disaster_mode"] and not town.get_json("/api/v1/town")["disaster_mode"]
+        assert sato.get("/api/v1/operator/shelters").json()["disaster_mode"] is not None
+        # Another town is answered word for word as a town that does not exist.
+        other = sato.put("/api/v1/operator/disaster-mode", json={"on": True, "town": "main"})
+        missing = sato.put("/api/v1/operator/disaster-mode", json={"on": True, "town": "nowhere"})
+        assert other.status_code == missing.status_code == 404
+        assert other.json()["detail"].replace("main", "X") == missing.json()["detail"].replace("nowhere", "X")
+        assert not town.get_json("/api/v1/town")["disaster_mode"]
+        # A joint-body account names the town; without one, the first town.
+        assert joint.put("/api/v1/operator/disaster-mode", json={"on": True}).json()["town"] == "main"
+        assert town.get_json("/api/v1/town")["disaster_mode"]
+        assert joint.put("/api/v1/operator/disaster-mode", json={"on": False, "town": "hida"}).json()["town"] == "hida"
+        assert not town.get_json("/t/hida/api/v1/town")["disaster_mode"] and town.get_json("/api/v1/town")["disaster_mode"]
+    finally:
+        sato.close()
+        joint.close()
