@@ -11,7 +11,8 @@ and the ids of devices that left the public map::
     event: changes
     data: {"features":[...changed or new public devices...],"removed":["bus-7"]}
 
-One poller per app does the work for every open stream: once a second it asks the database
+Each town has its own stream (``/t/<id>/api/v1/stream``; the first town's also at
+``/api/v1/stream``) with only its devices. One poller per town does the work for every open stream: once a second it asks the database
 which rows of ``latest`` (a new reading) or ``device_status`` (online, stale, offline) changed
 since its previous look, renders those devices, compares them with what it sent before, and
 hands the same ``changes`` bytes to every stream. When the registry changed (a device added,
