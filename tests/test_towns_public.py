@@ -255,6 +255,15 @@ def test_an_operator_turns_their_own_towns_disaster_mode_and_a_joint_account_nam
         assert town.get_json("/api/v1/town")["disaster_mode"]
         assert joint.put("/api/v1/operator/disaster-mode", json={"on": False, "town": "hida"}).json()["town"] == "hida"
         assert not town.get_json("/t/hida/api/v1/town")["disaster_mode"] and town.get_json("/api/v1/town")["disaster_mode"]
+        # On the operator page, a joint-body account picks the town; the form turns that town's.
+        page = joint.get("/operator/shelters?town=hida").text
+        assert 'href="/operator/shelters?town=hida" aria-current="page"' in page and 'name="town" value="hida"' in page
+        answer = joint.post("/operator/shelters/disaster-mode", data={"confirm": "yes", "on": "1", "town": "hida"})
+        assert answer.status_code == 303 and answer.headers["location"] == "/operator/shelters?town=hida"
+        assert town.get_json("/t/hida/api/v1/town")["disaster_mode"]
+        # A town operator's page has no such choice and is their own town's.
+        page = sato.get("/operator/shelters?town=main").text
+        assert 'name="town" value="hida"' in page and "?town=main" not in page
     finally:
         sato.close()
         joint.close()

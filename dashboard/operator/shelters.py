@@ -129,9 +129,15 @@ def disaster_mode(body: DisasterMode, request: Request, session: Annotated[Sessi
 
 def _page(request: Request, status: int = 200, **context: Any):
     lang = i18n.pick_language(request)
-    session = current_session(request)  # the page's town: the operator's own (a joint body: the first)
-    town = (session.user.town if session else None) or Towns(request.app.state.operator_ops.store.db).first()
+    # The page's town: the operator's own; a joint-body account picks one (?town=, default the first).
+    session = current_session(request)
+    towns = Towns(request.app.state.operator_ops.store.db)
+    joint = session is not None and session.user.town is None
+    picked = request.query_params.get("town") if joint else None
+    town = (session.user.town if session else None) or (picked if picked and towns.get(picked) else towns.first())
     mode = TownState(request.app.state.operator_ops.store.db).disaster_mode(town)
+    context.setdefault("disaster_town", town)
+    context.setdefault("disaster_towns", towns.ids() if joint else [])
     rows = _shelters(request)
     for row in rows:
         row["level_label"] = LABELS[row["level"]][lang]
@@ -159,7 +165,7 @@ async def disaster_mode_form(request: Request, session: Session = Depends(requir
         return _page(request, 503, error=t("op.shelters.not_sent", detail=str(err)))
     if problems:
         return _page(request, 200, error=t("op.shelters.some_not_reached", ids=", ".join(sorted(problems))))
-    return see("/operator/shelters")
+    return see(f"/operator/shelters?town={town}" if session.user.town is None else "/operator/shelters")
 
 
 @page_router.post("/shelters/{device_id}/open")
