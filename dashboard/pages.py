@@ -281,8 +281,10 @@ def map_view(town: TownSettings, located: list[tuple[float, float]]) -> tuple[tu
     """Where the map opens: the middle of the town's devices; before any reports, the town's own
     centre and zoom (towns table), else all of Japan.
 
-    >>> map_view(TOWN, [(36.0, 137.0), (36.2, 137.2)])  # doctest: +SKIP
-    ((36.1, 137.1), 14)
+    Example::
+
+        map_view(hida, [(36.23, 137.18), (36.25, 137.19)])   # ((36.24, 137.185), 14)
+        map_view(hida, [])                                   # ((hida.lat, hida.lon), hida.zoom)
     """
     if located:
         return (sum(p[0] for p in located) / len(located), sum(p[1] for p in located) / len(located)), 14

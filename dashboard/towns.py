@@ -169,8 +169,9 @@ def shows_device(request: Request, device_town: str) -> bool:
     """Whether a device of ``device_town`` may be shown at this path: always without /t/ (ids are
     unique), under /t/<id>/ only when it is that town's. Otherwise answer as for a missing device.
 
-    >>> shows_device(request_for("/t/hida/devices/snow-1"), "main")   # doctest: +SKIP
-    False
+    Example::
+
+        shows_device(request, "main")   # GET /t/hida/devices/snow-1: False; GET /devices/snow-1: True
     """
     named = named_town(request)
     return named is None or named == device_town
