@@ -103,10 +103,16 @@ def promote(device_id: DeviceIdPath, body: models.Promotion, request: Request,
 @api_router.get("/devices/{device_id}/history", response_model=History,
                 summary="One metric of any of your devices (practice ones too), in about 300 buckets")
 def operator_history(device_id: DeviceIdPath, request: Request,
-                     metric: Annotated[str, Query(max_length=64, description="e.g. depth_cm")],
+                     metric: Annotated[str | None, Query(max_length=64, description="e.g. depth_cm; left out:"
+                                                         " the first number it sends")] = None,
                      range_name: RangeName = Query("24h", alias="range")):
     if request.app.state.registry.get(device_id) is None:
         return _error(NotFound(f"no device {device_id!r}"))
+    if metric is None:
+        latest = next((d for d in request.app.state.store.latest(public_only=False) if d["id"] == device_id), None)
+        numbers = sorted(k for k, v in (latest or {}).get("values", {}).items()
+                         if isinstance(v, int | float) and not isinstance(v, bool) and k not in ("lat", "lon"))
+        metric = numbers[0] if numbers else "value"
     if not METRIC.match(metric):
         raise HTTPException(422, f"metric {metric!r} should be a name such as depth_cm: letters, digits, _ . -")
     start, end, bucket_s = window(range_name, time.time())
