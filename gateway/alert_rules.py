@@ -182,6 +182,9 @@ class Rule(BaseModel):
     condition: Condition
     action: Action | None = Field(None, description="switch an output when the alert is raised and clears;"
                                                     " only switchers and admins may save a rule with one")
+    practice: bool = Field(False, description="a learner's rule: its alerts go only to its owner's own target"
+                                              " (\"my notifications\"), never to the town's")
+    owner: str | None = Field(None, max_length=64, description="who made it (set by the server; ignored when sent)")
 
     @model_validator(mode="after")
     def _one_scope(self) -> "Rule":

@@ -32,6 +32,7 @@ from .alert_words import LANGUAGES, Wording, say
 from .commands import known_outputs
 from .db import Database, write
 from .notify_outbox import enqueue
+from .notify_routes import route_for
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +112,10 @@ class AlertBook:
         connection = self.db.connection
         with write(connection):
             cursor = connection.execute(
-                "INSERT INTO alert_rules (name, device_id, kind, enabled, condition, action, created, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO alert_rules (name, device_id, kind, enabled, condition, action, created, updated,"
+                " practice, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (rule.name, rule.device_id, rule.kind, int(rule.enabled), rule.condition.model_dump_json(),
-                 _action_json(rule), now, now))
+                 _action_json(rule), now, now, int(rule.practice), rule.owner))
             self._bump(connection)
         return rule.model_copy(update={"id": cursor.lastrowid})
 
@@ -124,13 +125,16 @@ class AlertBook:
         rule = self._checked(rule).model_copy(update={"id": rule_id})
         connection = self.db.connection
         with write(connection):
+            if rule.owner is None:  # whoever made it stays its owner: a change never moves its notifications
+                row = connection.execute("SELECT owner FROM alert_rules WHERE id=?", (rule_id,)).fetchone()
+                rule = rule.model_copy(update={"owner": row["owner"] if row else None})
             if self.rule(rule_id) != rule:  # a changed rule starts afresh: a pending duration meant the old levels
                 connection.execute("DELETE FROM alert_tracks WHERE rule_id=?", (rule_id,))
             updated = connection.execute(
-                "UPDATE alert_rules SET name=?, device_id=?, kind=?, enabled=?, condition=?, action=?, updated=?"
-                " WHERE id=?",
+                "UPDATE alert_rules SET name=?, device_id=?, kind=?, enabled=?, condition=?, action=?, updated=?,"
+                " practice=?, owner=? WHERE id=?",
                 (rule.name, rule.device_id, rule.kind, int(rule.enabled), rule.condition.model_dump_json(),
-                 _action_json(rule), time.time(), rule_id)).rowcount
+                 _action_json(rule), time.time(), int(rule.practice), rule.owner, rule_id)).rowcount
             if not updated:
                 raise RuleError(f"there is no rule {rule_id}")
             kinds = {row["id"]: row["kind"] for row in connection.execute("SELECT id, kind FROM devices")}
@@ -316,6 +320,8 @@ class AlertBook:
                 lines.append(say(("because", {"time": local_time(alert.raised), "what": raised_message}), lang))
             texts[lang] = (f"{words['state']}: {alert.rule_name} ({shown})", "\n".join(lines))
         enqueue(connection, {
+            # Whose it is (a learner's practice alert, or the town's): notify_routes.py.
+            "route": route_for(connection, alert.rule_id, alert.device_id, alert.id),
             "event": state, "title": texts["en"][0], "text": texts["en"][1],
             "title_ja": texts["ja"][0], "text_ja": texts["ja"][1],
             "alert_id": alert.id, "state": alert.state, "rule_id": alert.rule_id, "rule": alert.rule_name,
@@ -329,7 +335,8 @@ class AlertBook:
 def _rule(row: sqlite3.Row) -> Rule:
     return Rule(id=row["id"], name=row["name"], device_id=row["device_id"], kind=row["kind"],
                 enabled=bool(row["enabled"]), condition=json.loads(row["condition"]),
-                action=json.loads(row["action"]) if row["action"] else None)
+                action=json.loads(row["action"]) if row["action"] else None,
+                practice=bool(row["practice"]), owner=row["owner"])
 
 
 def _action_json(rule: Rule) -> str | None:

@@ -147,6 +147,12 @@ class Changes:
                 device = replace(device, attributes=before.attributes)
             if before == device:
                 return
+            if device.practice != before.practice:
+                if not device.practice:  # the one way out of the practice space is promotion, audited as such
+                    raise OperationError(f"{device.id} is a practice device: promote it to make it a town device"
+                                         f" (POST /api/v1/operator/devices/{device.id}/promote, or"
+                                         f" jisaku devices promote {device.id})")
+                self.registry.set_practice(device.id, True)
             self.registry.update_device(device)
             old, new = asdict(before), asdict(device)
             changed = [key for key in new if old[key] != new[key]]
@@ -316,13 +322,18 @@ class Changes:
     # the database's write lock meanwhile could make it and the engine wait for each other.
 
     def add_rule(self, actor: str, rule: Rule | dict) -> Rule:
-        saved = self.alerts.add_rule(rule)
+        rule = rule if isinstance(rule, Rule) else Rule.model_validate(rule)
+        # Its owner is who made it (a practice rule notifies them alone): never what the body says.
+        owner = actor if self.accounts.get(actor) is not None else None
+        saved = self.alerts.add_rule(rule.model_copy(update={"owner": owner}))
         self.audit.record(actor, "rule.add", str(saved.id), None, _rule_json(saved))
         return saved
 
     def update_rule(self, actor: str, rule_id: int, rule: Rule | dict) -> Rule:
         before = self._rule(rule_id)
-        saved = self.alerts.update_rule(rule_id, rule, user=actor)
+        rule = rule if isinstance(rule, Rule) else Rule.model_validate(rule)
+        # The owner stays who made it, whatever the body says (None: AlertBook keeps it).
+        saved = self.alerts.update_rule(rule_id, rule.model_copy(update={"owner": None}), user=actor)
         self.audit.record(actor, "rule.update", str(rule_id), _rule_json(before), _rule_json(saved))
         return saved
 

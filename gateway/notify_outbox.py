@@ -28,6 +28,7 @@ from typing import Any
 from .db import Database, write
 from .notify_channels import DeliveryError, Publish, in_language, publish_mqtt, send_mail, send_webhook
 from .notify_config import NotifyConfig
+from .notify_routes import Routes
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class Notifier:
         self.db = db
         self.config = config or NotifyConfig()
         self.publish = publish
+        # Which channels each message goes to (a town's, a learner's): notify_routes.py decides.
+        self.routes = Routes(db, self.config)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -119,15 +122,13 @@ class Notifier:
         connection = self.db.connection
         if connection.execute("SELECT 1 FROM notify_outbox WHERE fanned_out = 0 LIMIT 1").fetchone() is None:
             return
-        channels = self.config.channel_names()
         with write(connection):  # several gateway workers: one of them fans out each message
             rows = connection.execute("SELECT id, payload FROM notify_outbox WHERE fanned_out = 0 ORDER BY id")
             for row in rows.fetchall():
-                event = json.loads(row["payload"]).get("event")
-                if event in self.config.events:
-                    connection.executemany(
-                        "INSERT INTO notify_deliveries (message_id, channel, created, state, next_try)"
-                        " VALUES (?, ?, ?, 'pending', ?)", [(row["id"], name, now, now) for name in channels])
+                channels = self.routes.channels(json.loads(row["payload"]))
+                connection.executemany(
+                    "INSERT INTO notify_deliveries (message_id, channel, created, state, next_try)"
+                    " VALUES (?, ?, ?, 'pending', ?)", [(row["id"], name, now, now) for name in channels])
                 connection.execute("UPDATE notify_outbox SET fanned_out = 1 WHERE id = ?", (row["id"],))
             # Old news: what was sent or given up on long ago.
             connection.execute("DELETE FROM notify_deliveries WHERE state != 'pending' AND done < ?",
@@ -164,13 +165,21 @@ class Notifier:
             (state, attempts, error, time.time(), delivery_id))
 
     def _send(self, channel: str, payload: dict[str, Any]) -> None:
-        payload = in_language(payload, self.config.language)
-        if channel == "smtp" and self.config.smtp:
-            send_mail(self.config.smtp, payload)
-        elif channel == "mqtt" and self.config.mqtt:
-            publish_mqtt(self.publish, self.config.mqtt, payload)
+        resolved = self.routes.resolve(channel)
+        if resolved is None:
+            raise DeliveryError(f"channel {channel!r} is no longer set up (the town's or the learner's"
+                                " target was removed)", permanent=True)
+        config, name = resolved
+        # Whose it is was for choosing the channels; the receivers get the message itself.
+        payload = in_language({k: v for k, v in payload.items() if k != "route"}, config.language)
+        if name == "smtp" and config.smtp:
+            send_mail(config.smtp, payload)
+        elif name == "mqtt" and config.mqtt:
+            if self.publish is None:
+                raise DeliveryError("a town's [notify.mqtt] needs the gateway's connection", permanent=True)
+            publish_mqtt(self.publish, config.mqtt, payload)
         else:
-            hook = next((h for h in self.config.webhook if h.name == channel), None)
+            hook = next((h for h in config.webhook if h.name == name), None)
             if hook is None:
                 raise DeliveryError(f"channel {channel!r} is no longer in jisaku.toml [notify]", permanent=True)
             send_webhook(hook, payload)

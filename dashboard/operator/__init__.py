@@ -23,6 +23,7 @@ from jisaku.gateway.registry import Registry
 from jisaku.gateway.store import SQLiteStore
 
 from . import alerts as alert_pages
+from . import practice as practice_pages
 from . import api, pages
 from . import bundles as bundle_api
 from . import shelters as shelter_pages
@@ -64,6 +65,8 @@ def install(app: FastAPI, db: Database, store: SQLiteStore, registry: Registry,
     app.include_router(update_pages.api_router)  # offer them to devices, and follow each device
     app.include_router(update_pages.page_router)
     app.include_router(switching.page_router)
+    app.include_router(practice_pages.api_router)  # the practice space: map, promotion, my notifications
+    app.include_router(practice_pages.page_router)
     app.add_exception_handler(NotLoggedIn, _not_logged_in)
     app.add_exception_handler(Forbidden, _forbidden)
 

@@ -174,7 +174,8 @@ def rules_page(request: Request, edit: Annotated[int | None, Query(ge=1, le=2**5
 def _form_of(rule: Rule) -> dict[str, Any]:
     condition = rule.condition.model_dump(mode="json")
     form = {"name": rule.name, "scope": rule.device_id or rule.kind or "",
-            "scope_is": "device" if rule.device_id else "kind", "enabled": "1" if rule.enabled else "", **condition}
+            "scope_is": "device" if rule.device_id else "kind", "enabled": "1" if rule.enabled else "",
+            "practice": "1" if rule.practice else "", **condition}
     if rule.action is not None:
         switch = rule.action.switch
         form.update(action_device=switch.device_id, action_output=switch.output,
@@ -234,7 +235,7 @@ def _rule_from_form(form) -> Rule:
         if values.get("action_interval"):
             action["min_interval_min"] = values["action_interval"].replace(",", ".")
     return Rule.model_validate({
-        "name": values.get("name", ""), "enabled": values.get("enabled") == "1",
+        "name": values.get("name", ""), "enabled": values.get("enabled") == "1", "practice": values.get("practice") == "1",
         "device_id" if values.get("scope_is") == "device" else "kind": scope or None,
         "condition": condition, "action": action,
     })

@@ -140,7 +140,7 @@ def add_device(body: models.NewDevice, request: Request, session: Annotated[Sess
     try:
         secret = ops.changes.add_device(session.user.name, DeviceRecord(
             id=body.id, kind=body.kind, name=body.name or body.id, name_ja=body.name_ja, public=body.public,
-            interval_s=body.interval_s, lat=body.lat, lon=body.lon))
+            interval_s=body.interval_s, lat=body.lat, lon=body.lon, practice=body.practice))
     except _REFUSED as err:
         return _error(err)
     return _with_secret(ops, request, body.id, secret)

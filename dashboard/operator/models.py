@@ -74,6 +74,7 @@ class OperatorDevice(BaseModel):
     name: str
     name_ja: str = Field(description="the name on the Japanese pages; empty: they show `name`")
     public: bool
+    practice: bool = Field(False, description="a learner's device: on the practice map, never on residents' pages")
     interval_s: float | None
     lat: float | None
     lon: float | None
@@ -104,6 +105,8 @@ class NewDevice(_Place):
     name: Annotated[str, Field(max_length=200)] = ""
     name_ja: Annotated[str, Field(max_length=200, description="the name in Japanese; empty: `name` everywhere")] = ""
     public: bool = True
+    practice: bool = Field(False, description="a learner's device: the whole pipeline, shown on the practice map"
+                                              " (/operator/practice), never to residents; promote it later")
     interval_s: Interval | None = None
     lat: Latitude | None = None
     lon: Longitude | None = None
@@ -116,6 +119,8 @@ class DeviceChange(_Place):
     name: Annotated[str, Field(max_length=200)] | None = None
     name_ja: Annotated[str, Field(max_length=200, description="\"\" takes the Japanese name away")] | None = None
     public: bool | None = None
+    practice: bool | None = Field(None, description="true makes it a practice device; back to false only by"
+                                                    " promotion (POST …/promote)")
     interval_s: Interval | None = None
     lat: Latitude | None = None
     lon: Longitude | None = None
@@ -256,3 +261,30 @@ class RolloutRequest(BaseModel):
 class DeviceUpdates(BaseModel):
     software: DeviceSoftware | None = Field(description="what the device last said it runs (null: it never said)")
     updates: list[DeviceUpdate] = Field(description="its update offers, newest first")
+
+
+class Promotion(BaseModel):
+    keep_history: bool = Field(description="keep what it recorded while practising (it then shows on the residents'"
+                                           " map and in open data); false deletes its readings, events, pictures,"
+                                           " hourly figures and latest state")
+
+
+class Promoted(BaseModel):
+    device: OperatorDevice
+    deleted: dict[str, int] = Field(description="rows deleted, by table (empty with keep_history)")
+
+
+class LearnerTargetIn(BaseModel):
+    """Where your practice alerts go: a webhook URL (with its format) or an e-mail address; neither removes it."""
+
+    webhook_url: Annotated[str, Field(max_length=2000, examples=["https://hooks.slack.com/services/T0/B0/XX"])] | None = None
+    webhook_format: Literal["generic", "slack", "teams", "lineworks"] = "generic"
+    email: Annotated[str, Field(max_length=254, examples=["tanaka@town.example.jp"])] | None = None
+    language: Literal["ja", "en"] = "ja"
+
+
+class LearnerTargetOut(BaseModel):
+    kind: Literal["webhook", "email"] | None = Field(description="null: your practice alerts are on the alerts page only")
+    to: str | None = Field(description="the webhook's host (never its token), or the address")
+    webhook_format: str | None = None
+    language: Literal["ja", "en"] = "ja"

@@ -75,6 +75,7 @@ class DeviceView:
     settings: list[SettingLimit] = field(default_factory=list)  # what may be changed from afar
     outputs: list[OutputView] = field(default_factory=list)     # what can be switched (switch boxes)
     schedule_note: str | None = None  # what the device says of its schedule, e.g. "no clock"
+    practice: bool = False            # a learner's device: the practice map, never residents' pages
 
 
 def device_state(status: str, kind: str, last_seen: float | None, interval_s: float | None, revoked: bool,
@@ -145,7 +146,7 @@ class Operations:
             state=device_state(row["status"], row["kind"], last_seen, row["interval_s"], revoked, now),
             last_seen=last_seen, battery_pct=battery if isinstance(battery, int | float) else None,
             firmware=str(info["fw"]) if info.get("fw") is not None else None,
-            values=values, config=config, settings=limits,
+            values=values, config=config, settings=limits, practice=bool(row.get("practice")),
         )
 
     # ------------------------------------------------------------ devices: ready-to-copy settings

@@ -42,7 +42,8 @@ from .publisher import BrokerUnavailable, wait_for_answer
 # usually shows "applied" at once; a device that is away shows "pending" instead.
 ANSWER_WAIT_S = 3.0
 # Messages shown once after a change (?done=…): only these keys, so a link cannot inject text.
-DONE = {"settings_sent", "device_saved", "revoked", "user_added", "user_saved", "logged_out", "mask_saved"}
+DONE = {"settings_sent", "device_saved", "revoked", "user_added", "user_saved", "logged_out", "mask_saved",
+        "promoted", "notify_saved"}
 
 TEMPLATES = Path(__file__).parent / "templates"
 templates = Jinja2Templates(directory=TEMPLATES)
@@ -237,7 +238,7 @@ def _record_from_form(form, device_id: str, t) -> DeviceRecord:
     values = {
         "id": device_id, "kind": str(form.get("kind", "")).strip(), "name": str(form.get("name", "")).strip(),
         "name_ja": str(form.get("name_ja", "")).strip(),
-        "public": form.get("public") == "1",
+        "public": form.get("public") == "1", "practice": form.get("practice") == "1",
         "interval_s": _float_field(form, "interval_s", t),
         "lat": _float_field(form, "lat", t), "lon": _float_field(form, "lon", t),
     }
@@ -247,7 +248,8 @@ def _record_from_form(form, device_id: str, t) -> DeviceRecord:
         fields = sorted({str(e["loc"][0]) if e["loc"] else "lat" for e in err.errors()})
         raise OperationError(t("op.error.fields", fields=", ".join(t(f"op.field.{f}") for f in fields))) from None
     return DeviceRecord(id=device.id, kind=device.kind, name=device.name or device.id, name_ja=device.name_ja,
-                        public=device.public, interval_s=device.interval_s, lat=device.lat, lon=device.lon)
+                        public=device.public, interval_s=device.interval_s, lat=device.lat, lon=device.lon,
+                        practice=device.practice)
 
 
 @router.post("/devices/new")

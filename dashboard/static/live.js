@@ -163,6 +163,7 @@ function jisakuLive(map, config) {
   // The kind's own residents' page (kind.toml [pages] residents, e.g. the counter's), else the device page.
   function pageOf(feature) {
     var page = jisakuKind(known(feature.properties.kind)).page, id = encodeURIComponent(feature.id);
+    if (config.devicePage) return config.devicePage.split("{id}").join(id);  // the practice map: operator pages
     // inside the town: /t/<id>/devices/… on town <id>'s map (config.base is "" for the first town)
     return (config.base || "") + (page ? page.split("{id}").join(id) : "/devices/" + id);
   }
@@ -325,7 +326,7 @@ function jisakuLive(map, config) {
   }
 
   poll();
-  if (window.EventSource) {
+  if (window.EventSource && config.stream) {  // the operators' practice map has no stream: it polls
     var source = new EventSource(config.stream);
     source.addEventListener("latest", function (e) { show(JSON.parse(e.data)); });
     source.addEventListener("changes", function (e) { change(JSON.parse(e.data)); });

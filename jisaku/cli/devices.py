@@ -1,4 +1,4 @@
-"""``jisaku devices add / list / configure / rotate / revoke / remove``: change devices from the command line.
+"""``jisaku devices add / list / configure / rotate / revoke / remove / promote``: change devices from the command line.
 
 Each change goes through ``jisaku.gateway.changes.Changes``, as the operator pages' do:
 checked the same way (settings within their limits) and written to the audit log
@@ -12,6 +12,9 @@ the device, and never logged or recorded.
     jisaku devices rotate snow-3        # a new secret; the old one stops working now
     jisaku devices revoke snow-3        # no secret works; a connected device is cut off
     jisaku devices remove snow-3        # forget it (its readings stay)
+    jisaku devices add snow-9 --kind snow_gauge --practice   # a learner's: the practice map only
+    jisaku devices promote snow-9       # make it a town device, keeping what it recorded
+    jisaku devices promote snow-9 --drop-history   # ... deleting what it recorded while practising
 
 The embedded broker notices a change within a second or so. With Mosquitto, ``jisaku
 mosquitto sync`` applies it (docs/mosquitto.md).
@@ -63,9 +66,11 @@ def cmd_add(args: argparse.Namespace) -> None:
             raise ValueError(f"--location {args.location!r} should be LAT,LON, e.g. 36.146,137.252") from None
     settings = settings_module.load()
     device = DeviceRecord(id=args.id, kind=args.kind, name=args.name or args.id, public=not args.private,
-                          interval_s=args.interval, lat=lat, lon=lon, name_ja=args.name_ja or "")
+                          interval_s=args.interval, lat=lat, lon=lon, name_ja=args.name_ja or "",
+                          practice=args.practice)
     secret = _changes(settings).add_device(cli_actor(), device)
-    print(f"registered {device.id}.")
+    print(f"registered {device.id}" + (" as a practice device: it shows on the practice map"
+                                       " (/operator/practice), never to residents." if device.practice else "."))
     _show_secret(device.id, secret, _snippets_text(settings, args, device, secret))
 
 
@@ -93,6 +98,20 @@ def cmd_remove(args: argparse.Namespace) -> None:
 
     _changes(settings_module.load()).remove_device(cli_actor(), args.id)
     print(f"{args.id}: removed from the registry; its stored readings stay.")
+
+
+def cmd_promote(args: argparse.Namespace) -> None:
+    from jisaku.gateway.audit import cli_actor
+    from jisaku.gateway.db import Database
+    from jisaku.gateway.practice import Practice
+
+    settings = settings_module.load()
+    deleted = Practice(Database(settings.sqlite_path)).promote(cli_actor(), args.id, keep_history=not args.drop_history)
+    if args.drop_history:
+        gone = ", ".join(f"{count} {table}" for table, count in deleted.items() if count) or "nothing"
+        print(f"{args.id}: promoted to a town device; what it recorded while practising was deleted ({gone}).")
+    else:
+        print(f"{args.id}: promoted to a town device; its readings stay and residents now see them.")
 
 
 def parse_settings(pairs: list[str]) -> dict:
@@ -152,7 +171,7 @@ def cmd_list(args: argparse.Namespace) -> None:
         seen = datetime.datetime.fromtimestamp(device["ts"]).strftime("%Y-%m-%d %H:%M:%S") if device["ts"] else "-"
         config = store.config_state(device["id"])
         settings = f"rev {config['rev']} {config['state']}" if config else "-"
-        print(f"{device['id']:16} {device['kind']:14} {'public' if device['public'] else 'private':8} "
+        print(f"{device['id']:16} {device['kind']:14} {'practice' if device['practice'] else 'public' if device['public'] else 'private':8} "
               f"{device['status']:8} {seen:20} {settings:14} {device['name']}"
               + (f" / {device['name_ja']}" if device["name_ja"] else ""))
 
@@ -165,7 +184,7 @@ def _address_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(commands) -> None:
-    """``jisaku devices add|list|configure|rotate|revoke|remove``."""
+    """``jisaku devices add|list|configure|rotate|revoke|remove|promote``."""
     devices = commands.add_parser("devices", help="the device registry").add_subparsers(dest="action", required=True)
     add = devices.add_parser("add", help="register a device and print its secret once")
     add.add_argument("id")
@@ -174,6 +193,8 @@ def add_parser(commands) -> None:
     add.add_argument("--name-ja", help="the name on the Japanese pages, e.g. 積雪計（市役所）"
                      " (default: none; they show --name)")
     add.add_argument("--private", action="store_true", help="keep it off the residents' pages")
+    add.add_argument("--practice", action="store_true", help="a learner's device: on the practice map"
+                     " (/operator/practice) only, never on residents' pages; `jisaku devices promote` later")
     add.add_argument("--interval", type=float, help="expected seconds between readings")
     add.add_argument("--location", help="LAT,LON for a device that does not move")
     _address_options(add)
@@ -194,4 +215,9 @@ def add_parser(commands) -> None:
     remove = devices.add_parser("remove", help="forget a device (its readings stay)")
     remove.add_argument("id")
     remove.set_defaults(run=cmd_remove)
+    promote = devices.add_parser("promote", help="make a practice device a town device (audited)")
+    promote.add_argument("id")
+    promote.add_argument("--drop-history", action="store_true", help="delete what it recorded while practising"
+                         " (readings, events, pictures, hourly figures) instead of keeping it")
+    promote.set_defaults(run=cmd_promote)
 
