@@ -179,6 +179,8 @@ class Rule(BaseModel):
     device_id: str | None = None
     kind: str | None = None
     enabled: bool = True
+    town: str | None = Field(None, description="the town whose devices it watches: a device's rule is its"
+                                              " device's; left out, the operator's own (or the first town)")
     condition: Condition
     action: Action | None = Field(None, description="switch an output when the alert is raised and clears;"
                                                     " only switchers and admins may save a rule with one")
