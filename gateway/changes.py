@@ -34,7 +34,7 @@ from .pictures import PictureStore
 from .registry import DeviceRecord, Registry, RegistryError
 from .store import SQLiteStore
 from .town_state import DISASTER_MODE, TownState
-from .towns import TownError, Towns
+from .towns import Town, TownError, Towns
 
 
 class OperationError(ValueError):
@@ -302,6 +302,32 @@ class Changes:
         if device is None:
             raise NotFound(f"no device {device_id!r}")
         return device
+
+    # ------------------------------------------------------------ towns themselves
+
+    def add_town(self, actor: str, town: Town) -> Town:
+        """A new town of this deployment (``jisaku towns add``), with its audit entry."""
+        try:
+            added = Towns(self.db).add(town)
+        except TownError as err:
+            raise OperationError(str(err)) from None
+        self.audit.record(actor, "town.add", added.id, None, asdict(added))
+        return added
+
+    def update_town(self, actor: str, town_id: str, **changes: Any) -> Town:
+        """Change a town's settings; ``id=`` renames it in every town column (``jisaku towns set``)."""
+        towns = Towns(self.db)
+        try:
+            before = towns.must_exist(town_id)
+            after = towns.update(town_id, **changes)
+        except TownError as err:
+            raise OperationError(str(err)) from None
+        old, new = asdict(before), asdict(after)
+        changed = [key for key in new if old[key] != new[key]]
+        if changed:
+            self.audit.record(actor, "town.update", after.id, {key: old[key] for key in changed},
+                              {key: new[key] for key in changed})
+        return after
 
     # ------------------------------------------------------------ operator accounts
 
