@@ -312,3 +312,34 @@ def test_every_operator_route_is_guarded_and_every_path_parameter_placed(towns):
         if path.endswith("/login"):
             continue
         assert "guard" in calls, f"{path} has no town guard"
+
+
+def test_no_refusal_tells_another_towns_object_from_a_missing_one(towns):
+    """The answers that come before looking the object up (a switch not confirmed, a rule that
+    switches, by a plain operator) come after it, so they cannot be used to probe."""
+    app, db, a, b = towns
+    client, token = login(app, "minami-op")
+    headers = {"X-CSRF-Token": token}
+    action = {"switch": {"device_id": b["device_id"], "output": "heater"}}
+    probes = [
+        ("POST", "/api/v1/operator/devices/{device_id}/outputs/heater", {"on": True, "confirm": False}),
+        ("PUT", "/api/v1/operator/rules/{rule_id}", {"name": "x", "kind": "printer_tray", "action": action,
+                                                    "condition": {"type": "no_data", "minutes": 5}}),
+        ("DELETE", "/api/v1/operator/rules/{rule_id}", None),
+    ]
+    switcher, switcher_token = login(app, "minami-switcher")
+    before = dump(db)
+    for who, headers in ((client, headers), (switcher, {"X-CSRF-Token": switcher_token})):
+        for method, path, payload in probes:
+            got = who.request(method, fill(path, b), json=payload, headers=headers)
+            missing = who.request(method, fill(path, GHOST), json=payload, headers=headers)
+            assert (got.status_code, words(got, b)) == (missing.status_code, words(missing, GHOST)), \
+                f"{method} {path}: {got.status_code} {got.text} / {missing.status_code} {missing.text}"
+    # A rule of A's town that would switch B's box: as if the box did not exist.
+    rule = {"name": "x", "kind": "printer_tray", "condition": {"type": "no_data", "minutes": 5}}
+    got = switcher.post("/api/v1/operator/rules", json={**rule, "action": action},
+                        headers={"X-CSRF-Token": switcher_token})
+    missing = switcher.post("/api/v1/operator/rules", headers={"X-CSRF-Token": switcher_token}, json={
+        **rule, "action": {"switch": {"device_id": GHOST["device_id"], "output": "heater"}}})
+    assert got.status_code == missing.status_code == 400 and words(got, b) == words(missing, GHOST)
+    assert dump(db) == before

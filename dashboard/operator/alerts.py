@@ -58,8 +58,11 @@ def _changes(request: Request) -> Changes:
 
 def _check_may_switch(session: Session, request: Request, rule: Rule | None, rule_id: int | None = None) -> None:
     """A rule that switches equipment (one with an action, now or before this change) may be
-    saved or deleted only by a switcher or an admin; anyone else gets 403."""
-    before = _book(request).rule(rule_id) if rule_id is not None else None
+    saved or deleted only by a switcher or an admin; anyone else gets 403. A rule that is not
+    there is AlertNotFound first, as another town's is (scope.py), so 403 never tells them apart."""
+    before = _reader(request).rule(rule_id) if rule_id is not None else None
+    if rule_id is not None and before is None:
+        raise AlertNotFound(f"there is no rule {rule_id}")
     switches = (rule is not None and rule.action is not None) or (before is not None and before.action is not None)
     if switches and not session.user.may_switch:
         raise Forbidden("switcher_only")
@@ -113,8 +116,8 @@ def new_rule(body: Rule, request: Request, session: Annotated[Session, Depends(r
 @api_router.put("/rules/{rule_id}", response_model=Rule, summary="Replace an alert rule")
 def replace_rule(rule_id: RuleId, body: Rule, request: Request,
                  session: Annotated[Session, Depends(require_operator)]):
-    _check_may_switch(session, request, body, rule_id)
     try:
+        _check_may_switch(session, request, body, rule_id)
         return _changes(request).update_rule(session.user.name, rule_id, body, within=session.user.town)
     except (AlertNotFound, RuleError, ValueError) as err:
         return _refused(err)
@@ -122,8 +125,8 @@ def replace_rule(rule_id: RuleId, body: Rule, request: Request,
 
 @api_router.delete("/rules/{rule_id}", status_code=204, summary="Delete an alert rule (its open alerts clear)")
 def remove_rule(rule_id: RuleId, request: Request, session: Annotated[Session, Depends(require_operator)]):
-    _check_may_switch(session, request, None, rule_id)
     try:
+        _check_may_switch(session, request, None, rule_id)
         _changes(request).delete_rule(session.user.name, rule_id, within=session.user.town)
     except (AlertNotFound, RuleError) as err:
         return _refused(err)
@@ -289,8 +292,8 @@ async def delete_rule_page(request: Request, rule_id: RuleId, session: Session =
     t = i18n.translator(i18n.pick_language(request))
     if form.get("confirm") != "yes":
         return _rules_page(request, 400, error=t("op.secret.confirm_first"))
-    _check_may_switch(session, request, None, rule_id)
     try:
+        _check_may_switch(session, request, None, rule_id)
         _changes(request).delete_rule(session.user.name, rule_id, within=session.user.town)
     except (AlertNotFound, RuleError):
         return render(request, "not_found.html", 404, what=str(rule_id))
