@@ -137,9 +137,11 @@ class AlertBook:
                  _action_json(rule), time.time(), rule.town, rule_id)).rowcount
             if not updated:
                 raise RuleError(f"there is no rule {rule_id}")
-            kinds = {row["id"]: row["kind"] for row in connection.execute("SELECT id, kind FROM devices")}
+            devices = {row["id"]: row for row in connection.execute("SELECT id, kind, town FROM devices")}
             for alert in self._open(connection, "rule_id=?", (rule_id,)):
-                if not rule.applies_to(alert.device_id, kinds.get(alert.device_id)):
+                device = devices.get(alert.device_id)
+                if not rule.applies_to(alert.device_id, device["kind"] if device else None,
+                                       device["town"] if device else None):
                     why = ("rule_disabled", {}) if not rule.enabled else ("rule_elsewhere", {})
                     self._clear(connection, alert, time.time(), why, None, actor=user)
             self._bump(connection)

@@ -343,3 +343,26 @@ def test_no_refusal_tells_another_towns_object_from_a_missing_one(towns):
         **rule, "action": {"switch": {"device_id": GHOST["device_id"], "output": "heater"}}})
     assert got.status_code == missing.status_code == 400 and words(got, b) == words(missing, GHOST)
     assert dump(db) == before
+
+
+def test_a_rule_for_every_device_of_a_kind_watches_its_own_towns_devices_only(tmp_path):
+    from jisaku.contract.protocol import Reading
+    from jisaku.gateway.alert_engine import AlertEngine
+    from jisaku.gateway.registry import Registry
+    from jisaku.gateway.store import Batch
+
+    db = Database(tmp_path / "jisaku.db")
+    Towns(db).add(Town("kita"))
+    changes = Changes(db)
+    changes.add_device("cli:test", DeviceRecord("main-snow", "snow_gauge"))
+    changes.add_device("cli:test", DeviceRecord("kita-snow", "snow_gauge"), within="kita")
+    engine = AlertEngine(db, Registry(db))
+    changes.alerts = engine
+    rule = changes.add_rule("kita-op", {"name": "Deep snow in Kita", "kind": "snow_gauge", "condition": {
+        "type": "above", "metric": "depth_cm", "raise_at": 30}}, within="kita")
+    assert rule.town == "kita"
+    now = time.time()
+    for device_id in ("main-snow", "kita-snow"):
+        engine.on_batch(Batch(readings=[(device_id, Reading(now, 1, {"depth_cm": 40.0}))]))
+    assert [alert.device_id for alert in AlertBook(db).alerts()] == ["kita-snow"]
+    assert [alert.device_id for alert in AlertBook(db).alerts(town="main")] == []
