@@ -91,6 +91,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
         "alerts_enabled": getattr(request.app.state, "operator_alerts", None) is not None,
         # A joint body's account chooses the town of what it adds; a town's account adds to its own.
         "towns": Towns(_ops(request).db).list() if session is not None and session.user.town is None else [],
+        "several_towns": session is not None and len(Towns(_ops(request).db).ids()) > 1,
         "done": request.query_params.get("done") if request.query_params.get("done") in DONE else None,
         **context,
     }, status_code=status)

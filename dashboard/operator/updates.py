@@ -162,7 +162,8 @@ async def start_page(request: Request, session: Session = Depends(require_operat
     try:
         first = int(str(form.get("first") or 0))
         wait_min = float(str(form.get("wait_min") or 30).replace(",", "."))
-        town = _town(request, session, str(form.get("town", "")).strip() or None)
+        asked = str(form.get("town", "")).strip()
+        town = _town(request, session, None if asked in ("", "*") else asked)  # "*": every town's devices
         rollout = await run_in_threadpool(_book(request).start, kind, version,
                                           named if form.get("target") == "devices" else None, first, wait_min,
                                           actor=session.user.name, within=town)
