@@ -366,3 +366,22 @@ def test_a_rule_for_every_device_of_a_kind_watches_its_own_towns_devices_only(tm
         engine.on_batch(Batch(readings=[(device_id, Reading(now, 1, {"depth_cm": 40.0}))]))
     assert [alert.device_id for alert in AlertBook(db).alerts()] == ["kita-snow"]
     assert [alert.device_id for alert in AlertBook(db).alerts(town="main")] == []
+
+
+def test_a_joint_bodys_admin_chooses_the_town_on_the_pages(towns):
+    app, db, a, b = towns
+    client, token = login(app, "kanri")
+    form = client.get("/operator/devices/new").text
+    assert 'name="town"' in form and 'value="kita"' in form
+    added = client.post("/operator/devices/new", data={"csrf_token": token, "id": "kita-page-1", "kind": "snow_gauge",
+                                                       "public": "1", "town": "kita"})
+    assert added.status_code == 200 and Towns(db).of_device("kita-page-1") == "kita"
+    made = client.post("/operator/users", data={"csrf_token": token, "name": "kanri-page", "password": PASSWORD,
+                                                "role": "operator", "town": "*"}, follow_redirects=False)
+    assert made.status_code == 303 and Accounts(db).get("kanri-page").town is None
+    # A town's admin has no choice: the form has no town, and what it adds is its own town's.
+    kita, kita_token = login(app, "kita-admin")
+    assert 'name="town"' not in kita.get("/operator/devices/new").text
+    made = kita.post("/operator/users", data={"csrf_token": kita_token, "name": "kita-page", "password": PASSWORD,
+                                              "role": "operator"}, follow_redirects=False)
+    assert made.status_code == 303 and Accounts(db).get("kita-page").town == "kita"
