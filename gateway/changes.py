@@ -345,7 +345,7 @@ class Changes:
                 raise AccountError(str(err)) from None
         with self._together():
             self.accounts.add(name, password, role, town=town)
-            self.audit.record(actor, "user.add", name, None, {"role": role, "disabled": False, "town": town})
+            self.audit.record(actor, "user.add", name, None, {"role": role, "disabled": False})  # town: the user's
 
     def update_user(self, actor: str, name: str, role: str | None = None, disabled: bool | None = None) -> None:
         """Change a user's role or whether they may log in; what did not change is not recorded."""

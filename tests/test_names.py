@@ -76,7 +76,7 @@ def test_a_database_made_before_japanese_names_gets_the_column_and_keeps_its_dev
     path = old_database(tmp_path / "jisaku.db", ("snow-1", "snow_gauge", "Snow gauge, city hall"))
     registry = Registry(Database(path))
     assert registry.get("snow-1") == DeviceRecord("snow-1", "snow_gauge", "Snow gauge, city hall",
-                                                  lat=36.1, lon=137.2, name_ja="")
+                                                  lat=36.1, lon=137.2, name_ja="", town="main")
 
     registry.update_device(DeviceRecord("snow-1", "snow_gauge", "Snow gauge, city hall", lat=36.1, lon=137.2,
                                         name_ja="積雪計（市役所）"))
