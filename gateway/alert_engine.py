@@ -123,6 +123,7 @@ class AlertEngine:
         self._rules: list[Rule] = []
         self._rules_rev = -1
         self._kinds: dict[str, str] = {}
+        self._towns: dict[str, str] = {}  # each device's town: a kind rule watches its own town's only
         # Newest reading per device (no_data); devices never heard from count from when first seen here.
         self._last_seen: dict[str, float] = {
             row["device_id"]: row["ts"] for row in db.connection.execute("SELECT device_id, ts FROM latest")}
@@ -210,7 +211,8 @@ class AlertEngine:
                 readings = sorted(by_device.get(device_id, []), key=lambda r: r.ts)
                 if readings:
                     self._last_seen[device_id] = max(self._last_seen.get(device_id, 0.0), readings[-1].ts)
-                rules = [r for r in self._rules if r.applies_to(device_id, self._kinds.get(device_id))]
+                rules = [r for r in self._rules
+                         if r.applies_to(device_id, self._kinds.get(device_id), self._towns.get(device_id))]
                 if rules:
                     to_judge.append((device_id, readings, sorted(events.get(device_id, []), key=lambda e: e.ts),
                                      rules))
@@ -275,7 +277,7 @@ class AlertEngine:
                 continue
             condition = rule.condition
             for device_id, kind in self._kinds.items():
-                if not rule.applies_to(device_id, kind):
+                if not rule.applies_to(device_id, kind, self._towns.get(device_id)):
                     continue
                 key = (rule.id, device_id)
                 if condition.type == "no_data" and device_id not in revoked:
@@ -451,7 +453,9 @@ class AlertEngine:
             self._reload_devices(now)
 
     def _reload_devices(self, now: float) -> None:
-        self._kinds = {device.id: device.kind for device in self.registry.devices()}
+        devices = self.registry.devices()
+        self._kinds = {device.id: device.kind for device in devices}
+        self._towns = {device.id: device.town for device in devices}
         for device_id in self._kinds:
             self._first_seen.setdefault(device_id, now)
 

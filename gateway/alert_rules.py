@@ -179,6 +179,8 @@ class Rule(BaseModel):
     device_id: str | None = None
     kind: str | None = None
     enabled: bool = True
+    town: str | None = Field(None, description="the town whose devices it watches: a device's rule is its"
+                                              " device's; left out, the operator's own (or the first town)")
     condition: Condition
     action: Action | None = Field(None, description="switch an output when the alert is raised and clears;"
                                                     " only switchers and admins may save a rule with one")
@@ -192,5 +194,11 @@ class Rule(BaseModel):
             raise ValueError("a rule is for one device (device_id) or for every device of a kind (kind): give one")
         return self
 
-    def applies_to(self, device_id: str, kind: str | None) -> bool:
-        return self.enabled and (self.device_id == device_id if self.device_id else self.kind == kind)
+    def applies_to(self, device_id: str, kind: str | None, town: str | None = None) -> bool:
+        """Whether it watches this device: the one it names, or one of its kind in the rule's town
+        (``town``: the device's; a kind rule never reaches another town's devices)."""
+        if not self.enabled:
+            return False
+        if self.device_id:
+            return self.device_id == device_id
+        return self.kind == kind and (self.town is None or town is None or self.town == town)

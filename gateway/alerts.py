@@ -97,8 +97,10 @@ class AlertBook:
 
     # ------------------------------------------------------------ rules
 
-    def rules(self) -> list[Rule]:
-        rows = self.db.connection.execute("SELECT * FROM alert_rules ORDER BY id").fetchall()
+    def rules(self, town: str | None = None) -> list[Rule]:
+        """Every rule, or one town's only."""
+        rows = self.db.connection.execute("SELECT * FROM alert_rules WHERE ? IS NULL OR town = ? ORDER BY id",
+                                          (town, town)).fetchall()
         return [_rule(row) for row in rows]
 
     def rule(self, rule_id: int) -> Rule | None:
@@ -113,9 +115,12 @@ class AlertBook:
         with write(connection):
             cursor = connection.execute(
                 "INSERT INTO alert_rules (name, device_id, kind, enabled, condition, action, created, updated,"
-                " practice, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " practice, owner, town)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, coalesce(?, (SELECT id FROM towns ORDER BY position, id LIMIT 1)))",
                 (rule.name, rule.device_id, rule.kind, int(rule.enabled), rule.condition.model_dump_json(),
-                 _action_json(rule), now, now, int(rule.practice), rule.owner))
+                 _action_json(rule), now, now, int(rule.practice), rule.owner, rule.town))
+            rule = rule.model_copy(update={"town": connection.execute(
+                "SELECT town FROM alert_rules WHERE id=?", (cursor.lastrowid,)).fetchone()[0]})
             self._bump(connection)
         return rule.model_copy(update={"id": cursor.lastrowid})
 
@@ -132,14 +137,16 @@ class AlertBook:
                 connection.execute("DELETE FROM alert_tracks WHERE rule_id=?", (rule_id,))
             updated = connection.execute(
                 "UPDATE alert_rules SET name=?, device_id=?, kind=?, enabled=?, condition=?, action=?, updated=?,"
-                " practice=?, owner=? WHERE id=?",
+                " practice=?, owner=?, town=coalesce(?, town) WHERE id=?",
                 (rule.name, rule.device_id, rule.kind, int(rule.enabled), rule.condition.model_dump_json(),
-                 _action_json(rule), time.time(), int(rule.practice), rule.owner, rule_id)).rowcount
+                 _action_json(rule), time.time(), int(rule.practice), rule.owner, rule.town, rule_id)).rowcount
             if not updated:
                 raise RuleError(f"there is no rule {rule_id}")
-            kinds = {row["id"]: row["kind"] for row in connection.execute("SELECT id, kind FROM devices")}
+            devices = {row["id"]: row for row in connection.execute("SELECT id, kind, town FROM devices")}
             for alert in self._open(connection, "rule_id=?", (rule_id,)):
-                if not rule.applies_to(alert.device_id, kinds.get(alert.device_id)):
+                device = devices.get(alert.device_id)
+                if not rule.applies_to(alert.device_id, device["kind"] if device else None,
+                                       device["town"] if device else None):
                     why = ("rule_disabled", {}) if not rule.enabled else ("rule_elsewhere", {})
                     self._clear(connection, alert, time.time(), why, None, actor=user)
             self._bump(connection)
@@ -184,9 +191,14 @@ class AlertBook:
 
     # ------------------------------------------------------------ alerts
 
-    def alerts(self, active_only: bool = False, device_id: str | None = None, limit: int = 200) -> list[Alert]:
-        """Alerts, newest first; ``active_only``: raised or acknowledged, not yet cleared."""
+    def alerts(self, active_only: bool = False, device_id: str | None = None, limit: int = 200,
+               town: str | None = None) -> list[Alert]:
+        """Alerts, newest first; ``active_only``: raised or acknowledged, not yet cleared; ``town``: of
+        that town's devices only."""
         where, args = ["1=1"], []
+        if town is not None:
+            where.append("device_id IN (SELECT id FROM devices WHERE town = ?)")
+            args.append(town)
         if active_only:
             where.append("state != 'cleared'")
         if device_id is not None:
@@ -224,9 +236,12 @@ class AlertBook:
         return alert
 
     def history(self, device_id: str | None = None, alert_id: int | None = None, rule_id: int | None = None,
-                since: float | None = None, limit: int = 200) -> list[AlertChange]:
-        """Every raise, acknowledgement and clear, newest first."""
+                since: float | None = None, limit: int = 200, town: str | None = None) -> list[AlertChange]:
+        """Every raise, acknowledgement and clear, newest first (``town``: of its devices only)."""
         where, args = ["1=1"], []
+        if town is not None:
+            where.append("a.device_id IN (SELECT id FROM devices WHERE town = ?)")
+            args.append(town)
         for column, value in (("a.device_id", device_id), ("h.alert_id", alert_id), ("a.rule_id", rule_id)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -334,7 +349,7 @@ class AlertBook:
 
 def _rule(row: sqlite3.Row) -> Rule:
     return Rule(id=row["id"], name=row["name"], device_id=row["device_id"], kind=row["kind"],
-                enabled=bool(row["enabled"]), condition=json.loads(row["condition"]),
+                enabled=bool(row["enabled"]), town=row["town"], condition=json.loads(row["condition"]),
                 action=json.loads(row["action"]) if row["action"] else None,
                 practice=bool(row["practice"]), owner=row["owner"])
 

@@ -29,20 +29,58 @@ def cli_actor() -> str:
         return "cli:unknown"
 
 
+# Passed as ``town`` to say "work it out from what was changed" (the default).
+DERIVED = "\0derived"
+
+
 class AuditLog:
     def __init__(self, db: Database):
         self.db = db
 
     def record(self, actor: str, action: str, target: str,
                before: dict[str, Any] | None = None, after: dict[str, Any] | None = None,
-               town: str | None = None) -> None:
-        """One entry; ``town``: the town of what was changed (None: the deployment's, e.g. a town added)."""
+               town: str | None = DERIVED) -> None:
+        """One entry; ``town``: the town of what was changed (None: the deployment's, e.g. a town added).
+
+        Left out, it is worked out here, in this one place, from what was changed (see
+        :meth:`town_of`), so no caller can forget it and a town's operators see their entries.
+        """
+        if town == DERIVED:
+            town = self.town_of(action, target, before, after)
         self.db.connection.execute(
             "INSERT INTO audit_log (ts, actor, action, target, before, after, town) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (time.time(), actor, action, target,
              None if before is None else json.dumps(before, ensure_ascii=False, sort_keys=True),
              None if after is None else json.dumps(after, ensure_ascii=False, sort_keys=True), town),
         )
+
+    def town_of(self, action: str, target: str, before: dict[str, Any] | None,
+                after: dict[str, Any] | None) -> str | None:
+        """The town of what an entry is about, or None (the deployment's: a bundle, a joint account).
+
+        A ``town`` in ``after`` or ``before`` says it (a device or rule as it was, so a removed
+        one still has its town); otherwise the thing is looked up by the action's first word.
+
+            town_of("device.update", "snow-1", …)     # devices.town of snow-1
+            town_of("rule.delete", "7", {"town": "kita", …}, None)   # "kita"
+        """
+        for described in (after, before):
+            if isinstance(described, dict) and isinstance(described.get("town"), str):
+                return described["town"]
+        kind = action.split(".", 1)[0]
+        sql = {"device": "SELECT town FROM devices WHERE id=?",
+               "user": "SELECT town FROM users WHERE name=?",
+               "rule": "SELECT town FROM alert_rules WHERE id=?",
+               "alert": "SELECT d.town FROM alerts a JOIN devices d ON d.id = a.device_id WHERE a.id=?",
+               "town": "SELECT id FROM towns WHERE id=?",
+               "update": "SELECT town FROM devices WHERE id=?"}.get(kind)
+        key: Any = target
+        if kind == "update" and isinstance(after, dict) and isinstance(after.get("rollout"), int):
+            sql, key = "SELECT town FROM rollouts WHERE id=?", after["rollout"]
+        if sql is None:
+            return None
+        row = self.db.connection.execute(sql, (key,)).fetchone()
+        return row[0] if row else None
 
     def entries(self, limit: int = 100, since: float | None = None, until: float | None = None,
                 target: str | None = None, town: str | None = None) -> list[dict[str, Any]]:

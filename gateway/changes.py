@@ -25,7 +25,7 @@ from jisaku.contract import kinds
 from jisaku.contract.schedules import ScheduleError, check_schedule
 
 from .accounts import AccountError, Accounts
-from .alert_rules import Rule
+from .alert_rules import Rule, RuleError
 from .alerts import AlertBook, AlertNotFound
 from .audit import AuditLog
 from .commands import COMMAND_EXPIRY_S, Command, CommandBook, known_outputs
@@ -34,7 +34,7 @@ from .pictures import PictureStore
 from .registry import DeviceRecord, Registry, RegistryError
 from .store import SQLiteStore
 from .town_state import DISASTER_MODE, TownState
-from .towns import Towns
+from .towns import Town, TownError, Towns
 
 
 class OperationError(ValueError):
@@ -124,14 +124,46 @@ class Changes:
         self.alerts = alerts if alerts is not None else AlertBook(db)
         self.commands = CommandBook(db)
 
+    # ------------------------------------------------------------ towns
+    # ``within`` below is the town of the account making the change: None for a joint-body
+    # account (or the command line), which may name any town. Another town's device or rule
+    # is refused with the very words of one that does not exist, so nobody learns it is there.
+
+    def town_for(self, within: str | None, asked: str | None) -> str:
+        """The town a new device, rule or account goes to.
+
+            town_for("kita", None)       # "kita": a town's operator adds to their own town
+            town_for(None, "minami")     # "minami": a joint-body account names it
+            town_for(None, None)         # the first town
+            town_for("kita", "minami")   # OperationError: no town 'minami' (as if there were none)
+        """
+        towns = Towns(self.db)
+        if asked in (None, ""):
+            return within if within is not None else towns.first()
+        if within is not None and asked != within:
+            raise OperationError(f"no town {asked!r}; `jisaku towns list` shows them")
+        try:
+            return towns.must_exist(asked).id
+        except TownError as err:
+            raise OperationError(str(err)) from None
+
+    def visible_device(self, device_id: str, within: str | None) -> DeviceRecord | None:
+        """The device if it is there for an account of ``within`` (None: every town)."""
+        device = self.registry.get(device_id)
+        if device is None or (within is not None and device.town != within):
+            return None
+        return device
+
     def _together(self):
         """The change and its audit entry are kept together, or neither is."""
         return write(self.db.connection)
 
     # ------------------------------------------------------------ devices
 
-    def add_device(self, actor: str, device: DeviceRecord) -> str:
-        """Register the device; returns its secret (show it once)."""
+    def add_device(self, actor: str, device: DeviceRecord, within: str | None = None) -> str:
+        """Register the device in ``device.town`` (None: the account's own town, else the first);
+        returns its secret (show it once)."""
+        device = replace(device, town=self.town_for(within, device.town))
         with self._together():
             try:
                 secret = self.registry.add_device(device)
@@ -145,6 +177,7 @@ class Changes:
             before = self.must_exist(device.id)
             if device.attributes is None:  # not given (the operator pages' form): they stay as they are
                 device = replace(device, attributes=before.attributes)
+            device = replace(device, town=before.town)  # a device moves town only by `jisaku towns set --id`
             if before == device:
                 return
             if device.practice != before.practice:
@@ -279,12 +312,49 @@ class Changes:
             raise NotFound(f"no device {device_id!r}")
         return device
 
+    # ------------------------------------------------------------ towns themselves
+
+    def add_town(self, actor: str, town: Town) -> Town:
+        """A new town of this deployment (``jisaku towns add``), with its audit entry."""
+        try:
+            added = Towns(self.db).add(town)
+        except TownError as err:
+            raise OperationError(str(err)) from None
+        self.audit.record(actor, "town.add", added.id, None, asdict(added))
+        return added
+
+    def update_town(self, actor: str, town_id: str, **changes: Any) -> Town:
+        """Change a town's settings; ``id=`` renames it in every town column (``jisaku towns set``)."""
+        towns = Towns(self.db)
+        try:
+            before = towns.must_exist(town_id)
+            after = towns.update(town_id, **changes)
+        except TownError as err:
+            raise OperationError(str(err)) from None
+        old, new = asdict(before), asdict(after)
+        changed = [key for key in new if old[key] != new[key]]
+        if changed:
+            self.audit.record(actor, "town.update", after.id, {key: old[key] for key in changed},
+                              {key: new[key] for key in changed})
+        return after
+
     # ------------------------------------------------------------ operator accounts
 
-    def add_user(self, actor: str, name: str, password: str, role: str) -> None:
+    def add_user(self, actor: str, name: str, password: str, role: str, town: str | None = "",
+                 within: str | None = None) -> None:
+        """A new account of ``town`` ("" the account's own town, else the first; None: a joint-body
+        account, which only a joint-body account may make)."""
+        if town is None and within is not None:
+            raise AccountError("only an account of every town (a joint body's) can make an account for every"
+                               " town; leave the town out")
+        if town is not None:
+            try:
+                town = self.town_for(within, town or None)
+            except OperationError as err:
+                raise AccountError(str(err)) from None
         with self._together():
-            self.accounts.add(name, password, role)
-            self.audit.record(actor, "user.add", name, None, {"role": role, "disabled": False})
+            self.accounts.add(name, password, role, town=town)
+            self.audit.record(actor, "user.add", name, None, {"role": role, "disabled": False})  # town: the user's
 
     def update_user(self, actor: str, name: str, role: str | None = None, disabled: bool | None = None) -> None:
         """Change a user's role or whether they may log in; what did not change is not recorded."""
@@ -321,24 +391,41 @@ class Changes:
     # alert engine, when it is ``alerts``, takes its own lock inside these calls, and holding
     # the database's write lock meanwhile could make it and the engine wait for each other.
 
-    def add_rule(self, actor: str, rule: Rule | dict) -> Rule:
+    def _rule_in_town(self, rule: Rule | dict, within: str | None) -> Rule:
+        """The rule with its town: its device's, or the one asked for (``town_for``). Devices it
+        names in another town than ``within`` are refused as if they were not registered."""
         rule = rule if isinstance(rule, Rule) else Rule.model_validate(rule)
+        if rule.device_id is not None and self.registry.get(rule.device_id) is not None \
+                and self.visible_device(rule.device_id, within) is None:
+            raise RuleError(f"device {rule.device_id!r} is not registered: check the id, or add it first")
+        if rule.action is not None and self.registry.get(rule.action.switch.device_id) is not None \
+                and self.visible_device(rule.action.switch.device_id, within) is None:
+            raise RuleError(f"the action's device {rule.action.switch.device_id!r} is not registered: check the id")
+        device = self.registry.get(rule.device_id) if rule.device_id is not None else None
+        try:
+            town = device.town if device is not None else self.town_for(within, rule.town)
+        except OperationError as err:
+            raise RuleError(str(err)) from None
+        return rule.model_copy(update={"town": town})
+
+    def add_rule(self, actor: str, rule: Rule | dict, within: str | None = None) -> Rule:
+        rule = self._rule_in_town(rule, within)
         # Its owner is who made it (a practice rule notifies them alone): never what the body says.
         owner = actor if self.accounts.get(actor) is not None else None
         saved = self.alerts.add_rule(rule.model_copy(update={"owner": owner}))
         self.audit.record(actor, "rule.add", str(saved.id), None, _rule_json(saved))
         return saved
 
-    def update_rule(self, actor: str, rule_id: int, rule: Rule | dict) -> Rule:
-        before = self._rule(rule_id)
-        rule = rule if isinstance(rule, Rule) else Rule.model_validate(rule)
+    def update_rule(self, actor: str, rule_id: int, rule: Rule | dict, within: str | None = None) -> Rule:
+        before = self._rule(rule_id, within)
+        rule = self._rule_in_town(rule, within)
         # The owner stays who made it, whatever the body says (None: AlertBook keeps it).
         saved = self.alerts.update_rule(rule_id, rule.model_copy(update={"owner": None}), user=actor)
         self.audit.record(actor, "rule.update", str(rule_id), _rule_json(before), _rule_json(saved))
         return saved
 
-    def delete_rule(self, actor: str, rule_id: int) -> None:
-        before = self._rule(rule_id)
+    def delete_rule(self, actor: str, rule_id: int, within: str | None = None) -> None:
+        before = self._rule(rule_id, within)
         self.alerts.delete_rule(rule_id, user=actor)
         self.audit.record(actor, "rule.delete", str(rule_id), _rule_json(before), None)
 
@@ -348,9 +435,9 @@ class Changes:
         self.audit.record(actor, "alert.acknowledge", str(alert_id), {"state": "raised"}, {"state": "acknowledged"})
         return alert
 
-    def _rule(self, rule_id: int) -> Rule:
+    def _rule(self, rule_id: int, within: str | None = None) -> Rule:
         rule = AlertBook(self.db).rule(rule_id)  # the engine does not look rules up by id
-        if rule is None:
+        if rule is None or (within is not None and rule.town != within):
             raise AlertNotFound(f"there is no rule {rule_id}")
         return rule
 

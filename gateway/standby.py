@@ -51,7 +51,8 @@ FROM_FIRST_BOX = (
     "devices", "service_accounts", "users", "audit_log", "operator_sessions",
     "alert_rules", "alert_meta", "alerts", "alert_history", "alert_tracks",
     "notify_outbox", "notify_deliveries", "device_config", "commands", "rule_actions",
-    "rollouts", "device_updates", "town_state", "picture_masks", "towns",
+    "rollouts", "device_updates", "town_state", "picture_masks",
+    "towns",  # the deployment's towns: the first box's, as its devices and accounts are
 )
 # What each box sees for itself through its own queue: kept. (readings, events and pictures
 # the standby lacks are added from the file, below.)

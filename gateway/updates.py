@@ -103,6 +103,7 @@ class Rollout(BaseModel):
     created_by: str
     created_at: float
     finished_at: float | None = None
+    town: str | None = Field(None, description="whose devices it offers to; null: several towns' (a joint body's)")
     counts: dict[str, int] = Field(default_factory=dict, description="devices in each state")
     devices: list[DeviceUpdate] = Field(default_factory=list)
 
@@ -192,12 +193,13 @@ class UpdateBook:
     # ---------------------------------------------------------------- starting and stopping
 
     def start(self, kind: str, version: str, devices: list[str] | None, first: int = 0, wait_min: float = WAIT_MIN,
-              trial_s: int = TRIAL_S, actor: str = "", now: float | None = None) -> Rollout:
+              trial_s: int = TRIAL_S, actor: str = "", now: float | None = None, within: str | None = None) -> Rollout:
         """Offer ``kind``'s bundle ``version`` to ``devices`` (None: every device it fits).
 
         The first ``first`` devices (0: all) are offered it at once, the rest once those run it.
         Raises :class:`UpdateError` saying why not: no such bundle, a device of another kind,
-        or a device in the middle of another update.
+        or a device in the middle of another update. ``within``: the starting account's town (None:
+        every town); only its devices are offered it, and another town's named device is "no device".
         """
         now = time.time() if now is None else now
         path = self.bundles.path_of(kind, version) if self.bundles is not None else None
@@ -209,7 +211,11 @@ class UpdateBook:
         if first < 0 or wait_min <= 0 or trial_s <= 0:
             raise UpdateError("first must be 0 or more, wait_min and trial_s more than 0")
         with write(self.db.connection) as connection:
-            chosen = self._devices_for(connection, kind, header.manifest.runs_on, devices)
+            chosen = self._devices_for(connection, kind, header.manifest.runs_on, devices, within)
+            # The rollout's town: the account's; a joint body's is its devices' town when they share one.
+            towns = {row[0] for row in connection.execute(
+                f"SELECT DISTINCT town FROM devices WHERE id IN ({','.join('?' * len(chosen))})", chosen)}
+            town = within if within is not None else (next(iter(towns)) if len(towns) == 1 else None)
             unfinished = connection.execute(
                 "SELECT u.id, u.device_id, u.version, u.rollout_id, r.state AS rollout_state FROM device_updates u"
                 " JOIN rollouts r ON r.id = u.rollout_id WHERE u.state IN ('waiting', 'offered', 'downloading',"
@@ -225,10 +231,10 @@ class UpdateBook:
                                    [(now, row["id"]) for row in unfinished])
             cursor = connection.execute(
                 "INSERT INTO rollouts (kind, version, runs_on, bytes, manifest_sha256, target, first_wave, wait_min,"
-                " trial_s, state, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                " trial_s, state, created_by, created_at, town) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
                 (kind, version, header.manifest.runs_on, path.stat().st_size,
                  hashlib.sha256(header.manifest_bytes).hexdigest(), "kind" if devices is None else "devices",
-                 first, wait_min, int(trial_s), actor, now))
+                 first, wait_min, int(trial_s), actor, now, town))
             rollout_id = cursor.lastrowid
             first_wave = len(chosen) if first == 0 else first
             connection.executemany(
@@ -242,11 +248,12 @@ class UpdateBook:
         return self.rollout(rollout_id)
 
     def _devices_for(self, connection: sqlite3.Connection, kind: str, runs_on: str,
-                     named: list[str] | None) -> list[str]:
-        """The devices to offer to: those named (each checked), or every device the bundle fits."""
+                     named: list[str] | None, within: str | None = None) -> list[str]:
+        """The devices to offer to: those named (each checked), or every device the bundle fits;
+        of the town ``within`` only (None: every town)."""
         rows = connection.execute(
             "SELECT d.id, d.kind, s.runs_on FROM devices d LEFT JOIN device_software s ON s.device_id = d.id"
-            " ORDER BY d.id").fetchall()
+            " WHERE ? IS NULL OR d.town = ? ORDER BY d.id", (within, within)).fetchall()
         fits = {row["id"]: row for row in rows
                 if (row["kind"] == kind or kind == PACKAGE_KIND) and row["runs_on"] in (runs_on, None)}
         if named is None:
@@ -369,9 +376,10 @@ class UpdateBook:
         row = self.db.connection.execute("SELECT * FROM rollouts WHERE id=?", (rollout_id,)).fetchone()
         return None if row is None else self._rollout(row, with_devices=True)
 
-    def rollouts(self, limit: int = 50) -> list[Rollout]:
-        """The newest rollouts first, with how many devices are in each state."""
-        rows = self.db.connection.execute("SELECT * FROM rollouts ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    def rollouts(self, limit: int = 50, town: str | None = None) -> list[Rollout]:
+        """The newest rollouts first, with how many devices are in each state; of one town when given."""
+        rows = self.db.connection.execute("SELECT * FROM rollouts WHERE ? IS NULL OR town = ? ORDER BY id DESC"
+                                          " LIMIT ?", (town, town, limit)).fetchall()
         return [self._rollout(row, with_devices=False) for row in rows]
 
     def for_device(self, device_id: str, limit: int = 10) -> list[DeviceUpdate]:

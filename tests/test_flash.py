@@ -182,7 +182,8 @@ def test_registering_creates_the_device_with_a_working_secret(env):
     reg = registry(env)
     secret, what = flash.register(reg, flash.make_request(args, "mqtt://192.168.1.10:1883"))
     assert what == "registered snow-3"
-    assert reg.get("snow-3") == DeviceRecord("snow-3", "snow_gauge", "Town hall", False, None, 36.14, 137.25, town="main")
+    assert reg.get("snow-3") == DeviceRecord("snow-3", "snow_gauge", "Town hall", False, None, 36.14, 137.25,
+                                             town="main")
     assert reg.check_credentials("snow-3", secret)
     entry = AuditLog(reg.db).entries(target="snow-3")[0]
     assert entry["action"] == "device.add" and secret not in json.dumps(entry)

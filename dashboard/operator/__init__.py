@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from jisaku.gateway.accounts import Accounts
@@ -24,7 +24,7 @@ from jisaku.gateway.store import SQLiteStore
 
 from . import alerts as alert_pages
 from . import practice as practice_pages
-from . import api, pages
+from . import api, pages, scope
 from . import bundles as bundle_api
 from . import shelters as shelter_pages
 from . import switching
@@ -35,7 +35,7 @@ from .publisher import ConfigPublisher
 
 API_PREFIX = "/api/v1/operator"
 
-__all__ = ["install", "ConfigPublisher"]
+__all__ = ["install", "include_scoped", "ConfigPublisher"]
 
 
 def install(app: FastAPI, db: Database, store: SQLiteStore, registry: Registry,
@@ -52,23 +52,24 @@ def install(app: FastAPI, db: Database, store: SQLiteStore, registry: Registry,
     app.state.operator_alerts = alerts if alerts is not None else AlertBook(db)
     app.state.operator_ops = Operations(db, store, registry, accounts, config_publisher,
                                         alerts=app.state.operator_alerts)
-    app.include_router(api.login_router)
-    app.include_router(api.router)
+    app.include_router(api.login_router)  # logging in: no session yet, so no town
     app.include_router(pages.login_router)
-    app.include_router(pages.router)
-    app.include_router(alert_pages.api_router)
-    app.include_router(alert_pages.page_router)
-    app.include_router(shelter_pages.api_router)
-    app.include_router(shelter_pages.page_router)
-    app.include_router(switching.api_router)
-    app.include_router(bundle_api.router)  # publish and list update bundles
-    app.include_router(update_pages.api_router)  # offer them to devices, and follow each device
-    app.include_router(update_pages.page_router)
-    app.include_router(switching.page_router)
-    app.include_router(practice_pages.api_router)  # the practice space: map, promotion, my notifications
-    app.include_router(practice_pages.page_router)
+    # Every other router sees one town only (scope.py): include new ones here, with the guard.
+    for router in (api.router, pages.router, alert_pages.api_router, alert_pages.page_router,
+                   shelter_pages.api_router, shelter_pages.page_router, switching.api_router,
+                   bundle_api.router,  # publish and list update bundles
+                   update_pages.api_router,  # offer them to devices, and follow each device
+                   update_pages.page_router, switching.page_router,
+                   practice_pages.api_router, practice_pages.page_router):  # the practice space
+        include_scoped(app, router)
     app.add_exception_handler(NotLoggedIn, _not_logged_in)
     app.add_exception_handler(Forbidden, _forbidden)
+    app.add_exception_handler(scope.OutOfTown, scope.out_of_town)
+
+
+def include_scoped(app: FastAPI, router: APIRouter) -> None:
+    """Include an operator router so that a town's account sees its own town's objects only."""
+    app.include_router(router, dependencies=[Depends(scope.guard)])
 
 
 def _is_api(request: Request) -> bool:

@@ -30,6 +30,7 @@ from jisaku.gateway.changes import Changes
 from .api import ERRORS
 from .auth import Forbidden, Session, check_csrf, require_operator
 from .pages import render, see
+from .scope import within
 
 api_router = APIRouter(prefix="/api/v1/operator", tags=["operator alerts"], responses=ERRORS,
                        dependencies=[Depends(require_operator), Depends(check_csrf)])
@@ -45,6 +46,11 @@ def _book(request: Request) -> AlertBook:
     return request.app.state.operator_alerts
 
 
+def _reader(request: Request) -> AlertBook:
+    """Where rules and alerts are read: SQLite itself (the engine, when it is the book, lists no town's)."""
+    return AlertBook(request.app.state.operator_ops.db)
+
+
 def _changes(request: Request) -> Changes:
     """Where rule changes and acknowledgements are made, each with its audit entry."""
     return request.app.state.operator_ops.changes
@@ -52,8 +58,11 @@ def _changes(request: Request) -> Changes:
 
 def _check_may_switch(session: Session, request: Request, rule: Rule | None, rule_id: int | None = None) -> None:
     """A rule that switches equipment (one with an action, now or before this change) may be
-    saved or deleted only by a switcher or an admin; anyone else gets 403."""
-    before = _book(request).rule(rule_id) if rule_id is not None else None
+    saved or deleted only by a switcher or an admin; anyone else gets 403. A rule that is not
+    there is AlertNotFound first, as another town's is (scope.py), so 403 never tells them apart."""
+    before = _reader(request).rule(rule_id) if rule_id is not None else None
+    if rule_id is not None and before is None:
+        raise AlertNotFound(f"there is no rule {rule_id}")
     switches = (rule is not None and rule.action is not None) or (before is not None and before.action is not None)
     if switches and not session.user.may_switch:
         raise Forbidden("switcher_only")
@@ -70,14 +79,14 @@ def _refused(err: Exception) -> JSONResponse:
 def alerts(request: Request, active_only: bool = False,
            device_id: Annotated[str | None, Query(max_length=64)] = None,
            limit: Annotated[int, Query(ge=1, le=10000)] = 200):
-    return _book(request).alerts(active_only=active_only, device_id=device_id, limit=limit)
+    return _reader(request).alerts(active_only=active_only, device_id=device_id, limit=limit, town=within(request))
 
 
 @api_router.get("/alerts/history", response_model=list[AlertChange],
                 summary="Every raise, acknowledgement and clear, newest first")
 def alert_history(request: Request, device_id: Annotated[str | None, Query(max_length=64)] = None,
                   limit: Annotated[int, Query(ge=1, le=10000)] = 200):
-    return _book(request).history(device_id=device_id, limit=limit)
+    return _reader(request).history(device_id=device_id, limit=limit, town=within(request))
 
 
 @api_router.post("/alerts/{alert_id}/acknowledge", response_model=Alert,
@@ -91,14 +100,15 @@ def acknowledge_alert(alert_id: AlertId, request: Request, session: Annotated[Se
 
 @api_router.get("/rules", response_model=list[Rule], summary="The alert rules")
 def rules(request: Request):
-    return _book(request).rules()
+    return _reader(request).rules(town=within(request))
 
 
 @api_router.post("/rules", response_model=Rule, status_code=201, summary="Add an alert rule")
 def new_rule(body: Rule, request: Request, session: Annotated[Session, Depends(require_operator)]):
     _check_may_switch(session, request, body)
     try:
-        return _changes(request).add_rule(session.user.name, body.model_copy(update={"id": None}))
+        return _changes(request).add_rule(session.user.name, body.model_copy(update={"id": None}),
+                                          within=session.user.town)
     except (RuleError, ValueError) as err:
         return _refused(err)
 
@@ -106,18 +116,18 @@ def new_rule(body: Rule, request: Request, session: Annotated[Session, Depends(r
 @api_router.put("/rules/{rule_id}", response_model=Rule, summary="Replace an alert rule")
 def replace_rule(rule_id: RuleId, body: Rule, request: Request,
                  session: Annotated[Session, Depends(require_operator)]):
-    _check_may_switch(session, request, body, rule_id)
     try:
-        return _changes(request).update_rule(session.user.name, rule_id, body)
+        _check_may_switch(session, request, body, rule_id)
+        return _changes(request).update_rule(session.user.name, rule_id, body, within=session.user.town)
     except (AlertNotFound, RuleError, ValueError) as err:
         return _refused(err)
 
 
 @api_router.delete("/rules/{rule_id}", status_code=204, summary="Delete an alert rule (its open alerts clear)")
 def remove_rule(rule_id: RuleId, request: Request, session: Annotated[Session, Depends(require_operator)]):
-    _check_may_switch(session, request, None, rule_id)
     try:
-        _changes(request).delete_rule(session.user.name, rule_id)
+        _check_may_switch(session, request, None, rule_id)
+        _changes(request).delete_rule(session.user.name, rule_id, within=session.user.town)
     except (AlertNotFound, RuleError) as err:
         return _refused(err)
     return Response(status_code=204)
@@ -128,9 +138,9 @@ def remove_rule(rule_id: RuleId, request: Request, session: Annotated[Session, D
 
 @page_router.get("/alerts")
 def alerts_page(request: Request):
-    book = _book(request)
-    return render(request, "alerts.html", active=book.alerts(active_only=True),
-                   history=book.history(limit=50))
+    book, town = _reader(request), within(request)
+    return render(request, "alerts.html", active=book.alerts(active_only=True, town=town),
+                   history=book.history(limit=50, town=town))
 
 
 @page_router.post("/alerts/{alert_id}/acknowledge")
@@ -144,7 +154,8 @@ def acknowledge_page(request: Request, alert_id: AlertId, session: Session = Dep
 
 def _rules_page(request: Request, status: int = 200, form: dict | None = None, error: str | None = None,
                 editing: int | None = None):
-    return render(request, "rules.html", status, rules=_book(request).rules(), form=form or {"type": "above"},
+    return render(request, "rules.html", status, rules=_reader(request).rules(town=within(request)),
+                  form=form or {"type": "above"},
                   error=error, editing=editing, types=CONDITION_TYPES, area_map=_area_map(request))
 
 
@@ -152,7 +163,8 @@ def _area_map(request: Request) -> dict[str, Any]:
     """What the area drawing map (static/area.js) needs: the base map, and every device that has a place."""
     lang = i18n.pick_language(request)
     devices = []
-    for device in request.app.state.store.latest(public_only=False):  # operators see private ones too
+    # Operators see private ones too; of their own town.
+    for device in request.app.state.store.latest(public_only=False, town=within(request)):
         where = position(device)
         if where:
             devices.append({"lat": where[0], "lon": where[1],
@@ -165,8 +177,8 @@ def _area_map(request: Request) -> dict[str, Any]:
 def rules_page(request: Request, edit: Annotated[int | None, Query(ge=1, le=2**53)] = None):
     form = None
     if edit is not None:
-        rule = _book(request).rule(edit)
-        if rule is not None:
+        rule = _reader(request).rule(edit)
+        if rule is not None and within(request) in (None, rule.town):  # another town's: as if there were none
             form = _form_of(rule)
     return _rules_page(request, form=form, editing=edit if form else None)
 
@@ -175,7 +187,7 @@ def _form_of(rule: Rule) -> dict[str, Any]:
     condition = rule.condition.model_dump(mode="json")
     form = {"name": rule.name, "scope": rule.device_id or rule.kind or "",
             "scope_is": "device" if rule.device_id else "kind", "enabled": "1" if rule.enabled else "",
-            "practice": "1" if rule.practice else "", **condition}
+            "practice": "1" if rule.practice else "", "town": rule.town or "", **condition}
     if rule.action is not None:
         switch = rule.action.switch
         form.update(action_device=switch.device_id, action_output=switch.output,
@@ -236,6 +248,7 @@ def _rule_from_form(form) -> Rule:
             action["min_interval_min"] = values["action_interval"].replace(",", ".")
     return Rule.model_validate({
         "name": values.get("name", ""), "enabled": values.get("enabled") == "1", "practice": values.get("practice") == "1",
+        "town": values.get("town") or None,
         "device_id" if values.get("scope_is") == "device" else "kind": scope or None,
         "condition": condition, "action": action,
     })
@@ -254,7 +267,7 @@ async def add_rule_page(request: Request, session: Session = Depends(require_ope
     try:
         rule = _rule_from_form(form)
         _check_may_switch(session, request, rule)
-        _changes(request).add_rule(session.user.name, rule)
+        _changes(request).add_rule(session.user.name, rule, within=session.user.town)
     except (RuleError, ValueError) as err:
         return _rules_page(request, 400, form=dict(form), error=_problem(err))
     return see("/operator/rules?done=rule_saved")
@@ -266,7 +279,7 @@ async def save_rule_page(request: Request, rule_id: RuleId, session: Session = D
     try:
         rule = _rule_from_form(form)
         _check_may_switch(session, request, rule, rule_id)
-        _changes(request).update_rule(session.user.name, rule_id, rule)
+        _changes(request).update_rule(session.user.name, rule_id, rule, within=session.user.town)
     except AlertNotFound:
         return render(request, "not_found.html", 404, what=str(rule_id))
     except (RuleError, ValueError) as err:
@@ -280,9 +293,9 @@ async def delete_rule_page(request: Request, rule_id: RuleId, session: Session =
     t = i18n.translator(i18n.pick_language(request))
     if form.get("confirm") != "yes":
         return _rules_page(request, 400, error=t("op.secret.confirm_first"))
-    _check_may_switch(session, request, None, rule_id)
     try:
-        _changes(request).delete_rule(session.user.name, rule_id)
+        _check_may_switch(session, request, None, rule_id)
+        _changes(request).delete_rule(session.user.name, rule_id, within=session.user.town)
     except (AlertNotFound, RuleError):
         return render(request, "not_found.html", 404, what=str(rule_id))
     return see("/operator/rules?done=rule_deleted")

@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from jisaku.gateway.accounts import AccountError
 from jisaku.gateway.registry import DeviceRecord
+from jisaku.gateway.towns import Towns
 
 from . import models
 from .auth import (COOKIE, Auth, LoginRefused, Session, check_csrf, clear_session_cookie, client_ip,
@@ -35,6 +36,7 @@ from jisaku.gateway.changes import NotFound, OperationError, PublisherMissing
 
 from .operations import Operations
 from .publisher import BrokerUnavailable
+from .scope import within
 
 ERRORS = {
     400: {"description": "the change cannot be made as asked; `detail` says why"},
@@ -70,7 +72,7 @@ _REFUSED = (NotFound, OperationError, AccountError, PublisherMissing, BrokerUnav
 
 def _session_info(session: Session) -> models.SessionInfo:
     return models.SessionInfo(name=session.user.name, role=session.user.role, csrf_token=session.csrf,
-                              expires=session.expires)
+                              expires=session.expires, town=session.user.town)
 
 
 # ---------------------------------------------------------------- session
@@ -115,7 +117,7 @@ def _device(ops: Operations, device_id: str) -> models.OperatorDevice:
 @router.get("/devices", response_model=list[models.OperatorDevice],
             summary="Every device with its status, battery, firmware and settings revision")
 def devices(request: Request):
-    return [models.OperatorDevice(**asdict(view)) for view in _ops(request).devices()]
+    return [models.OperatorDevice(**asdict(view)) for view in _ops(request).devices(town=within(request))]
 
 
 @router.get("/devices/{device_id}", response_model=models.OperatorDevice, summary="One device")
@@ -140,7 +142,8 @@ def add_device(body: models.NewDevice, request: Request, session: Annotated[Sess
     try:
         secret = ops.changes.add_device(session.user.name, DeviceRecord(
             id=body.id, kind=body.kind, name=body.name or body.id, name_ja=body.name_ja, public=body.public,
-            interval_s=body.interval_s, lat=body.lat, lon=body.lon, practice=body.practice))
+            interval_s=body.interval_s, lat=body.lat, lon=body.lon, practice=body.practice, town=body.town),
+            within=session.user.town)
     except _REFUSED as err:
         return _error(err)
     return _with_secret(ops, request, body.id, secret)
@@ -233,20 +236,39 @@ def revoke(device_id: DeviceIdPath, request: Request, session: Annotated[Session
 # ---------------------------------------------------------------- quarantine and audit
 
 
-def quarantine_view(ops: Operations, limit: int) -> models.Quarantine:
+def quarantine_view(ops: Operations, limit: int, town: str | None = None) -> models.Quarantine:
+    """The quarantined messages; for a town's account only those whose topic names one of its
+    devices. A message from an unregistered id could be any town's: joint-body accounts see it,
+    and, on a deployment of one town, that town's accounts (there is nobody else's to hide)."""
+    if town is None or len(Towns(ops.db).ids()) == 1:
+        rows, counts = ops.store.quarantined(limit=limit), ops.store.quarantine_counts()
+    else:
+        towns = {row[0]: row[1] for row in ops.db.connection.execute("SELECT id, town FROM devices")}
+
+        def ours(topic: str) -> bool:
+            named = [part for part in topic.split("/") if part in towns]
+            return bool(named) and all(towns[part] == town for part in named)
+
+        rows, counts = [], {}
+        for row in ops.db.connection.execute(
+                "SELECT received, topic, payload, reason, detail FROM quarantine ORDER BY id DESC"):
+            if ours(row["topic"]):
+                counts[row["reason"]] = counts.get(row["reason"], 0) + 1
+                if len(rows) < limit:
+                    rows.append(dict(row))
     messages = [
         models.QuarantinedMessage(received=row["received"], topic=row["topic"],
                                   payload=bytes(row["payload"]).decode("utf-8", errors="replace"),
                                   reason=row["reason"], detail=row["detail"])
-        for row in ops.store.quarantined(limit=limit)
+        for row in rows
     ]
-    return models.Quarantine(counts=ops.store.quarantine_counts(), messages=messages)
+    return models.Quarantine(counts=counts, messages=messages)
 
 
 @router.get("/quarantine", response_model=models.Quarantine,
             summary="Messages that broke the wire contract, with the reason, newest first")
 def quarantine(request: Request, limit: Annotated[int, Query(ge=1, le=10000)] = 100):
-    return quarantine_view(_ops(request), limit)
+    return quarantine_view(_ops(request), limit, within(request))
 
 
 AuditLimit = Annotated[int, Query(ge=1, le=100000)]
@@ -256,13 +278,13 @@ Since = Annotated[float | None, Query(description="UTC epoch seconds")]
 @router.get("/audit", response_model=list[models.AuditEntry], summary="The audit log, newest first")
 def audit(request: Request, limit: AuditLimit = 1000, since: Since = None, until: Since = None,
           target: Annotated[str | None, Query(max_length=200)] = None):
-    return _ops(request).audit.entries(limit=limit, since=since, until=until, target=target)
+    return _ops(request).audit.entries(limit=limit, since=since, until=until, target=target, town=within(request))
 
 
 @router.get("/audit.json", summary="The audit log as a JSON file to download",
             response_class=Response, responses={200: {"content": {"application/json": {}}}})
 def audit_json(request: Request, limit: AuditLimit = 100000, since: Since = None, until: Since = None):
-    entries = _ops(request).audit.entries(limit=limit, since=since, until=until)
+    entries = _ops(request).audit.entries(limit=limit, since=since, until=until, town=within(request))
     return Response(json.dumps(entries, ensure_ascii=False, indent=1), media_type="application/json",
                     headers={"Content-Disposition": 'attachment; filename="jisaku-audit.json"'})
 
@@ -273,9 +295,9 @@ def audit_csv(request: Request, limit: AuditLimit = 100000, since: Since = None,
     out = io.StringIO()
     out.write("\ufeff")  # the byte order mark makes Excel read UTF-8 (Japanese) correctly
     writer = csv.writer(out)
-    writer.writerow(["id", "time_utc_epoch", "actor", "action", "target", "before", "after"])
-    for entry in _ops(request).audit.entries(limit=limit, since=since, until=until):
-        writer.writerow([entry["id"], entry["ts"], entry["actor"], entry["action"], entry["target"],
+    writer.writerow(["id", "time_utc_epoch", "actor", "action", "target", "town", "before", "after"])
+    for entry in _ops(request).audit.entries(limit=limit, since=since, until=until, town=within(request)):
+        writer.writerow([entry["id"], entry["ts"], entry["actor"], entry["action"], entry["target"], entry["town"] or "",
                          "" if entry["before"] is None else json.dumps(entry["before"], ensure_ascii=False),
                          "" if entry["after"] is None else json.dumps(entry["after"], ensure_ascii=False)])
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
@@ -288,14 +310,19 @@ def audit_csv(request: Request, limit: AuditLimit = 100000, since: Since = None,
 def _user(ops: Operations, name: str) -> models.UserInfo:
     user = ops.accounts.get(name)
     return models.UserInfo(name=user.name, role=user.role, disabled=user.disabled, created=user.created,
-                           changed=user.changed)
+                           changed=user.changed, town=user.town)
+
+
+def visible_users(ops: Operations, town: str | None) -> list:
+    """The accounts an admin of ``town`` manages: that town's (None: every account)."""
+    return [user for user in ops.accounts.users() if town is None or user.town == town]
 
 
 @router.get("/users", response_model=list[models.UserInfo], dependencies=[Depends(require_admin)],
             summary="The operator accounts (admins only)")
 def users(request: Request):
     ops = _ops(request)
-    return [_user(ops, user.name) for user in ops.accounts.users()]
+    return [_user(ops, user.name) for user in visible_users(ops, within(request))]
 
 
 @router.post("/users", response_model=models.UserInfo, status_code=201, dependencies=[Depends(require_admin)],
@@ -303,7 +330,8 @@ def users(request: Request):
 def add_user(body: models.NewUser, request: Request, session: Annotated[Session, Depends(require_operator)]):
     ops = _ops(request)
     try:
-        ops.changes.add_user(session.user.name, body.name, body.password, body.role)
+        ops.changes.add_user(session.user.name, body.name, body.password, body.role,
+                             town=None if body.all_towns else (body.town or ""), within=session.user.town)
     except _REFUSED as err:
         return _error(err)
     return _user(ops, body.name)

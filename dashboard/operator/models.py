@@ -31,6 +31,7 @@ class SessionInfo(BaseModel):
     role: Role
     csrf_token: str = Field(description="send it as the X-CSRF-Token header with every POST, PATCH and DELETE")
     expires: float = Field(description="UTC epoch seconds; log in again after that")
+    town: str | None = Field(None, description="the town this account sees; null: every town (a joint body's)")
 
 
 class ConfigState(BaseModel):
@@ -89,6 +90,7 @@ class OperatorDevice(BaseModel):
     outputs: list[Output] = Field([], description="what can be switched on and off (a switch box's outputs)")
     schedule_note: str | None = Field(None, description='what the device says of its schedule, e.g. "no clock"'
                                                         " (it does not run it until its clock is set)")
+    town: str = Field("", description="the town it belongs to")
 
 
 class _Place(BaseModel):
@@ -110,6 +112,9 @@ class NewDevice(_Place):
     interval_s: Interval | None = None
     lat: Latitude | None = None
     lon: Longitude | None = None
+    town: Annotated[str, Field(max_length=32, examples=["main"])] | None = Field(
+        None, description="the town it belongs to; only an account of every town (a joint body's) may name one:"
+                          " left out, the account's own town (or the first)")
 
 
 class DeviceChange(_Place):
@@ -209,12 +214,18 @@ class UserInfo(BaseModel):
     disabled: bool
     created: float
     changed: float
+    town: str | None = Field(None, description="the town it sees; null: every town (a joint body's account)")
 
 
 class NewUser(BaseModel):
     name: UserName
     password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD)]
     role: Role = "operator"
+    town: Annotated[str, Field(max_length=32, examples=["main"])] | None = Field(
+        None, description="the town it belongs to; only an account of every town (a joint body's) may name one:"
+                          " left out, the account's own town (or the first)")
+    all_towns: bool = Field(False, description="an account of every town (a joint body's); only such an admin"
+                                               " may make one")
 
 
 class UserChange(BaseModel):
@@ -256,6 +267,9 @@ class RolloutRequest(BaseModel):
                                                                  " included, before the rollout stops")
     trial_s: int = Field(300, ge=10, le=24 * 3600, description="told to each device: back online and reporting"
                                                               " within this after switching, or it goes back")
+    town: Annotated[str, Field(max_length=32)] | None = Field(
+        None, description="whose devices it may reach: an account of every town (a joint body's) may name one;"
+                          " left out, the account's own town (a joint body's: every town)")
 
 
 class DeviceUpdates(BaseModel):

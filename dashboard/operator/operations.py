@@ -76,6 +76,7 @@ class DeviceView:
     outputs: list[OutputView] = field(default_factory=list)     # what can be switched (switch boxes)
     schedule_note: str | None = None  # what the device says of its schedule, e.g. "no clock"
     practice: bool = False            # a learner's device: the practice map, never residents' pages
+    town: str = ""                    # the town it belongs to (towns.py)
 
 
 def device_state(status: str, kind: str, last_seen: float | None, interval_s: float | None, revoked: bool,
@@ -106,7 +107,8 @@ class Operations:
 
     # ------------------------------------------------------------ devices: looking
 
-    def devices(self) -> list[DeviceView]:
+    def devices(self, town: str | None = None) -> list[DeviceView]:
+        """Every device with its status, or one town's only."""
         now = time.time()
         info = {row["device_id"]: json.loads(row["info"] or "{}") for row in
                 self.db.connection.execute("SELECT device_id, info FROM device_status")}
@@ -114,7 +116,7 @@ class Operations:
         outputs = {row["device_id"]: json.loads(row["outputs"]) for row in
                    self.db.connection.execute("SELECT device_id, outputs FROM device_outputs")}
         views = []
-        for row in self.store.latest(public_only=False):
+        for row in self.store.latest(public_only=False, town=town):
             view = self._view(row, info.get(row["id"], {}), row["id"] in revoked, now)
             view.outputs = _outputs(outputs.get(row["id"], {}), view.values)
             note = info.get(row["id"], {}).get("schedule")
@@ -146,7 +148,7 @@ class Operations:
             state=device_state(row["status"], row["kind"], last_seen, row["interval_s"], revoked, now),
             last_seen=last_seen, battery_pct=battery if isinstance(battery, int | float) else None,
             firmware=str(info["fw"]) if info.get("fw") is not None else None,
-            values=values, config=config, settings=limits, practice=bool(row.get("practice")),
+            values=values, config=config, settings=limits, practice=bool(row.get("practice")), town=row["town"],
         )
 
     # ------------------------------------------------------------ devices: ready-to-copy settings

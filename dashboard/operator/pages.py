@@ -27,6 +27,7 @@ from jisaku.gateway.accounts import ROLES, AccountError
 from jisaku.contract import kinds
 from jisaku.contract.schedules import as_lines
 from jisaku.gateway.registry import DeviceRecord
+from jisaku.gateway.towns import Towns
 from jisaku.gateway.updates import UpdateBook
 
 from . import api, models
@@ -37,6 +38,7 @@ from jisaku.gateway.changes import NotFound, OperationError, PublisherMissing
 
 from .operations import Operations
 from .publisher import BrokerUnavailable, wait_for_answer
+from .scope import within
 
 # Pages wait this long for a device's answer after sending it settings, so that the page
 # usually shows "applied" at once; a device that is away shows "pending" instead.
@@ -88,6 +90,9 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
         "schedule_lines": as_lines,
         "other_lang": "en" if lang == "ja" else "ja",
         "alerts_enabled": getattr(request.app.state, "operator_alerts", None) is not None,
+        # A joint body's account chooses the town of what it adds; a town's account adds to its own.
+        "towns": Towns(_ops(request).db).list() if session is not None and session.user.town is None else [],
+        "several_towns": session is not None and len(Towns(_ops(request).db).ids()) > 1,
         "done": request.query_params.get("done") if request.query_params.get("done") in DONE else None,
         **context,
     }, status_code=status)
@@ -168,7 +173,7 @@ def home() -> Response:
 
 @router.get("/devices")
 def devices(request: Request):
-    views = _ops(request).devices()
+    views = _ops(request).devices(town=within(request))
     counts = {state: sum(1 for v in views if v.state == state) for state in ("online", "stale", "offline", "never")}
     return render(request, "devices.html", devices=views, counts=counts)
 
@@ -212,7 +217,7 @@ def _device_page(request: Request, device_id: str, status: int = 200, **context:
             if isinstance(sent.result.get(output.name), int | float):
                 output.on = int(bool(sent.result[output.name]))
     return render(request, "device.html", status, device=view, kinds=[k.id for k in kinds.all_kinds()],
-                  history=ops.audit.entries(limit=20, target=device_id), camera=camera,
+                  history=ops.audit.entries(limit=20, target=device_id, town=within(request)), camera=camera,
                   can_send=ops.publisher is not None, commands=commands, sent=sent,
                   events=ops.store.events(device_id, limit=EVENTS_SHOWN), software=updates.software(device_id),
                   updates=updates.for_device(device_id, limit=UPDATES_SHOWN), **context)
@@ -249,7 +254,7 @@ def _record_from_form(form, device_id: str, t) -> DeviceRecord:
         raise OperationError(t("op.error.fields", fields=", ".join(t(f"op.field.{f}") for f in fields))) from None
     return DeviceRecord(id=device.id, kind=device.kind, name=device.name or device.id, name_ja=device.name_ja,
                         public=device.public, interval_s=device.interval_s, lat=device.lat, lon=device.lon,
-                        practice=device.practice)
+                        practice=device.practice, town=str(form.get("town", "")).strip() or None)
 
 
 @router.post("/devices/new")
@@ -259,7 +264,7 @@ async def add_device(request: Request, session: Session = Depends(require_operat
     ops = _ops(request)
     try:
         device = _record_from_form(form, str(form.get("id", "")).strip(), t)
-        secret = ops.changes.add_device(session.user.name, device)
+        secret = ops.changes.add_device(session.user.name, device, within=session.user.town)
     except OperationError as err:
         return render(request, "device_new.html", 400, kinds=[k.id for k in kinds.all_kinds()], form=dict(form), error=str(err))
     return _secret_page(request, ops, device, secret, new=True)
@@ -401,13 +406,13 @@ async def revoke(request: Request, device_id: str, session: Session = Depends(re
 
 @router.get("/quarantine")
 def quarantine(request: Request):
-    return render(request, "quarantine.html", quarantine=api.quarantine_view(_ops(request), 200))
+    return render(request, "quarantine.html", quarantine=api.quarantine_view(_ops(request), 200, within(request)))
 
 
 @router.get("/audit")
 def audit(request: Request, target: str | None = None, limit: int = 200):
     target = (target or "").strip()[:200] or None
-    entries = _ops(request).audit.entries(limit=max(1, min(limit, 5000)), target=target)
+    entries = _ops(request).audit.entries(limit=max(1, min(limit, 5000)), target=target, town=within(request))
     return render(request, "audit.html", entries=entries, target=target or "")
 
 
@@ -415,7 +420,7 @@ def audit(request: Request, target: str | None = None, limit: int = 200):
 
 
 def _users_page(request: Request, status: int = 200, **context: Any) -> HTMLResponse:
-    return render(request, "users.html", status, users=_ops(request).accounts.users(), roles=ROLES,
+    return render(request, "users.html", status, users=api.visible_users(_ops(request), within(request)), roles=ROLES,
                   error=context.pop("error", None), form=context.pop("form", {}), **context)
 
 
@@ -428,10 +433,12 @@ def users(request: Request):
 async def add_user(request: Request, session: Session = Depends(require_operator)):
     form = await request.form()
     name, role = str(form.get("name", "")).strip(), str(form.get("role", "operator"))
+    town = str(form.get("town", "")).strip()
     try:
-        await run_in_threadpool(_ops(request).changes.add_user, session.user.name, name, str(form.get("password", "")), role)
+        await run_in_threadpool(_ops(request).changes.add_user, session.user.name, name, str(form.get("password", "")),
+                                role, None if town == "*" else town, session.user.town)
     except AccountError as err:
-        return _users_page(request, 400, error=str(err), form={"name": name, "role": role})
+        return _users_page(request, 400, error=str(err), form={"name": name, "role": role, "town": town})
     return see("/operator/users?done=user_added")
 
 

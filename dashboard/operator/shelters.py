@@ -39,6 +39,7 @@ from .api import ERRORS
 from .auth import Session, check_csrf, current_session, require_operator
 from .pages import render, see
 from .publisher import BrokerUnavailable
+from .scope import within
 
 api_router = APIRouter(prefix="/api/v1/operator", tags=["operator shelters"], responses=ERRORS,
                        dependencies=[Depends(require_operator), Depends(check_csrf)])
@@ -74,8 +75,12 @@ def _changes(request: Request) -> Changes:
 
 
 def _shelters(request: Request) -> list[dict[str, Any]]:
+    """Every shelter of the account's town (of every town for a joint body's account)."""
     ops = request.app.state.operator_ops
-    return [asdict(state) for state in shelter_states(ops.store, ops.registry, public_only=False)]
+    town = within(request)
+    ours = None if town is None else {device.id for device in ops.registry.devices(town=town)}
+    return [asdict(state) for state in shelter_states(ops.store, ops.registry, public_only=False)
+            if ours is None or state.id in ours]
 
 
 def _must_be_shelter(request: Request, device_id: str) -> None:

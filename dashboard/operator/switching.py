@@ -70,6 +70,8 @@ def expiry_s(request: Request) -> float:
                  responses={503: {"description": "the broker cannot be reached; nothing was sent"}})
 async def switch(device_id: DeviceIdPath, output: OutputPath, body: models.SwitchRequest, request: Request,
                  session: Annotated[Session, Depends(require_switcher)]):
+    if _changes(request).registry.get(device_id) is None:  # first, as for another town's device (scope.py)
+        return _error(NotFound(f"no device {device_id!r}"))
     if not body.confirm:
         return JSONResponse({"detail": 'confirm: send "confirm": true to switch; it acts on real equipment'},
                             status_code=400)

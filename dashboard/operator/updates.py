@@ -36,6 +36,7 @@ from .api import ERRORS
 from .auth import Session, check_csrf, require_admin, require_operator
 from .bundles import TooLarge, check_declared_size, receive_upload
 from .pages import render, see
+from .scope import within
 
 api_router = APIRouter(prefix="/api/v1/operator", tags=["operator updates"], responses=ERRORS,
                        dependencies=[Depends(require_operator), Depends(check_csrf)])
@@ -50,6 +51,16 @@ def _book(request: Request) -> UpdateBook:
     return UpdateBook(request.app.state.operator_ops.db, request.app.state.bundles)
 
 
+def _town(request: Request, session: Session, asked: str | None) -> str | None:
+    """Whose devices a rollout may reach: the account's town; a joint body's choice, or every town."""
+    if session.user.town is None and not asked:
+        return None
+    try:
+        return request.app.state.operator_ops.changes.town_for(session.user.town, asked or None)
+    except ValueError as err:
+        raise UpdateError(str(err)) from None
+
+
 def _refused(err: UpdateError) -> JSONResponse:
     return JSONResponse({"detail": str(err)}, status_code=404 if isinstance(err, NoSuchBundle) else 400)
 
@@ -62,8 +73,9 @@ def _refused(err: UpdateError) -> JSONResponse:
                  responses={404: {"description": "no such bundle is published"}})
 def start(body: models.RolloutRequest, request: Request, session: Annotated[Session, Depends(require_admin)]):
     try:
+        town = _town(request, session, body.town)
         rollout = _book(request).start(body.kind, body.version, body.devices, body.first, body.wait_min,
-                                       body.trial_s, actor=session.user.name)
+                                       body.trial_s, actor=session.user.name, within=town)
     except UpdateError as err:
         return _refused(err)
     return JSONResponse(rollout.model_dump(mode="json"), status_code=201)
@@ -71,7 +83,7 @@ def start(body: models.RolloutRequest, request: Request, session: Annotated[Sess
 
 @api_router.get("/rollouts", response_model=list[Rollout], summary="Rollouts, newest first")
 def rollouts(request: Request):
-    return _book(request).rollouts()
+    return _book(request).rollouts(town=within(request))
 
 
 @api_router.get("/rollouts/{rollout_id}", response_model=Rollout,
@@ -108,7 +120,7 @@ def device_updates(device_id: DeviceIdPath, request: Request):
 def _updates_page(request: Request, status: int = 200, **context):
     book = _book(request)
     return render(request, "updates.html", status, bundles=request.app.state.bundles.bundles(),
-                  rollouts=book.rollouts(), form=context.pop("form", {}), **context)
+                  rollouts=book.rollouts(town=within(request)), form=context.pop("form", {}), **context)
 
 
 @page_router.get("/updates")
@@ -150,9 +162,11 @@ async def start_page(request: Request, session: Session = Depends(require_operat
     try:
         first = int(str(form.get("first") or 0))
         wait_min = float(str(form.get("wait_min") or 30).replace(",", "."))
+        asked = str(form.get("town", "")).strip()
+        town = _town(request, session, None if asked in ("", "*") else asked)  # "*": every town's devices
         rollout = await run_in_threadpool(_book(request).start, kind, version,
                                           named if form.get("target") == "devices" else None, first, wait_min,
-                                          actor=session.user.name)
+                                          actor=session.user.name, within=town)
     except ValueError as err:  # UpdateError, or a number that is not one
         message = str(err) if isinstance(err, UpdateError) else t("op.updates.numbers")
         return _updates_page(request, 400, start_error=message, form=dict(form))

@@ -22,6 +22,7 @@
     jisaku bundle keygen|build|publish  signed update bundles of a kind's board code or a Pi app
     jisaku updates offer KIND VERSION   offer a bundle to devices, a few first; list, show, stop
     jisaku users add NAME --role admin  an account for the operator pages
+    jisaku towns add ID --name NAME     another town on this deployment (its pages at /t/ID/); list, set
 
 One module per command group in this folder (``devices.py`` is ``jisaku devices …``), each
 with ``add_parser(commands)``. They import only the standard library and jisaku.contract
@@ -41,7 +42,7 @@ from jisaku.contract.settings import SettingsError
 
 # The command groups, in the order `jisaku --help` lists them: jisaku.cli.<name>, and the benchmarks.
 COMMAND_GROUPS = ("jisaku.cli.demo", "jisaku.cli.broker", "jisaku.cli.gateway", "jisaku.cli.dashboard",
-                  "jisaku.cli.device", "jisaku.cli.devices", "jisaku.cli.shelters", "jisaku.cli.users",
+                  "jisaku.cli.device", "jisaku.cli.devices", "jisaku.cli.shelters", "jisaku.cli.users", "jisaku.cli.towns",
                   "jisaku.cli.mosquitto", "jisaku.cli.rabbitmq", "jisaku.cli.quarantine", "jisaku.cli.backup", "jisaku.cli.standby", "jisaku.cli.flash",
                   "jisaku.cli.bundle", "jisaku.cli.updates",
                   "jisaku.bench")

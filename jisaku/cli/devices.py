@@ -67,10 +67,11 @@ def cmd_add(args: argparse.Namespace) -> None:
     settings = settings_module.load()
     device = DeviceRecord(id=args.id, kind=args.kind, name=args.name or args.id, public=not args.private,
                           interval_s=args.interval, lat=lat, lon=lon, name_ja=args.name_ja or "",
-                          practice=args.practice)
+                          practice=args.practice, town=args.town)
     secret = _changes(settings).add_device(cli_actor(), device)
-    print(f"registered {device.id}" + (" as a practice device: it shows on the practice map"
-                                       " (/operator/practice), never to residents." if device.practice else "."))
+    print(f"registered {device.id}" + (f" in town {args.town}" if args.town else "")
+          + (" as a practice device: it shows on the practice map (/operator/practice), never to residents."
+             if device.practice else "."))
     _show_secret(device.id, secret, _snippets_text(settings, args, device, secret))
 
 
@@ -166,12 +167,13 @@ def cmd_list(args: argparse.Namespace) -> None:
 
     registry = open_registry(load_settings())
     store = SQLiteStore(registry.db)
-    print(f"{'id':16} {'kind':14} {'shown':8} {'status':8} {'last reading':20} {'settings':14} name")
+    print(f"{'id':16} {'town':12} {'kind':14} {'shown':8} {'status':8} {'last reading':20} {'settings':14} name")
     for device in store.latest(public_only=False):
         seen = datetime.datetime.fromtimestamp(device["ts"]).strftime("%Y-%m-%d %H:%M:%S") if device["ts"] else "-"
         config = store.config_state(device["id"])
         settings = f"rev {config['rev']} {config['state']}" if config else "-"
-        print(f"{device['id']:16} {device['kind']:14} {'practice' if device['practice'] else 'public' if device['public'] else 'private':8} "
+        kept = 'practice' if device['practice'] else 'public' if device['public'] else 'private'
+        print(f"{device['id']:16} {device['town']:12} {device['kind']:14} {kept:8} "
               f"{device['status']:8} {seen:20} {settings:14} {device['name']}"
               + (f" / {device['name_ja']}" if device["name_ja"] else ""))
 
@@ -197,6 +199,7 @@ def add_parser(commands) -> None:
                      " (/operator/practice) only, never on residents' pages; `jisaku devices promote` later")
     add.add_argument("--interval", type=float, help="expected seconds between readings")
     add.add_argument("--location", help="LAT,LON for a device that does not move")
+    add.add_argument("--town", help="the town it belongs to (`jisaku towns list`; default: the first town)")
     _address_options(add)
     add.set_defaults(run=cmd_add)
     devices.add_parser("list", help="the registered devices").set_defaults(run=cmd_list)

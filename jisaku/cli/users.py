@@ -6,6 +6,8 @@ operator pages (``/operator/users``)::
     jisaku users add tanaka --role admin      # asks for the password twice
     echo "$PASSWORD" | jisaku users add bot   # a script gives it on stdin
     jisaku users list
+    jisaku users add yamada --town shirakawa  # an account of one town: it sees that town only
+    jisaku users add kanri --role admin --all-towns   # a joint body's: every town
     jisaku users passwd tanaka
     jisaku users role suzuki admin
     jisaku users role sato switcher           # an operator who may also switch equipment
@@ -52,16 +54,24 @@ def read_password(prompt: str = "Password: ") -> str:
 
 
 def cmd_add(args: argparse.Namespace) -> None:
-    _changes().add_user(cli_actor(), args.name, read_password(f"Password for {args.name}: "), args.role)
-    print(f"added {args.role} {args.name}; they can log in at /operator/login")
+    if args.all_towns and args.town:
+        raise ValueError("give --town or --all-towns, not both")
+    town = None if args.all_towns else (args.town or "")
+    changes = _changes()
+    if town:
+        changes.town_for(None, town)  # an unknown town is said before the password is asked for
+    changes.add_user(cli_actor(), args.name, read_password(f"Password for {args.name}: "), args.role, town=town)
+    where = "every town" if town is None else f"town {changes.accounts.get(args.name).town}"
+    print(f"added {args.role} {args.name} of {where}; they can log in at /operator/login")
 
 
 def cmd_list(args: argparse.Namespace) -> None:
     accounts = _changes().accounts
-    print(f"{'name':20} {'role':9} {'state':9} changed")
+    print(f"{'name':20} {'role':9} {'town':12} {'state':9} changed")
     for user in accounts.users():
         changed = datetime.datetime.fromtimestamp(user.changed).strftime("%Y-%m-%d %H:%M")
-        print(f"{user.name:20} {user.role:9} {'disabled' if user.disabled else 'active':9} {changed}")
+        town = user.town if user.town is not None else "(every)"  # a joint body's account
+        print(f"{user.name:20} {user.role:9} {town:12} {'disabled' if user.disabled else 'active':9} {changed}")
 
 
 def cmd_passwd(args: argparse.Namespace) -> None:
@@ -87,6 +97,10 @@ def add_parser(commands) -> None:
     add.add_argument("--role", choices=ROLES, default="operator",
                      help="operator: devices and settings; switcher: also switch equipment on and off;"
                           " admin: all that, and the accounts")
+    add.add_argument("--town", help="the town whose devices and accounts it sees (`jisaku towns list`;"
+                     " default: the first town)")
+    add.add_argument("--all-towns", action="store_true", help="an account of every town, a joint body's:"
+                     " it sees and manages every town")
     add.set_defaults(run=cmd_add)
     users.add_parser("list", help="the operator accounts").set_defaults(run=cmd_list)
     passwd = users.add_parser("passwd", help="change an account's password")
