@@ -309,7 +309,7 @@ def test_practice_devices_and_rules_from_the_pages_and_the_command(tmp_path):
     assert "as a practice device" in done.stdout and Registry(db).get("snow-7").practice
     listed = subprocess.run([sys.executable, "-m", "jisaku.cli", "devices", "list"], env=env, capture_output=True,
                             text=True, cwd=tmp_path).stdout
-    assert re.search(r"snow-7\s+snow_gauge\s+practice", listed), listed
+    assert re.search(r"snow-7\s+main\s+snow_gauge\s+practice", listed), listed
 
     client = TestClient(create_app(tmp_path / "jisaku.db", tiles="osm"))
     token = client.post("/api/v1/operator/login", json={"name": "sato", "password": LEARNER_PW}).json()["csrf_token"]

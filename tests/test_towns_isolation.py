@@ -63,7 +63,7 @@ def objects_of(changes: Changes, bundles, town: str, prefix: str) -> dict:
     rollout = UpdateBook(db, bundles).start("printer_tray", "1.4.0", [tray], actor=actor, within=town)
     return {"device_id": heater, "shelter": shelter, "tray": tray, "name": f"{prefix}-op",
             "rule_id": str(rule.id), "alert_id": str(alert.id), "rollout_id": str(rollout.id),
-            "command_id": command.id, "output": "heater", "admin": actor}
+            "command_id": command.id, "output": "heater", "admin": actor, "town": town}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,8 @@ def towns(tmp_path_factory):
 
 
 GHOST = {"device_id": "ghost-9", "shelter": "ghost-8", "tray": "ghost-7", "name": "ghost-op", "rule_id": "987654",
-         "alert_id": "987653", "rollout_id": "987652", "command_id": "c-ghost00000", "output": "heater"}
+         "alert_id": "987653", "rollout_id": "987652", "command_id": "c-ghost00000", "output": "heater",
+         "town": "ghost-town"}
 
 
 def login(app, name: str) -> tuple[TestClient, str]:
@@ -115,25 +116,26 @@ def body(method: str, path: str, ids: dict) -> dict | None:
     """A plausible body for the operation, naming ``ids``' objects."""
     rule = {"name": "watch it", "device_id": ids["tray"], "condition": {"type": "no_data", "minutes": 5}}
     bodies = {
-        ("POST", "/api/v1/operator/devices"): {"id": "new-device-1", "kind": "snow_gauge", "town": "kita"},
+        ("POST", "/api/v1/operator/devices"): {"id": "new-device-1", "kind": "snow_gauge", "town": ids["town"]},
         ("PATCH", "/api/v1/operator/devices/{device_id}"): {"name": "renamed"},
         ("POST", "/api/v1/operator/devices/{device_id}/settings"): {"settings": {"left_after_s": 45}},
         ("PUT", "/api/v1/operator/devices/{device_id}/picture-mask"): {"areas": [[0.1, 0.1, 0.2, 0.2]]},
         ("POST", "/api/v1/operator/devices/{device_id}/outputs/{output}"): {"on": True, "confirm": True},
-        ("POST", "/api/v1/operator/users"): {"name": "someone-new", "password": PASSWORD, "town": "kita"},
+        ("POST", "/api/v1/operator/users"): {"name": "someone-new", "password": PASSWORD, "town": ids["town"]},
         ("PATCH", "/api/v1/operator/users/{name}"): {"role": "admin", "disabled": True},
         ("POST", "/api/v1/operator/rules"): rule,
         ("PUT", "/api/v1/operator/rules/{rule_id}"): rule,
         ("POST", "/api/v1/operator/rollouts"): {"kind": "printer_tray", "version": "1.4.0", "devices": [ids["tray"]]},
         ("PUT", "/api/v1/operator/shelters/{device_id}/open"): {"open": True},
+        ("POST", "/api/v1/operator/devices/{device_id}/promote"): {"keep_history": True},
+        ("PUT", "/api/v1/operator/disaster-mode"): {"on": True, "town": ids["town"]},
     }
     return bodies.get((method, path))
 
 
 # Operations that name no object and change nothing of another town's; each has its own tests.
 NOT_NAMING = {("POST", "/api/v1/operator/login"), ("POST", "/api/v1/operator/logout"),
-              ("POST", "/api/v1/operator/bundles"),  # bundles are the deployment's
-              ("PUT", "/api/v1/operator/disaster-mode")}  # per town: part B
+              ("POST", "/api/v1/operator/bundles")}  # bundles are the deployment's
 
 
 def api_operations(app) -> list[tuple[str, str]]:
@@ -251,10 +253,10 @@ def test_a_joint_bodys_admin_sees_and_reaches_both_towns(towns):
         assert client.get(f"/api/v1/operator/commands/{ids['command_id']}").status_code == 200
         assert client.get(f"/operator/devices/{ids['tray']}").status_code == 200
     # It names the town of what it adds; a device added without one goes to the first town.
-    made = client.post("/api/v1/operator/devices", json={"id": "kita-gauge", "kind": "snow_gauge", "town": "kita"},
+    made = client.post("/api/v1/operator/devices", json={"id": "kita-gauge", "kind": "snow_gauge", "town": ids["town"]},
                        headers={"X-CSRF-Token": token})
     assert made.status_code == 201 and made.json()["device"]["town"] == "kita"
-    users = client.post("/api/v1/operator/users", json={"name": "kita-new", "password": PASSWORD, "town": "kita"},
+    users = client.post("/api/v1/operator/users", json={"name": "kita-new", "password": PASSWORD, "town": ids["town"]},
                         headers={"X-CSRF-Token": token})
     assert users.status_code == 201 and users.json()["town"] == "kita"
     joint = client.post("/api/v1/operator/users", json={"name": "kanri-2", "password": PASSWORD, "all_towns": True},
