@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
+from amqtt.errors import BrokerError
 from amqtt.mqtt.connack import IDENTIFIER_REJECTED, NOT_AUTHORIZED
 from amqtt.mqtt.connect import ConnectPacket
 from amqtt.plugins.base import BaseAuthPlugin
@@ -245,7 +246,17 @@ class EmbeddedBroker:
             if logging.getLogger(name).level == logging.NOTSET:
                 logging.getLogger(name).setLevel(logging.WARNING)
         broker = _JisakuBroker(self._config(), self._callbacks)
-        await broker.start()
+        quiet = logging.getLogger("amqtt.broker")
+        was_disabled, quiet.disabled = quiet.disabled, True  # it logs a failed start as a traceback: we say it in words
+        try:
+            await broker.start()
+        except BrokerError as err:
+            # amqtt wraps the socket's error: give callers the OSError they can tell "port taken" by.
+            if isinstance(err.__cause__, OSError):
+                raise err.__cause__ from None
+            raise
+        finally:
+            quiet.disabled = was_disabled
         self._broker = broker
         if self._version is not None:
             self.checked_version = self._version()  # every CONNECT from now on is checked against it

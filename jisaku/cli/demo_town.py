@@ -218,7 +218,8 @@ async def _serve(settings: Settings, devices: list[DeviceConfig], rules: list[di
           f"  Data is kept in {settings.data_dir.resolve()}. Press Ctrl-C to stop.\n", flush=True)
     print(f"  Operators: http://{host}:{port}/operator  " + (
         f"user admin, password {admin_password} (shown once; change it: jisaku users passwd admin)\n"
-        if admin_password else "(log in with your account; jisaku users add NAME --role admin makes one)\n"),
+        if admin_password else "(log in with your account; jisaku users add NAME --role admin makes one)\n")
+        + f"  Practice map (learners' devices, never shown to residents): http://{host}:{port}/operator/practice\n",
         flush=True)
     try:
         await server.serve()
@@ -248,7 +249,8 @@ def first_admin(db) -> str | None:
     if changes.accounts.users():
         return None
     password = new_secret(12)
-    changes.add_user("demo", "admin", password, "admin")
+    # A joint body's account: the demo's operator pages show both towns, each device with its town.
+    changes.add_user("demo", "admin", password, "admin", town=None)
     return password
 
 
