@@ -34,6 +34,7 @@ from .pictures import PictureStore
 from .registry import DeviceRecord, Registry, RegistryError
 from .store import SQLiteStore
 from .town_state import DISASTER_MODE, TownState
+from .notify_config import NotifyConfig
 from .towns import Town, TownError, Towns
 
 
@@ -317,21 +318,23 @@ class Changes:
     def add_town(self, actor: str, town: Town) -> Town:
         """A new town of this deployment (``jisaku towns add``), with its audit entry."""
         try:
+            _check_notify(town.notify)
             added = Towns(self.db).add(town)
         except TownError as err:
             raise OperationError(str(err)) from None
-        self.audit.record(actor, "town.add", added.id, None, asdict(added))
+        self.audit.record(actor, "town.add", added.id, None, _town_json(added))
         return added
 
     def update_town(self, actor: str, town_id: str, **changes: Any) -> Town:
         """Change a town's settings; ``id=`` renames it in every town column (``jisaku towns set``)."""
         towns = Towns(self.db)
         try:
+            _check_notify(changes.get("notify"))
             before = towns.must_exist(town_id)
             after = towns.update(town_id, **changes)
         except TownError as err:
             raise OperationError(str(err)) from None
-        old, new = asdict(before), asdict(after)
+        old, new = _town_json(before), _town_json(after)
         changed = [key for key in new if old[key] != new[key]]
         if changed:
             self.audit.record(actor, "town.update", after.id, {key: old[key] for key in changed},
@@ -444,3 +447,20 @@ class Changes:
 
 def _rule_json(rule: Rule) -> dict[str, Any]:
     return rule.model_dump(mode="json", exclude={"id"})
+
+
+def _check_notify(table: dict | None) -> None:
+    """A town's [notify] table, checked as jisaku.toml's is; OperationError says where it is wrong."""
+    if table is not None:
+        try:
+            NotifyConfig.from_settings(table)
+        except ValueError as err:
+            raise OperationError(str(err).replace("jisaku.toml: ", "the town's ", 1)) from None
+
+
+def _town_json(town: Town) -> dict[str, Any]:
+    """A town for the audit log: its notification channels by name, never their URLs or passwords."""
+    shown = asdict(town)
+    if town.notify is not None:
+        shown["notify"] = NotifyConfig.from_settings(town.notify).channel_names()
+    return shown

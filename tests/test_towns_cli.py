@@ -116,3 +116,33 @@ def test_what_cannot_be_done_is_refused_with_what_to_do(jisaku, tmp_path):
     assert Towns(db).ids() == ["main", "kita"]
     assert not db.connection.execute("SELECT 1 FROM devices").fetchone()
     assert not db.connection.execute("SELECT 1 FROM users").fetchone()
+
+
+def test_a_towns_own_notification_targets_are_set_from_a_file_and_its_alerts_go_there_only(jisaku, tmp_path):
+    from jisaku.gateway.notify_config import NotifyConfig
+    from jisaku.gateway.notify_routes import Routes
+
+    (tmp_path / "kita-notify.toml").write_text(
+        '[notify]\nevents = ["raised", "cleared"]\n'
+        '[[notify.webhook]]\nurl = "https://hooks.example.jp/services/KITA-TOKEN"\nformat = "slack"\n')
+    (tmp_path / "wrong.toml").write_text('[notify]\nwebhook = [{url = "ftp://files.example.jp/x"}]\n')
+    ok(jisaku("towns", "add", "kita", "--name", "Kita Town", "--notify", "kita-notify.toml"))
+    ok(jisaku("towns", "add", "minami", "--name", "Minami Town"))
+
+    db = Database(tmp_path / "jisaku.db")
+    routes = Routes(db, NotifyConfig.from_settings({"webhook": [{"url": "https://hooks.example.jp/main"}]}))
+    raised = {"event": "raised"}
+    assert routes.channels({**raised, "route": {"town": "kita"}}) == ["town:kita:webhook-1"]
+    assert routes.resolve("town:kita:webhook-1")[0].webhook[0].url.endswith("KITA-TOKEN")
+    assert routes.channels({**raised, "route": {"town": "main"}}) == ["webhook-1"]  # jisaku.toml's, as before
+    assert routes.channels({**raised, "route": {"town": "minami"}}) == [], "never the first town's staff"
+    assert routes.channels({"event": "acknowledged", "route": {"town": "kita"}}) == []  # its own events list
+
+    assert "https://" in refused(jisaku("towns", "set", "kita", "--notify", "wrong.toml"))
+    assert "No such file" in refused(jisaku("towns", "set", "kita", "--notify", "missing.toml"))
+    assert Towns(db).get("kita").notify["webhook"][0]["url"].endswith("KITA-TOKEN"), "a refused file changes nothing"
+    ok(jisaku("towns", "set", "kita", "--notify", "none"))
+    assert Towns(db).get("kita").notify is None and routes.channels({**raised, "route": {"town": "kita"}}) == []
+    logged = AuditLog(db).entries(target="kita")
+    assert [e["action"] for e in logged] == ["town.update", "town.add"]
+    assert "KITA-TOKEN" not in str(logged) and logged[1]["after"]["notify"] == ["webhook-1"]

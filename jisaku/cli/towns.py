@@ -6,6 +6,7 @@ devices, rules and operator accounts. Every change is in the audit log (actor ``
     jisaku towns list
     jisaku towns add shirakawa --name "Shirakawa Village" --name-ja 白川村 --centre 36.27,136.90 --zoom 13
     jisaku towns set shirakawa --licence CC-BY-4.0 --tiles osm
+    jisaku towns set shirakawa --notify shirakawa-notify.toml   # where its alerts go ([notify], as in jisaku.toml)
     jisaku towns set main --id takayama        # rename the first town everywhere (its pages move to /t/takayama/)
     jisaku devices add snow-9 --kind snow_gauge --town shirakawa
     jisaku users add yamada --role admin --town shirakawa     # manages Shirakawa's accounts only
@@ -40,6 +41,22 @@ def parse_centre(text: str) -> tuple[float, float]:
     return lat, lon
 
 
+def read_notify(path: str) -> dict | None:
+    """The town's [notify] table from a TOML file written as jisaku.toml's is; ``none``: take it away."""
+    import tomllib
+    from pathlib import Path
+
+    if path == "none":
+        return None
+    try:
+        table = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ValueError(f"--notify {path}: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"--notify {path}: {err}") from None
+    return table.get("notify", table)  # a [notify] table, or its keys at the top
+
+
 def _given(args: argparse.Namespace) -> dict:
     """The settings the command line names, as Town fields."""
     changes = {}
@@ -48,6 +65,8 @@ def _given(args: argparse.Namespace) -> dict:
         value = getattr(args, option, None)
         if value is not None:
             changes[field] = value
+    if getattr(args, "notify", None):
+        changes["notify"] = read_notify(args.notify)
     if getattr(args, "centre", None):
         changes["lat"], changes["lon"] = parse_centre(args.centre)
     if changes.get("zoom") is not None and not 0 <= changes["zoom"] <= 22:
@@ -71,7 +90,8 @@ def cmd_set(args: argparse.Namespace) -> None:
     if args.new_id:
         changes["id"] = args.new_id
     if not changes:
-        raise ValueError("nothing to change: give --name, --name-ja, --centre, --zoom, --tiles, --licence or --id")
+        raise ValueError("nothing to change: give --name, --name-ja, --centre, --zoom, --tiles, --licence, --notify"
+                         " or --id")
     town = _changes().update_town(cli_actor(), args.id, **changes)
     print(f"town {town.id}: saved" + (f" (renamed from {args.id})" if town.id != args.id else ""))
 
@@ -106,6 +126,9 @@ def _town_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiles-attribution", help="the base map's credit line, for a tile URL")
     parser.add_argument("--licence", "--license", help="its open data's licence, e.g. CC-BY-4.0"
                         " (default: jisaku.toml's)")
+    parser.add_argument("--notify", metavar="FILE", help="where its alerts go: a TOML file with a [notify] table"
+                        " as in jisaku.toml (docs/alerts.md); `none` takes it away. Without one, only the first"
+                        " town's alerts go anywhere (to jisaku.toml's [notify])")
 
 
 def add_parser(commands) -> None:
