@@ -84,16 +84,17 @@ def _get(client: httpx.Client, path: str) -> tuple[int, str]:
 
 
 def walk_public(town, app_routes: list[str], openapi: dict, device_id: str = PRACTICE_ID,
-                name: str = PRACTICE_NAME) -> list[str]:
+                name: str = PRACTICE_NAME, prefix: str = "") -> list[str]:
     """Ask every public path (and page) about the practice device and about a missing one; returns
-    what leaked. A path naming a device must answer the practice one exactly as the missing one."""
+    what leaked. A path naming a device must answer the practice one exactly as the missing one.
+    ``prefix``: the town's own paths (``/t/<id>``), the same handlers."""
     leaks = []
     client = httpx.Client(base_url=town.base_url, timeout=10)
     for template in sorted(set(_public_paths(openapi)) | set(app_routes)):
         query = QUERIES.get(template, "")
         asked = {}
         for asked_id in (device_id, GHOST):
-            asked[asked_id] = _get(client, _fill(template, asked_id) + query.replace("{id}", asked_id))
+            asked[asked_id] = _get(client, prefix + _fill(template, asked_id) + query.replace("{id}", asked_id))
         (status, text), (ghost_status, ghost_text) = asked[device_id], asked[GHOST]
         if name in text:
             leaks.append(f"{template}: the practice device's name")
@@ -207,9 +208,11 @@ def test_a_practice_device_goes_through_the_pipeline_but_only_to_its_learner(mak
         openapi = httpx.get(town.base_url + "/openapi.json").json()
         pages = public_page_routes(town.base_url)
         assert walk_public(town, pages, openapi) == []
+        assert walk_public(town, pages, openapi, prefix="/t/main") == []  # the town's own paths
         # The same walk does see a town device: it would notice the practice one.
         seen = walk_public(town, pages, openapi, "bus-1", "Town loop bus 1")
         assert len(seen) >= 10, seen
+        assert len(walk_public(town, pages, openapi, "bus-1", "Town loop bus 1", prefix="/t/main")) >= 10
         feed = gtfs_realtime_pb2.FeedMessage()
         feed.ParseFromString(httpx.get(town.base_url + "/gtfs-rt/vehicle-positions.pb").content)
         assert PRACTICE_ID not in str(feed) and PRACTICE_NAME not in str(feed)
