@@ -12,6 +12,7 @@ import httpx
 import uvicorn
 
 from jisaku.bench import web as bench_web
+from jisaku.dashboard.api import broadcaster
 from jisaku.dashboard.app import create_app
 from jisaku.contract.protocol import Reading
 from jisaku.gateway.db import Database
@@ -73,7 +74,7 @@ def test_open_streams_all_get_an_update_and_closed_ones_are_forgotten(tmp_path):
             firsts = [read_event(each) for each in lines]
             assert all('"bench-bus-0002"' in first for first in firsts)
             assert all("bench-tray" not in first for first in firsts), "the private device never streams"
-            assert len(app.state.broadcaster.subscribers) == 3
+            assert len(broadcaster(app, "main").subscribers) == 3
 
             store = SQLiteStore(Database(db_path))
             store.write(Batch(readings=[("bench-bus-0001", Reading(time.time(), 99, {"lat": 35.5, "lon": 139.5,
@@ -81,7 +82,7 @@ def test_open_streams_all_get_an_update_and_closed_ones_are_forgotten(tmp_path):
             assert all('"bench_mark":4242' in read_event(each) for each in lines)
             for stream in streams:
                 stream.__exit__(None, None, None)
-        wait_until(lambda: not app.state.broadcaster.subscribers, 10, "closed streams are unsubscribed")
+        wait_until(lambda: not broadcaster(app, "main").subscribers, 10, "closed streams are unsubscribed")
     finally:
         server.should_exit = True
         thread.join(timeout=10)
