@@ -184,6 +184,13 @@ def test_a_towns_account_gets_for_every_api_operation_on_the_other_towns_objects
             f"{account} {method} {path}: B's object answers otherwise than a missing one"
         walked += 1
     assert walked > 15
+    # A wrong body must not tell either: B's object and a missing one get the same refusal.
+    for method, path in operations:
+        if method in ("POST", "PUT", "PATCH") and "{" in path and (method, path) not in NOT_NAMING:
+            got, missing = (client.request(method, fill(path, ids), json=["not", "a", "body"], headers=headers)
+                            for ids in (b, GHOST))
+            assert (got.status_code, words(got, b)) == (missing.status_code, words(missing, GHOST)), \
+                f"{account} {method} {path} with a wrong body: B's object answers otherwise than a missing one"
     assert dump(db) == before, "something of B's (or anything) changed"
 
     # Lists: of A's town only.

@@ -89,7 +89,8 @@ def town_of(db_connection, param: str, value: Any) -> tuple[bool, str | None]:
 
 
 async def guard(request: Request) -> None:
-    """The router-level dependency: 404 (:class:`OutOfTown`) for another town's object.
+    """The router-level dependency: 404 (:class:`OutOfTown`) for another town's object, and
+    for a town account, for a missing one alike.
 
     The session, its CSRF token and the route's role are checked first, so that those
     refusals come out the same whichever town the object is in.
@@ -111,7 +112,9 @@ async def guard(request: Request) -> None:
         if param not in OBJECTS:
             raise OutOfTown(param, value)  # fail closed: a new kind of object must be placed above
         exists, its_town = town_of(connection, param, value)
-        if exists and its_town != town:
+        # A missing object is answered here too, before the body is read: were it left to the
+        # handler, a wrong body would get 422 for a missing object and 404 for another town's.
+        if not exists or its_town != town:
             raise OutOfTown(param, value)
 
 
