@@ -16,7 +16,7 @@ from jisaku.kinds.snow_gauge.simulate import Snowfall
 from jisaku.kinds.vehicle_tracker.pi import VehicleTracker
 from jisaku.kinds.vehicle_tracker.simulate import DrivingRoute, rmc_sentence
 
-from .town import KINDS
+from .town import KINDS, wait_until
 
 SNOW_LIMITS = kinds.folder("snow_gauge").limits()
 
@@ -249,6 +249,10 @@ def test_snow_gauge_raises_its_alarm_once_and_clears_it_once(factory):
     try:
         for hour in range(len(SNOWY_DAY)):
             snow.tick(hour * 1.0)        # 60 simulated hours a minute: one hour a second
+            # The sensor pings in its own thread: on a busy machine, wait until it hears the new depth.
+            expected_cm = snow.mount_height_cm - snow.depth_cm(hour * 1.0)
+            wait_until(lambda: abs(gauge.sensor.distance * 100 - expected_cm) < 1, 10,
+                       f"the sensor hears hour {hour}'s depth")
             gauge.step()
             events_after.append(len(link.events))
     finally:
