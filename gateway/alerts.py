@@ -60,6 +60,12 @@ class Alert(BaseModel):
     cleared: float | None = None
     cleared_message: str | None = None
     cleared_message_ja: str | None = None
+    practice: bool = False  # of a practice rule or device: only its rule's owner is notified
+
+
+# An alert's row with whether it is a practice one (its rule's or its device's flag).
+ALERT_SQL = ("SELECT *, (coalesce((SELECT practice FROM alert_rules WHERE id = alerts.rule_id), 0)"
+             " OR coalesce((SELECT practice FROM devices WHERE id = alerts.device_id), 0)) AS practice FROM alerts")
 
 
 class AlertChange(BaseModel):
@@ -205,12 +211,12 @@ class AlertBook:
             where.append("device_id = ?")
             args.append(device_id)
         rows = self.db.connection.execute(
-            f"SELECT * FROM alerts WHERE {' AND '.join(where)} ORDER BY raised DESC, id DESC LIMIT ?",
+            f"{ALERT_SQL} WHERE {' AND '.join(where)} ORDER BY raised DESC, id DESC LIMIT ?",
             (*args, limit)).fetchall()
         return [_alert(row) for row in rows]
 
     def alert(self, alert_id: int) -> Alert | None:
-        row = self.db.connection.execute("SELECT * FROM alerts WHERE id=?", (alert_id,)).fetchone()
+        row = self.db.connection.execute(f"{ALERT_SQL} WHERE id=?", (alert_id,)).fetchone()
         return _alert(row) if row else None
 
     def acknowledge(self, alert_id: int, user: str) -> Alert:

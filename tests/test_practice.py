@@ -191,6 +191,9 @@ def test_a_practice_device_goes_through_the_pipeline_but_only_to_its_learner(mak
         assert channels == {"office", "user:sato"}
         page = admin.get("/operator/alerts").text
         assert "Too fast" in page and PRACTICE_ID in page
+        # Operators can tell which alerts are practice ones: a practice rule's, or any for a practice device.
+        assert {(a["rule_name"], a["device_id"], a["practice"]) for a in admin.get("/api/v1/operator/alerts").json()} == {
+            ("Too fast (practice)", PRACTICE_ID, True), ("Too fast", PRACTICE_ID, True), ("Too fast", "bus-1", False)}
 
         # Stored and charted for operators, on the practice map and its feed.
         assert town.store.reading_count(PRACTICE_ID) == 4
