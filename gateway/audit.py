@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from .db import Database, time_range
+from .towns import TOWN_OF_OBJECT
 
 def cli_actor() -> str:
     """Who is changing things from the command line: the Unix user."""
@@ -68,15 +69,12 @@ class AuditLog:
             if isinstance(described, dict) and isinstance(described.get("town"), str):
                 return described["town"]
         kind = action.split(".", 1)[0]
-        sql = {"device": "SELECT town FROM devices WHERE id=?",
-               "user": "SELECT town FROM users WHERE name=?",
-               "rule": "SELECT town FROM alert_rules WHERE id=?",
-               "alert": "SELECT d.town FROM alerts a JOIN devices d ON d.id = a.device_id WHERE a.id=?",
-               "town": "SELECT id FROM towns WHERE id=?",
-               "update": "SELECT town FROM devices WHERE id=?"}.get(kind)
         key: Any = target
-        if kind == "update" and isinstance(after, dict) and isinstance(after.get("rollout"), int):
-            sql, key = "SELECT town FROM rollouts WHERE id=?", after["rollout"]
+        if kind == "update":  # a device's step in a rollout, or the rollout itself
+            kind = "device"
+            if isinstance(after, dict) and isinstance(after.get("rollout"), int):
+                kind, key = "rollout", after["rollout"]
+        sql = TOWN_OF_OBJECT.get(kind)
         if sql is None:
             return None
         row = self.db.connection.execute(sql, (key,)).fetchone()

@@ -37,6 +37,19 @@ FIRST_TOWN = "main"  # the id an upgraded database's town gets; `jisaku towns se
 TOWN_COLUMNS = (("devices", "town"), ("users", "town"), ("alert_rules", "town"), ("audit_log", "town"),
                 ("rollouts", "town"), ("town_state", "town"))
 
+# The town of each kind of object, by the object's id: one row if it exists, its town NULL when it is
+# no town's (a joint account; an alert or command of a removed device). The operators' guard and the
+# audit log both place objects with it.
+TOWN_OF_OBJECT = {
+    "device": "SELECT town FROM devices WHERE id=?",
+    "user": "SELECT town FROM users WHERE name=?",
+    "rule": "SELECT town FROM alert_rules WHERE id=?",
+    "alert": "SELECT d.town FROM alerts a LEFT JOIN devices d ON d.id = a.device_id WHERE a.id=?",
+    "rollout": "SELECT town FROM rollouts WHERE id=?",
+    "command": "SELECT d.town FROM commands c LEFT JOIN devices d ON d.id = c.device_id WHERE c.id=?",
+    "town": "SELECT id FROM towns WHERE id=?",
+}
+
 
 class TownError(ValueError):
     """A request about towns that cannot be done; the message says what to do instead."""
@@ -165,7 +178,7 @@ class Towns:
         )
 
     def of_device(self, device_id: str) -> str | None:
-        row = self.db.connection.execute("SELECT town FROM devices WHERE id=?", (device_id,)).fetchone()
+        row = self.db.connection.execute(TOWN_OF_OBJECT["device"], (device_id,)).fetchone()
         return row[0] if row else None
 
 

@@ -30,19 +30,15 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from jisaku.gateway.towns import TOWN_OF_OBJECT
+
 from .auth import check_csrf, require_admin, require_operator, require_switcher
 
-# What each object path parameter names, as SQL giving its town (one row if it exists).
-# An alert or a command is its device's; NULL (a removed device, a joint account, a rollout
-# over several towns) is no town's, so only joint-body accounts see it.
-OBJECTS: dict[str, str] = {
-    "device_id": "SELECT town FROM devices WHERE id=?",
-    "name": "SELECT town FROM users WHERE name=?",
-    "rule_id": "SELECT town FROM alert_rules WHERE id=?",
-    "alert_id": "SELECT d.town FROM alerts a LEFT JOIN devices d ON d.id = a.device_id WHERE a.id=?",
-    "rollout_id": "SELECT town FROM rollouts WHERE id=?",
-    "command_id": "SELECT d.town FROM commands c LEFT JOIN devices d ON d.id = c.device_id WHERE c.id=?",
-}
+# The kind of object each path parameter names (its town: gateway/towns.TOWN_OF_OBJECT). An alert
+# or a command is its device's; a NULL town (a removed device, a joint account) is no town's, so
+# only joint-body accounts see it.
+OBJECTS: dict[str, str] = {"device_id": "device", "name": "user", "rule_id": "rule", "alert_id": "alert",
+                           "rollout_id": "rollout", "command_id": "command"}
 # Path parameters that are a part of an object named beside them, not an object of their own.
 PARTS = frozenset({"output"})
 
@@ -84,7 +80,7 @@ def within(request: Request) -> str | None:
 
 def town_of(db_connection, param: str, value: Any) -> tuple[bool, str | None]:
     """(whether the object exists, its town) for a path parameter's value."""
-    row = db_connection.execute(OBJECTS[param], (value,)).fetchone()
+    row = db_connection.execute(TOWN_OF_OBJECT[OBJECTS[param]], (value,)).fetchone()
     return (row is not None, row[0] if row is not None else None)
 
 
