@@ -24,7 +24,8 @@ from jisaku.gateway.registry import DeviceRecord, Registry
 from jisaku.gateway.store import Batch, SQLiteStore
 
 from .receivers import WebhookReceiver
-from .town import KINDS, wait_until
+from .test_browser import browser, offline_phone  # noqa: F401 (browser: the fixture)
+from .town import KINDS, serving, wait_until
 
 PRACTICE_ID, PRACTICE_NAME = "bus-learner", "Sato's practice bus"
 GHOST = "bus-nobody"  # never registered: what a missing device gets, word for word
@@ -360,46 +361,24 @@ def test_practice_devices_and_rules_from_the_pages_and_the_command(tmp_path):
     assert removed.json()["kind"] is None
 
 
-def test_the_practice_map_shows_the_learners_device_in_a_browser(tmp_path, chromium_path):
+def test_the_practice_map_shows_the_learners_device_in_a_browser(tmp_path, browser):  # noqa: F811
     """live.js on /operator/practice: the practice device's marker, linking to its operator page."""
-    import threading
-
-    import uvicorn
-    from playwright.sync_api import sync_playwright
-
     from jisaku.dashboard.app import create_app
-
-    from .brokers import free_port
 
     db = _practice_db(tmp_path)
     Registry(db).add_device(DeviceRecord("snow-1", "snow_gauge", name="Town gauge", lat=36.2, lon=137.3))
     SQLiteStore(db).write(Batch(readings=[("snow-1", protocol.Reading(ts=time.time(), seq=1, values={"depth_cm": 7}))]))
     Accounts(db).add("sato", LEARNER_PW, role="operator")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(tmp_path / "jisaku.db", tiles="osm"), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True, name="dashboard").start()
-    try:
-        wait_until(lambda: server.started, 10, "the dashboard starts")
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium_path, args=["--no-sandbox"])
-            try:
-                page = browser.new_page(viewport={"width": 390, "height": 800}, locale="en-GB")
-                # Offline, as in the other browser tests: the base map's tiles are not needed.
-                page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
-                    f"http://127.0.0.1:{port}/") else route.abort())
-                page.goto(f"http://127.0.0.1:{port}/operator/practice")
-                page.fill("#name", "sato")
-                page.fill("#password", LEARNER_PW)
-                page.click("button[type=submit]")
-                page.wait_for_url("**/operator/practice")
-                page.wait_for_function("window.jisakuMarkers && Object.keys(window.jisakuMarkers).length > 0")
-                assert page.evaluate("Object.keys(window.jisakuMarkers)") == ["snow-9"]
-                assert page.locator("#practice-devices").inner_text().startswith("Practice gauge")
-                page.evaluate("window.jisakuMarkers['snow-9'].openPopup()")
-                link = page.locator(".leaflet-popup-content a").first.get_attribute("href")
-                assert link == "/operator/devices/snow-9"
-            finally:
-                browser.close()
-    finally:
-        server.should_exit = True
+    with serving(create_app(tmp_path / "jisaku.db", tiles="osm")) as address:
+        page = offline_phone(browser)  # as in the other browser tests: the base map's tiles are not needed
+        page.goto(f"{address}/operator/practice")
+        page.fill("#name", "sato")
+        page.fill("#password", LEARNER_PW)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/operator/practice")
+        page.wait_for_function("window.jisakuMarkers && Object.keys(window.jisakuMarkers).length > 0")
+        assert page.evaluate("Object.keys(window.jisakuMarkers)") == ["snow-9"]
+        assert page.locator("#practice-devices").inner_text().startswith("Practice gauge")
+        page.evaluate("window.jisakuMarkers['snow-9'].openPopup()")
+        link = page.locator(".leaflet-popup-content a").first.get_attribute("href")
+        assert link == "/operator/devices/snow-9"

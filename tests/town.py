@@ -11,7 +11,8 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,21 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"within {timeout} s: {what}")
         time.sleep(0.1)
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """The dashboard ``app`` on a free local port in a thread (for a browser); yields its address."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True, name="dashboard")
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 10, "the dashboard starts")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 class Town:
