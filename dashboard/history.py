@@ -30,7 +30,7 @@ from typing import Callable, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from .towns import shows_device
+from .api import public_device
 
 router = APIRouter(prefix="/api/v1", tags=["public"])
 
@@ -132,15 +132,6 @@ class BucketCache:
                 self._entries.pop(next(iter(self._entries)))
             self._entries[key] = (made, start, until, [item for item in items if item["ts"] < until])
         return items
-
-
-def public_device(request: Request, device_id: str):
-    """The registry record of a public device, else 404: a private one is answered like a missing one,
-    and so is another town's under this town's path (/t/<id>/…, dashboard/towns.py)."""
-    device = request.app.state.registry.get(device_id)
-    if device is None or not device.shown_to_residents or not shows_device(request, device.town):
-        raise HTTPException(404, f"no public device {device_id!r}")
-    return device
 
 
 def _cache(request: Request) -> BucketCache:

@@ -20,7 +20,7 @@ from jisaku.contract import protocol
 from jisaku.gateway.pictures import Picture, PictureRefused, PicturesUnavailable, PictureStore, shown_on_map
 
 from .device_auth import check_device
-from .towns import shows_device
+from .api import public_device
 
 router = APIRouter(tags=["pictures"])
 
@@ -73,19 +73,12 @@ async def upload(request: Request, device_id: str,
     return {"stored": True, **described(picture)}
 
 
-def _public_camera(request: Request, device_id: str) -> None:
-    device = request.app.state.registry.get(device_id)
-    # another town's camera under this town's path (/t/<id>/…) is answered as a missing one too
-    if device is None or not device.shown_to_residents or not shows_device(request, device.town):
-        raise HTTPException(404, f"there is no public device {device_id!r}")
-
-
 @router.get("/api/v1/devices/{device_id}/pictures", summary="A public camera's pictures, newest first")
 def pictures(request: Request, device_id: str,
              since: float | None = Query(None, description="UTC epoch seconds"),
              until: float | None = Query(None, description="UTC epoch seconds, not included"),
              limit: int = Query(100, ge=1, le=1000)) -> list[dict]:
-    _public_camera(request, device_id)
+    public_device(request, device_id)
     return [described(p) for p in _pictures(request).pictures(device_id, since, until, limit)]
 
 
@@ -96,7 +89,7 @@ def picture_file(request: Request, name: str) -> FileResponse:
     device_id = name.split("/", 1)[0]
     if ".m" not in name or not name.endswith(".jpg") or ".." in name.split("/"):
         raise HTTPException(404, "no such picture")
-    _public_camera(request, device_id)
+    public_device(request, device_id)
     path = store.folder / name
     if not path.is_file():
         raise HTTPException(404, "no such picture (its black-out areas may have changed: ask the API again)")
