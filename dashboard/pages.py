@@ -196,8 +196,8 @@ def _picture_when(picture: dict[str, Any] | None, kind: str, interval_s: float |
 
 def tiles_config(source: TileSource, base: str = "") -> dict[str, Any]:
     """The base map as live.js and device.js take it; a town's .pmtiles file is under its ``base``."""
-    config = {"url": base + source.url if source.is_pmtiles else source.url, "attribution": source.attribution, "maxZoom": source.max_zoom,
-              "pmtiles": source.is_pmtiles}
+    config = {"url": base + source.url if source.is_pmtiles else source.url, "attribution": source.attribution,
+              "maxZoom": source.max_zoom, "pmtiles": source.is_pmtiles}
     if source.native_zooms is not None:
         config["minNativeZoom"], config["maxNativeZoom"] = source.native_zooms
     return config
